@@ -1,0 +1,453 @@
+"""Clean stage: raw text rows of one delivery day -> typed, normalised, deduplicated, contract-checked entity rows.
+
+For one entity and one partition (delivery day):
+1. the candidate is the union of the entity's source tables for that day, mapped by `contracts/sources.yaml`;
+2. values are typed in DuckDB SQL (timestamps to UTC, enums matched spelling-insensitively to canonical values);
+3. a second copy of a key (in the same day, or already published on another day) goes to ``raw.rejects``;
+4. pandera validates the typed rows against the schema generated from the entity contract (required, enum,
+   range and row checks), plus the type failures found in step 2;
+5. each row goes to exactly one place, by the break action of the rules it broke (spec §3):
+   clean table, ``quarantine.<entity>``, ``quarantine.missing_owner`` or ``raw.rejects``. If any row breaks a
+   ``block_publish`` rule, the day is not published at all: the clean table keeps its previous version of that
+   day, the offending rows are quarantined, the day's other rows wait in quarantine as ``held``, an incident
+   opens and the owner is notified.
+All writes for the day happen in one transaction, after deleting what an earlier run wrote, so re-running a day
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pandera.pandas as pa
+
+from gtm_pipeline.entity_contracts import (
+    BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE, REJECT_DUPLICATE, WARN, EntityContract, quote_ident, type_label,
+    typed_sql,
+)
+from gtm_pipeline.landing import LandingSpec
+from gtm_pipeline.warehouse import ensure_base, notify_owner, open_incident, record_publication, resolve_incidents, utcnow
+
+LINEAGE = ("_source", "_table", "_file", "_line", "_partition")
+SAMPLE_SIZE = 5
+# Where a row goes when it broke several rules: the strongest action wins.
+_PRECEDENCE = (REJECT_DUPLICATE, BLOCK_PUBLISH, QUARANTINE, MISSING_OWNER, WARN)
+
+QUARANTINE_DDL = """(
+    quarantine_id VARCHAR, entity VARCHAR, _source VARCHAR, _table VARCHAR, _file VARCHAR, _line BIGINT,
+    _partition DATE, rule VARCHAR, rules VARCHAR[], columns VARCHAR[], reason VARCHAR, break_action VARCHAR,
+    contract_version VARCHAR, payload VARCHAR, status VARCHAR, quarantined_at TIMESTAMP, run_id VARCHAR)"""
+
+
+@dataclass
+class Violation:
+    row: int            # position in the candidate frame
+    rule: str           # type | required | enum | range | unique | row_check:<name> | references
+    column: str | None
+    value: object
+    action: str
+    message: str
+
+
+@dataclass
+class CleanReport:
+    entity: str
+    day: str
+    candidates: int = 0
+    clean: int = 0
+    quarantined: int = 0
+    missing_owner: int = 0
+    held: int = 0
+    rejected: int = 0
+    late: int = 0
+    blocked: bool = False
+    counts: dict[str, int] = field(default_factory=dict)        # rule kind -> violating rows
+    samples: dict[str, list[dict]] = field(default_factory=dict)  # rule kind -> a few rows with file/line/reason
+    warnings: dict[str, int] = field(default_factory=dict)
+    incidents: list[str] = field(default_factory=list)
+
+
+def rule_kind(rule: str) -> str:
+    return rule.split(":", 1)[0]
+
+
+def quarantine_id(entity: str, file: str, line: int) -> str:
+    return hashlib.sha256(f"{entity}|{file}|{line}".encode()).hexdigest()[:16]
+
+
+def ensure_entity_tables(con: duckdb.DuckDBPyConnection, contract: EntityContract) -> None:
+    ensure_base(con)
+    cols = ", ".join(f"{quote_ident(c.name)} {c.sql_type}" for c in contract.columns.values())
+    con.execute(f"""CREATE TABLE IF NOT EXISTS clean.{contract.entity} ({cols},
+        _source VARCHAR, _table VARCHAR, _file VARCHAR, _line BIGINT, _partition DATE, _late BOOLEAN,
+        _contract_version VARCHAR, _published_at TIMESTAMP)""")
+    con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{contract.entity} {QUARANTINE_DDL}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.missing_owner {QUARANTINE_DDL}")
+
+
+def _candidate_sql(con, spec: LandingSpec, contract: EntityContract) -> str | None:
+    parts = []
+    existing = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
+    for t in spec.tables_for_entity(contract.entity):
+        if t.raw_table not in existing:
+            continue
+        sel = []
+        for col in contract.columns:
+            src = t.to_entity.get(col)
+            if src is None:
+                sel.append(f"NULL::VARCHAR AS {quote_ident(col)}")
+            elif isinstance(src, tuple):
+                sel.append(f"'{src[1]}'::VARCHAR AS {quote_ident(col)}")
+            else:
+                sel.append(f"{quote_ident(src)} AS {quote_ident(col)}")
+        parts.append(f"SELECT {', '.join(sel)}, {', '.join(LINEAGE)} FROM raw.{t.raw_table} "
+                     f"WHERE _partition = $day")
+    return " UNION ALL ".join(parts) if parts else None
+
+
+def _typed_frame(con, spec: LandingSpec, contract: EntityContract, day: str) -> pd.DataFrame:
+    cand = _candidate_sql(con, spec, contract)
+    cols = list(contract.columns)
+    if cand is None:
+        empty = {c: pd.Series(dtype="object") for c in cols}
+        return pd.DataFrame({**empty, **{f"__raw_{c}": pd.Series(dtype="object") for c in cols},
+                             **{k: pd.Series(dtype="object") for k in (*LINEAGE, "_dup_of")}})
+    typed = ", ".join(f"{typed_sql(col, 'c.' + quote_ident(col.name))} AS {quote_ident(col.name)}"
+                      for col in contract.columns.values())
+    raw = ", ".join(f"c.{quote_ident(c)} AS {quote_ident('__raw_' + c)}" for c in cols)
+    key = contract.key
+    if key:
+        kcols = ", ".join(f"t.{quote_ident(k)}" for k in key)
+        nonnull = " AND ".join(f"t.{quote_ident(k)} IS NOT NULL" for k in key)
+        join = " AND ".join(f"p.{quote_ident(k)} = t.{quote_ident(k)}" for k in key)
+        dedup = f"""
+            , ranked AS (
+                SELECT t.*, row_number() OVER (PARTITION BY {kcols} ORDER BY t._file, t._line) AS _rn,
+                       first_value(t._file || ':' || t._line) OVER (PARTITION BY {kcols} ORDER BY t._file, t._line) AS _first
+                FROM typed t)
+            SELECT r.* EXCLUDE (_rn, _first),
+                   CASE WHEN NOT ({nonnull.replace('t.', 'r.')}) THEN NULL
+                        WHEN r._rn > 1 THEN r._first
+                        ELSE (SELECT min(p._file || ':' || p._line) FROM clean.{contract.entity} p
+                              WHERE {join.replace('t.', 'r.')} AND p._partition <> $day) END AS _dup_of
+            FROM ranked r ORDER BY r._file, r._line"""
+    else:
+        dedup = "SELECT *, NULL::VARCHAR AS _dup_of FROM typed ORDER BY _file, _line"
+    sql = (f"WITH c AS ({cand}), typed AS (SELECT {typed}, {raw}, {', '.join('c.' + x for x in LINEAGE)} FROM c)"
+           + dedup)
+    return con.execute(sql, {"day": day}).df()
+
+
+def pandera_schema(contract: EntityContract) -> pa.DataFrameSchema:
+    """The pandera schema generated from an entity contract (dtype checks are done by the SQL typing step)."""
+    columns = {}
+    for col in contract.columns.values():
+        checks = []
+        if col.type == "enum":
+            checks.append(pa.Check.isin(list(col.values)))
+        if col.min is not None or col.max is not None:
+            lo = col.min if col.min is not None else float("-inf")
+            hi = col.max if col.max is not None else float("inf")
+            checks.append(pa.Check.in_range(lo, hi))
+        columns[col.name] = pa.Column(None, checks=checks, nullable=not col.required, required=True,
+                                      name=col.name)
+    row_checks = []
+    for rc in contract.row_checks:
+        expr = rc.expression
+        row_checks.append(pa.Check(lambda df, _e=expr: _e.evaluate_assertion(df), name=f"row_check:{rc.name}"))
+    return pa.DataFrameSchema(columns=columns, checks=row_checks, coerce=False, strict=False,
+                              name=f"{contract.entity}@{contract.version}")
+
+
+def find_violations(contract: EntityContract, df: pd.DataFrame) -> list[Violation]:
+    """Every rule a candidate row breaks (type failures from SQL typing, the rest from pandera)."""
+    out: list[Violation] = []
+    typed_bad: set[tuple[int, str]] = set()
+    for col in contract.columns.values():
+        if col.type in ("string", "enum"):
+            continue
+        raw = df[f"__raw_{col.name}"]
+        bad = raw.notna() & (raw.astype("string").str.strip() != "") & df[col.name].isna()
+        for i in bad[bad].index:
+            typed_bad.add((i, col.name))
+            out.append(Violation(i, "type", col.name, raw[i], col.action("type"),
+                                 f"{col.name}: {raw[i]!r} is not {type_label(col)}"))
+    if df.empty:
+        return out
+    schema = pandera_schema(contract)
+    frame = df[list(contract.columns)]
+    try:
+        schema.validate(frame, lazy=True)
+        return out
+    except pa.errors.SchemaErrors as e:
+        fc = e.failure_cases
+    seen: set[tuple[int, str, str | None]] = set()
+    for rec in fc.itertuples(index=False):
+        check = str(rec.check)
+        key = (rec.index, check, rec.column if check.startswith("row_check:") is False else None)
+        if key in seen:
+            continue  # pandera reports a frame-level check once per column of a failing row
+        seen.add(key)
+        idx = rec.index
+        if idx is None or (isinstance(idx, float) and pd.isna(idx)):
+            continue
+        idx = int(idx)
+        colname = rec.column if isinstance(rec.column, str) and rec.column in contract.columns else None
+        if check == "not_nullable" and colname:
+            if (idx, colname) in typed_bad:
+                continue  # already reported as a type failure
+            col = contract.columns[colname]
+            out.append(Violation(idx, "required", colname, None, col.action("required"),
+                                 f"{colname}: required value is missing"))
+        elif check.startswith("isin(") and colname:
+            col = contract.columns[colname]
+            out.append(Violation(idx, "enum", col.name, rec.failure_case, col.action("enum"),
+                                 f"{col.name}: {rec.failure_case!r} is not an allowed value "
+                                 f"({', '.join(col.values)})"))
+        elif check.startswith("in_range(") and colname:
+            col = contract.columns[colname]
+            out.append(Violation(idx, "range", col.name, rec.failure_case, col.action("range"),
+                                 f"{col.name}: {rec.failure_case} is outside [{_fmt(col.min)}, {_fmt(col.max)}]"))
+        elif check.startswith("row_check:"):
+            name = check[len("row_check:"):]
+            rc = next(r for r in contract.row_checks if r.name == name)
+            out.append(Violation(idx, f"row_check:{name}", None, None, rc.action,
+                                 f"row check {name!r} failed: {rc.text}"))
+    return out
+
+
+def _fmt(v: float | None) -> str:
+    return "-inf" if v is None else (str(int(v)) if float(v).is_integer() else str(v))
+
+
+def _payload(df: pd.DataFrame, i: int, cols) -> str:
+    return json.dumps({c: (None if pd.isna(v := df.at[i, f"__raw_{c}"]) else str(v)) for c in cols}, sort_keys=True)
+
+
+def clean_partition(con: duckdb.DuckDBPyConnection, spec: LandingSpec, contract: EntityContract, day: str,
+                    run_id: str | None = None, now: datetime | None = None) -> CleanReport:
+    """Clean, check and publish one delivery day of one entity. Idempotent."""
+    now = now or utcnow()
+    con.execute("SET TimeZone = 'UTC'")
+    ensure_entity_tables(con, contract)
+    e = contract.entity
+    rep = CleanReport(entity=e, day=day)
+    df = _typed_frame(con, spec, contract, day).reset_index(drop=True)
+    rep.candidates = len(df)
+    cols = list(contract.columns)
+
+    dup_rows = df.index[df["_dup_of"].notna()] if len(df) else pd.Index([])
+    violations = [v for v in find_violations(contract, df) if v.row not in set(dup_rows)]
+    by_row: dict[int, list[Violation]] = {}
+    for v in violations:
+        by_row.setdefault(v.row, []).append(v)
+
+    def action_of(vs: list[Violation]) -> str:
+        acts = {v.action for v in vs}
+        return next(a for a in _PRECEDENCE if a in acts)
+
+    dest = pd.Series("clean", index=df.index, dtype="object")
+    for i, vs in by_row.items():
+        act = action_of(vs)
+        dest[i] = {BLOCK_PUBLISH: "blocking", QUARANTINE: "quarantine", MISSING_OWNER: "missing_owner",
+                   WARN: "clean"}[act]
+    dest[dup_rows] = "duplicate"
+    rep.blocked = bool((dest == "blocking").any())
+    if rep.blocked:
+        dest[dest == "clean"] = "held"
+
+    # Counts and samples per rule kind, for asset-check metadata and the CLI.
+    for v in violations:
+        kind = rule_kind(v.rule)
+        rep.counts[kind] = rep.counts.get(kind, 0) + 1
+        if v.action == WARN:
+            rep.warnings[v.rule] = rep.warnings.get(v.rule, 0) + 1
+        sample = rep.samples.setdefault(kind, [])
+        if len(sample) < SAMPLE_SIZE:
+            sample.append({"file": df.at[v.row, "_file"], "line": int(df.at[v.row, "_line"]), "column": v.column,
+                           "value": None if v.value is None else str(v.value), "rule": v.rule, "reason": v.message})
+    if len(dup_rows):
+        rep.counts["unique"] = len(dup_rows)
+        rep.samples["unique"] = [{"file": df.at[i, "_file"], "line": int(df.at[i, "_line"]),
+                                  "column": ",".join(contract.key), "rule": "unique",
+                                  "reason": f"duplicate key, first seen at {df.at[i, '_dup_of']}"}
+                                 for i in dup_rows[:SAMPLE_SIZE]]
+
+    late = pd.Series(False, index=df.index)
+    if contract.event_time and contract.late_after_days is not None and len(df):
+        et = pd.to_datetime(df[contract.event_time], errors="coerce")
+        cutoff = pd.Timestamp(day) - pd.Timedelta(days=contract.late_after_days)
+        late = et.notna() & (et.dt.normalize() < cutoff)
+    rep.late = int((late & (dest == "clean")).sum())
+
+    # Quarantine rows: one per record, with every rule it broke.
+    q_rows = []
+    for i in df.index[dest.isin(["blocking", "quarantine", "missing_owner", "held"])]:
+        vs = by_row.get(i, [])
+        if dest[i] == "held":
+            rule, rules, qcols, action = "held", ["held"], [], BLOCK_PUBLISH
+            reason = f"held: {e} for {day} is not published because rows of that day are out of range"
+            status = "held"
+        else:
+            act = action_of(vs)
+            main = [v for v in vs if v.action == act]
+            rule, rules = rule_kind(main[0].rule), sorted({v.rule for v in vs})
+            qcols = sorted({v.column for v in vs if v.column})
+            reason = "; ".join(v.message for v in vs)
+            action, status = act, "open"
+        q_rows.append({
+            "quarantine_id": quarantine_id(e, df.at[i, "_file"], int(df.at[i, "_line"])), "entity": e,
+            "_source": df.at[i, "_source"], "_table": df.at[i, "_table"], "_file": df.at[i, "_file"],
+            "_line": int(df.at[i, "_line"]), "_partition": pd.Timestamp(day).date(), "rule": rule, "rules": rules,
+            "columns": qcols, "reason": reason, "break_action": action, "contract_version": contract.version,
+            "payload": _payload(df, i, cols), "status": status, "quarantined_at": now, "run_id": run_id,
+            "_dest": "missing_owner" if dest[i] == "missing_owner" else e})
+
+    reject_rows = [(df.at[i, "_source"], df.at[i, "_table"], df.at[i, "_file"], int(df.at[i, "_line"]), day,
+                    "clean", "unique",
+                    f"duplicate of {df.at[i, '_dup_of']} on key ({', '.join(contract.key)}) = "
+                    f"({', '.join(str(df.at[i, k]) for k in contract.key)})",
+                    _payload(df, i, cols), now) for i in dup_rows]
+
+    clean_df = df.loc[dest == "clean", cols + list(LINEAGE)].copy()
+    clean_df["_late"] = late[dest == "clean"].astype(bool)
+    clean_df["_contract_version"] = contract.version
+    clean_df["_published_at"] = now
+    rep.clean = 0 if rep.blocked else len(clean_df)
+    rep.quarantined = int(dest.isin(["blocking", "quarantine"]).sum())
+    rep.missing_owner = int((dest == "missing_owner").sum())
+    rep.held = int((dest == "held").sum())
+    rep.rejected = len(reject_rows)
+
+    tables = [(t.source, t.name) for t in spec.tables_for_entity(e)]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for s, t in tables:
+            con.execute("DELETE FROM raw.rejects WHERE stage = 'clean' AND _source = ? AND _table = ? "
+                        "AND _partition = ?::DATE", [s, t, day])
+        con.execute(f"DELETE FROM quarantine.{e} WHERE _partition = ?::DATE AND status IN ('open', 'held')", [day])
+        con.execute("DELETE FROM quarantine.missing_owner WHERE entity = ? AND _partition = ?::DATE "
+                    "AND status IN ('open', 'held')", [e, day])
+        if reject_rows:
+            con.executemany("INSERT INTO raw.rejects VALUES (?, ?, ?, ?, ?::DATE, ?, ?, ?, ?, ?)", reject_rows)
+        if not rep.blocked:
+            con.execute(f"DELETE FROM clean.{e} WHERE _partition = ?::DATE", [day])
+            if len(clean_df):
+                con.register("_clean_df", clean_df)
+                names = ", ".join(quote_ident(c) for c in clean_df.columns)
+                con.execute(f"INSERT INTO clean.{e} ({names}) SELECT {names} FROM _clean_df")
+                con.unregister("_clean_df")
+        if q_rows:
+            qdf = pd.DataFrame(q_rows)
+            for target in ("missing_owner", e):
+                part = qdf[qdf["_dest"] == target].drop(columns=["_dest"])
+                if len(part):
+                    con.register("_q_df", part)
+                    names = ", ".join(part.columns)
+                    con.execute(f"INSERT INTO quarantine.{target} ({names}) SELECT {names} FROM _q_df")
+                    con.unregister("_q_df")
+        _incidents(con, contract, day, rep, dest)
+        if not rep.blocked:
+            record_publication(con, asset_key=f"clean/{e}", partition_key=day, row_count=rep.clean,
+                               version=contract.version, run_id=run_id, published_at=now)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return rep
+
+
+def _incidents(con, contract: EntityContract, day: str, rep: CleanReport, dest: pd.Series) -> None:
+    e = contract.entity
+    prefix = f"contract:{e}:{day}:"
+    if not (rep.quarantined and not rep.blocked):
+        resolve_incidents(con, prefix + "quarantine")
+    if not rep.blocked:
+        resolve_incidents(con, prefix + "block_publish")
+    quarantined_kinds = sorted({s["rule"].split(":")[0] for k, ss in rep.samples.items() for s in ss
+                                if k not in ("unique",)} & {"type", "required", "enum", "row_check"})
+    if rep.quarantined and not rep.blocked:
+        details = {k: rep.counts.get(k, 0) for k in quarantined_kinds}
+        iid, new = open_incident(
+            con, severity="SEV3", origin="contract", asset_key=f"clean/{e}", rule=",".join(quarantined_kinds),
+            title=f"{rep.quarantined} {e} row(s) of {day} quarantined by contract {e}@{contract.version}",
+            details={"counts": details, "samples": rep.samples}, owner=contract.owner, dedup_key=prefix + "quarantine")
+        rep.incidents.append(iid)
+    if rep.blocked:
+        title = (f"{e} for {day} not published: {rep.counts.get('range', 0)} value(s) out of range "
+                 f"(contract {e}@{contract.version}); {rep.held} row(s) held")
+        iid, new = open_incident(con, severity="SEV2", origin="contract", asset_key=f"clean/{e}", rule="range",
+                                 title=title, details={"samples": rep.samples.get("range", [])},
+                                 owner=contract.owner, dedup_key=prefix + "block_publish")
+        rep.incidents.append(iid)
+        if new:
+            lines = "\n".join(f"- {s['file']}:{s['line']} {s['reason']}" for s in rep.samples.get("range", []))
+            notify_owner(con, owner=contract.owner, subject=title, asset_key=f"clean/{e}", incident_id=iid,
+                         body=f"Publication of {e} for {day} is blocked until these rows are repaired:\n{lines}\n"
+                              f"See: gtm-pipeline quarantine list --entity {e} --day {day}")
+
+
+def conservation(con: duckdb.DuckDBPyConnection, spec: LandingSpec, source: str | None = None,
+                 day: str | None = None) -> pd.DataFrame:
+    """Per source table and day: records read, and where each ended (clean, quarantine, rejected, lost).
+
+    A record is located by its lineage (file, line). ``lost`` must be 0 and ``in_two_places`` must be 0 except for
+    a day whose publication is blocked (its previous clean version is still visible, as the spec requires).
+    """
+    ensure_base(con)
+    rows = []
+    existing = {r[0] for r in con.execute(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
+    for t in spec.tables():
+        if source and t.source != source:
+            continue
+        if f"raw.{t.raw_table}" not in existing:
+            continue
+        e = t.entity
+        where = "WHERE r._partition = $day" if day else ""
+        q_parts = [f"SELECT _file, _line FROM quarantine.{e} WHERE _table = '{t.name}' AND _source = '{t.source}' "
+                   f"AND status IN ('open', 'held')"] if f"quarantine.{e}" in existing else []
+        if "quarantine.missing_owner" in existing:
+            q_parts.append(f"SELECT _file, _line FROM quarantine.missing_owner WHERE entity = '{e}' "
+                           f"AND _table = '{t.name}' AND _source = '{t.source}' AND status IN ('open', 'held')")
+        q_sql = " UNION ALL ".join(q_parts) if q_parts else "SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _line WHERE false"
+        c_sql = (f"SELECT _file, _line FROM clean.{e} WHERE _table = '{t.name}' AND _source = '{t.source}'"
+                 if f"clean.{e}" in existing else "SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _line WHERE false")
+        sql = f"""
+            WITH q AS ({q_sql}), c AS ({c_sql}),
+            j AS (SELECT _file, _line FROM raw.rejects WHERE stage = 'clean' AND _source = '{t.source}'
+                  AND _table = '{t.name}'),
+            fate AS (
+              SELECT r._partition,
+                     (EXISTS (SELECT 1 FROM c WHERE c._file = r._file AND c._line = r._line))::INT AS in_clean,
+                     (EXISTS (SELECT 1 FROM q WHERE q._file = r._file AND q._line = r._line))::INT AS in_q,
+                     (EXISTS (SELECT 1 FROM j WHERE j._file = r._file AND j._line = r._line))::INT AS in_rej
+              FROM raw.{t.raw_table} r {where})
+            SELECT _partition, count(*) AS raw_rows,
+                   sum(CASE WHEN in_rej = 1 THEN 0 WHEN in_q = 1 THEN 0 ELSE in_clean END) AS clean,
+                   sum(CASE WHEN in_rej = 1 THEN 0 ELSE in_q END) AS quarantined,
+                   sum(in_rej) AS rejected_clean,
+                   sum(CASE WHEN in_clean + in_q + in_rej = 0 THEN 1 ELSE 0 END) AS lost,
+                   sum(CASE WHEN in_clean + in_q + in_rej > 1 THEN 1 ELSE 0 END) AS in_two_places
+            FROM fate GROUP BY _partition"""
+        df = con.execute(sql, {"day": day} if day else {}).df()
+        rej = con.execute("SELECT _partition, count(*) AS n FROM raw.rejects WHERE stage = 'ingest' AND _source = ? "
+                          "AND _table = ? GROUP BY _partition", [t.source, t.name]).df()
+        df = df.merge(rej.rename(columns={"n": "rejected_ingest"}), on="_partition", how="left")
+        df["rejected_ingest"] = df["rejected_ingest"].fillna(0).astype(int)
+        df.insert(0, "table", t.qualified)
+        rows.append(df)
+    if not rows:
+        return pd.DataFrame(columns=["table", "_partition", "raw_rows", "clean", "quarantined", "rejected_clean",
+                                     "lost", "in_two_places", "rejected_ingest"])
+    out = pd.concat(rows, ignore_index=True)
+    num = ["raw_rows", "clean", "quarantined", "rejected_clean", "lost", "in_two_places", "rejected_ingest"]
+    out[num] = out[num].fillna(0).astype("int64")
+    out["records"] = out["raw_rows"] + out["rejected_ingest"]
+    return out.sort_values(["table", "_partition"]).reset_index(drop=True)

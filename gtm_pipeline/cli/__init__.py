@@ -1,0 +1,39 @@
+"""The `gtm-pipeline` command. Each sub-module adds its commands to ``main``; errors the user can fix are printed
+as one clear line (never a stack trace) and exit with status 2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from gtm_pipeline.errors import GtmPipelineError
+
+# Command modules, in the order their commands are listed by --help.
+_COMMAND_MODULES = ("data",)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GtmPipelineError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="gtm-pipeline")
+def main() -> None:
+    """gtm-pipeline: raw GTM exports -> audited metrics -> logged, approvable, reversible decisions.
+
+    \b
+    Example:
+      gtm-pipeline demo            # generate 90 days, run the whole graph, print what landed where
+      dagster dev -w workspace.yaml   # then watch it in the Dagster UI
+    """
+
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"{__name__}.{_name}").register(main)

@@ -1,0 +1,228 @@
+"""Commands that move data: generate, import, demo, run, refresh, contracts validate, ledger."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+
+import click
+
+from gtm_pipeline.config import load_settings
+from gtm_pipeline.errors import GtmPipelineError
+
+
+def _quiet_run_config() -> dict:
+    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@click.command()
+@click.option("--days", type=click.IntRange(1, 3660), default=90, show_default=True, help="Number of delivery days.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed: the same seed gives the same bytes.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Landing folder to write (default: the configured landing folder, data/landing).")
+@click.option("--start", "start", type=click.DateTime(formats=["%Y-%m-%d"]), default="2026-08-01", show_default=True,
+              help="First delivery day.")
+@click.option("--scale", type=click.FloatRange(0.01, 10000), default=1.0, show_default=True,
+              help="Volume multiplier (1.0 is about 3-5k raw rows a day).")
+@click.option("--clean-data", is_flag=True, help="Inject no defects (default: inject the configured defect rates).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def generate(days, seed, out_dir, start, scale, clean_data, no_progress):
+    """Write deterministic, seeded GTM exports (web, ads, crm, calendar, vendors) and a ground-truth manifest.
+
+    \b
+    Example:
+      gtm-pipeline generate --days 90 --seed 7 --out data/landing
+    """
+    from gtm_pipeline.generate import DefectRates, GenerateConfig
+    from gtm_pipeline.generate import generate as run_generate
+
+    out = out_dir or load_settings().landing_dir
+    cfg = GenerateConfig(days=days, seed=seed, start=start.date(), scale=scale,
+                         defects=DefectRates.none() if clean_data else DefectRates())
+    t0 = time.perf_counter()
+    manifest = run_generate(out, cfg, progress=not no_progress)
+    rows = sum(v for v in _walk_counts(manifest.get("row_counts", {})))
+    click.echo(f"wrote {rows:,} rows for {days} days to {out} in {time.perf_counter() - t0:.1f}s "
+               f"({len(manifest.get('defects', []))} injected defects; ground truth in {out / 'manifest.json'})")
+
+
+def _walk_counts(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _walk_counts(v)
+    elif isinstance(node, (int, float)):
+        yield int(node)
+
+
+@click.command(name="import")
+@click.argument("mapping", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder holding the original export files the mapping names.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Landing folder to write (default: the configured landing folder).")
+def import_(mapping, input_dir, out_dir):
+    """Turn your own CRM / marketing exports into landing files through a declarative column mapping.
+
+    \b
+    Example:
+      gtm-pipeline import contracts/mappings/maven_crm.yaml --input ../shared/datasets/maven_crm_sales_opportunities \\
+          --out data/landing
+    """
+    from gtm_pipeline.mappings import import_cli
+
+    click.echo(import_cli(mapping, input_dir, out_dir or load_settings().landing_dir))
+
+
+@click.command()
+@click.option("--days", type=click.IntRange(1, 3660), default=90, show_default=True,
+              help="Days to generate when the landing folder is empty.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed for generated data.")
+@click.option("--regenerate", is_flag=True, help="Delete the warehouse and landing folder and start over.")
+def demo(days, seed, regenerate):
+    """Run the main job on the embedded default: generate data if needed, materialize the whole asset graph
+    (ingest -> clean -> contracts -> metrics -> decisions) in DuckDB, and print what landed where.
+
+    \b
+    Example:
+      gtm-pipeline demo --days 90 --seed 7
+    """
+    import shutil
+
+    import duckdb
+
+    from gtm_pipeline import keys
+    from gtm_pipeline.runner import ensure_dagster_home, landing_range, run_job, summary
+
+    s = load_settings()
+    if regenerate:
+        shutil.rmtree(s.landing_dir, ignore_errors=True)
+        for p in (s.duckdb_path, Path(str(s.duckdb_path) + ".wal")):
+            p.unlink(missing_ok=True)
+    home = ensure_dagster_home(s)
+    if not (s.landing_dir / "manifest.json").exists() and not any(s.landing_dir.glob("*/*")):
+        click.echo(f"[1/3] generating {days} days of GTM exports into {s.landing_dir}")
+        ctx = click.get_current_context()
+        ctx.invoke(generate, days=days, seed=seed, out_dir=s.landing_dir, start=_dt("2026-08-01"), scale=1.0,
+                   clean_data=False, no_progress=False)
+    else:
+        click.echo(f"[1/3] using the landing files in {s.landing_dir}")
+    first, last = landing_range(s)
+    click.echo(f"[2/3] {keys.DAILY_JOB}: ingest, clean and contract-check {first} .. {last} (one run)")
+    t0 = time.perf_counter()
+    daily = run_job(keys.DAILY_JOB, partition_range=(first, last), run_config=_quiet_run_config())
+    click.echo(f"      {'ok' if daily.success else 'finished with blocked publications'} in "
+               f"{time.perf_counter() - t0:.1f}s (run {daily.run_id[:8]})")
+    for c in daily.failed_checks:
+        click.echo(f"      check failed: {c}")
+    click.echo(f"[3/3] {keys.REFRESH_JOB}: conservation ledger, metric layer and decisions")
+    t0 = time.perf_counter()
+    refresh = run_job(keys.REFRESH_JOB, run_config=_quiet_run_config())
+    click.echo(f"      {'ok' if refresh.success else 'FAILED'} in {time.perf_counter() - t0:.1f}s "
+               f"(run {refresh.run_id[:8]})")
+    for c in refresh.failed_checks:
+        click.echo(f"      check failed: {c}")
+    with duckdb.connect(str(s.duckdb_path), read_only=True) as con:
+        click.echo("\nWhat landed where (DuckDB " + str(s.duckdb_path) + "):")
+        click.echo(summary(con))
+    click.echo(f"\nOpen the UI:  DAGSTER_HOME={home} dagster dev -w workspace.yaml")
+    if not refresh.success:
+        raise GtmPipelineError(f"{keys.REFRESH_JOB} failed (run {refresh.run_id}); see the Dagster UI for the step "
+                               f"that failed")
+
+
+def _dt(text: str):
+    from datetime import datetime
+
+    return datetime.strptime(text, "%Y-%m-%d")
+
+
+@click.command()
+@click.option("--from", "first", required=True, type=click.DateTime(formats=["%Y-%m-%d"]), help="First day.")
+@click.option("--to", "last", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Last day (default: --from).")
+def run(first, last):
+    """Ingest, clean and contract-check a range of delivery days in one run (re-running a day replaces it).
+
+    \b
+    Example:
+      gtm-pipeline run --from 2026-08-01 --to 2026-08-07
+    """
+    from gtm_pipeline import keys
+    from gtm_pipeline.runner import ensure_dagster_home, run_job
+
+    ensure_dagster_home(load_settings())
+    a, b = first.date().isoformat(), (last or first).date().isoformat()
+    out = run_job(keys.DAILY_JOB, partition_range=(a, b), run_config=_quiet_run_config())
+    click.echo(f"{keys.DAILY_JOB} {a}..{b}: {'ok' if out.success else 'failed'} (run {out.run_id})")
+    for c in out.failed_checks:
+        click.echo(f"  check failed: {c}")
+
+
+@click.command()
+def refresh():
+    """Recompute everything built over all days (ledger, metric layer, decisions).
+
+    \b
+    Example:
+      gtm-pipeline refresh
+    """
+    from gtm_pipeline import keys
+    from gtm_pipeline.runner import ensure_dagster_home, run_job
+
+    ensure_dagster_home(load_settings())
+    out = run_job(keys.REFRESH_JOB, run_config=_quiet_run_config())
+    click.echo(f"{keys.REFRESH_JOB}: {'ok' if out.success else 'failed'} (run {out.run_id})")
+    for c in out.failed_checks:
+        click.echo(f"  check failed: {c}")
+
+
+@click.group()
+def contracts():
+    """Validate and inspect the YAML contracts.
+
+    \b
+    Example:
+      gtm-pipeline contracts validate
+    """
+
+
+@contracts.command()
+def validate():
+    """Load every contract (sources, entities) and report the first problem with file, field and fix.
+
+    \b
+    Example:
+      gtm-pipeline contracts validate
+    """
+    from gtm_pipeline.entity_contracts import load_entity_contracts
+    from gtm_pipeline.landing import load_landing_spec
+
+    s = load_settings()
+    spec = load_landing_spec(s.contracts_dir)
+    ents = load_entity_contracts(s.contracts_dir)
+    click.echo(f"ok: {len(spec.tables())} source tables, {len(ents)} entity contracts")
+
+
+@click.command()
+@click.option("--day", default=None, help="Only this delivery day (YYYY-MM-DD).")
+def ledger(day):
+    """Show the conservation ledger: per source table and day, records = clean + quarantined + rejected.
+
+    \b
+    Example:
+      gtm-pipeline ledger --day 2026-08-03
+    """
+    import duckdb
+
+    from gtm_pipeline.clean import conservation
+    from gtm_pipeline.landing import load_landing_spec
+
+    s = load_settings()
+    with duckdb.connect(str(s.duckdb_path), read_only=True) as con:
+        df = conservation(con, load_landing_spec(s.contracts_dir), day=day)
+    click.echo(df.to_string(index=False))
+
+
+def register(main: click.Group) -> None:
+    for cmd in (generate, import_, demo, run, refresh, contracts, ledger):
+        main.add_command(cmd)

@@ -1,0 +1,42 @@
+"""The one entry point: every stage package under ``gtm_pipeline.defs`` contributes its ``defs``; this module adds
+what cuts across stages (resources and jobs). Nothing is listed by hand (STYLE rule 1)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import dagster as dg
+
+from gtm_pipeline import defs as _defs_pkg
+from gtm_pipeline import keys
+from gtm_pipeline.defs.resources import default_resources
+
+
+def _stage_definitions() -> list[dg.Definitions]:
+    out = []
+    for mod in sorted(pkgutil.iter_modules(_defs_pkg.__path__), key=lambda m: m.name):
+        if mod.ispkg:
+            out.append(importlib.import_module(f"{_defs_pkg.__name__}.{mod.name}").defs)
+    return out
+
+
+def build_definitions() -> dg.Definitions:
+    stages = dg.Definitions.merge(*_stage_definitions())
+    assets = [a for a in (stages.assets or []) if isinstance(a, dg.AssetsDefinition)]
+    partitioned = [k for a in assets if a.partitions_def is not None for k in a.keys]
+    unpartitioned = [k for a in assets if a.partitions_def is None for k in a.keys]
+    jobs = [
+        dg.define_asset_job(
+            keys.DAILY_JOB, selection=dg.AssetSelection.assets(*partitioned),
+            description="Ingest, clean and contract-check delivery days: pick one day, a range, or backfill.",
+        ),
+        dg.define_asset_job(
+            keys.REFRESH_JOB, selection=dg.AssetSelection.assets(*unpartitioned),
+            description="Recompute everything built over all days (conservation ledger, metric layer, decisions).",
+        ),
+    ]
+    return dg.Definitions.merge(stages, dg.Definitions(jobs=jobs, resources=default_resources()))
+
+
+defs = build_definitions()

@@ -1,0 +1,183 @@
+"""Clean + contracts stages: per entity, one daily-partitioned multi-asset that publishes ``clean/<entity>`` and
+its quarantine (``contracts/quarantine_<entity>``), with the entity contract's rules as asset checks.
+
+The body only reads resources, calls `gtm_pipeline.clean.clean_partition` per day and reports; the logic lives in
+plain modules.
+"""
+
+
+import hashlib
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from gtm_pipeline import keys
+from gtm_pipeline.clean import CleanReport, clean_partition
+from gtm_pipeline.config import load_settings
+from gtm_pipeline.defs.partitions import daily_partitions
+from gtm_pipeline.defs.resources import GtmProject
+from gtm_pipeline.entity_contracts import MISSING_OWNER, EntityContract, load_entity_contracts, quote_ident
+from gtm_pipeline.errors import ContractError
+from gtm_pipeline.landing import LandingSpec, load_landing_spec
+
+# rule kind -> (check name, description, severity, blocking)
+_CHECKS = {
+    "type": (keys.CHECK_TYPES, "Values that do not parse as the column's type are quarantined.",
+             dg.AssetCheckSeverity.ERROR, False),
+    "required": (keys.CHECK_REQUIRED, "Required values present; rows missing one are quarantined.",
+                 dg.AssetCheckSeverity.ERROR, False),
+    "enum": (keys.CHECK_ENUMS, "Enum integrity (spec §3): a value outside the allowed set is quarantined and an "
+                               "incident opens.", dg.AssetCheckSeverity.ERROR, False),
+    "range": (keys.CHECK_RANGES, "Out of range (spec §3): publication of the day is blocked, downstream does not "
+                                 "run, the owner is notified.", dg.AssetCheckSeverity.ERROR, True),
+    "unique": (keys.CHECK_UNIQUE, "Second copies of a key go to raw.rejects naming the first copy.",
+               dg.AssetCheckSeverity.WARN, False),
+    "row_check": (keys.CHECK_ROW_CHECKS, "Row checks written as safe boolean expressions in the contract.",
+                  dg.AssetCheckSeverity.WARN, False),
+    "references": (keys.CHECK_REFERENCES, "Foreign keys that resolve to a published row of the referenced entity.",
+                   dg.AssetCheckSeverity.WARN, False),
+    "late": (keys.CHECK_LATE, "Records delivered after their event day (accepted, flagged _late).",
+             dg.AssetCheckSeverity.WARN, False),
+    "owner": (keys.CHECK_OWNER, "Missing keys (spec §3): opportunities without owner go to "
+                                "quarantine.missing_owner for routing to repair.", dg.AssetCheckSeverity.WARN, False),
+}
+
+
+def _kinds_used(contract: EntityContract) -> list[str]:
+    kinds = [k for k in ("type", "required", "enum", "range", "references") if contract.rules_of_kind(k)]
+    if contract.key:
+        kinds.append("unique")
+    if contract.row_checks:
+        kinds.append("row_check")
+    if contract.event_time and contract.late_after_days is not None:
+        kinds.append("late")
+    if MISSING_OWNER in contract.actions_in_use():
+        kinds.append("owner")
+    return kinds
+
+
+def _owner_tag(owner: str) -> str:
+    return "team:" + "".join(ch if ch.isalnum() else "_" for ch in owner.lower()).strip("_")
+
+
+def _reference_misses(con, contract: EntityContract, days: list[str]) -> dict[str, int]:
+    out = {}
+    for col in contract.rules_of_kind("references"):
+        ent, rcol = col.references.split(".")
+        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'clean' "
+                             "AND table_name = ?", [ent]).fetchone()[0]
+        ref = f"(SELECT 1 FROM clean.{ent} r WHERE r.{quote_ident(rcol)} = x.{quote_ident(col.name)})"
+        n = con.execute(
+            f"SELECT count(*) FROM clean.{contract.entity} x WHERE x._partition BETWEEN ?::DATE AND ?::DATE "
+            f"AND x.{quote_ident(col.name)} IS NOT NULL" + (f" AND NOT EXISTS {ref}" if exists else ""),
+            [days[0], days[-1]]).fetchone()[0]
+        out[col.name] = int(n)
+    return out
+
+
+def _md_samples(samples: list[dict]) -> dg.MetadataValue:
+    if not samples:
+        return dg.MetadataValue.md("none")
+    return dg.MetadataValue.md("\n".join(f"- `{s['file']}:{s['line']}` {s['reason']}" for s in samples))
+
+
+def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_owner: bool) -> dg.AssetsDefinition:
+    e = contract.entity
+    ckey, qkey = keys.clean_key(e), keys.quarantine_key(e)
+    sources = sorted({t.source for t in spec.tables_for_entity(e)})
+    deps = [keys.raw_key(s) for s in sources]
+    feeds = ", ".join(t.qualified for t in spec.tables_for_entity(e))
+    code_version = hashlib.sha256(contract.path.read_bytes()).hexdigest()[:12]
+    owner = [_owner_tag(contract.owner)]
+    specs = [
+        dg.AssetSpec(ckey, group_name=keys.CLEAN, deps=deps, kinds={"duckdb", "pandas"}, owners=owner,
+                     code_version=code_version, tags={"stage": "clean", "entity": e},
+                     description=f"{contract.description} Grain: {contract.grain}. Sources: {feeds}. "
+                                 f"Contract: contracts/entities/{e}.yaml v{contract.version}. Owner: {contract.owner}.",
+                     metadata={"contract_version": contract.version, "grain": contract.grain}),
+        dg.AssetSpec(qkey, group_name=keys.CONTRACTS, deps=deps, kinds={"duckdb"}, owners=owner,
+                     code_version=code_version, tags={"stage": "contracts", "entity": e},
+                     description=f"quarantine.{e}: one row per {e} record that broke contract {e}@{contract.version} "
+                                 f"(payload, rule, reason, contract version, partition, status). Rows of a day "
+                                 f"whose publication is blocked wait here as 'held'. Owner: {contract.owner}."),
+    ]
+    if owns_missing_owner:
+        specs.append(dg.AssetSpec(
+            keys.MISSING_OWNER_KEY, group_name=keys.CONTRACTS, deps=deps, kinds={"duckdb"}, owners=owner,
+            code_version=code_version, tags={"stage": "contracts"},
+            description="quarantine.missing_owner: one row per record without an owner (spec §3 missing keys), "
+                        "marked for repair through the routing rules."))
+    kinds = _kinds_used(contract)
+    check_specs = []
+    for k in kinds:
+        name, desc, _sev, blocking = _CHECKS[k]
+        check_specs.append(dg.AssetCheckSpec(name, asset=ckey, description=desc, blocking=blocking))
+
+    @dg.multi_asset(name=f"clean_{e}", specs=specs, check_specs=check_specs, partitions_def=daily_partitions,
+                    backfill_policy=dg.BackfillPolicy.single_run(), can_subset=False)
+    def _clean(context: dg.AssetExecutionContext, warehouse: DuckDBResource, project: GtmProject):
+        lspec = load_landing_spec(project.contracts_path)
+        contract_now = load_entity_contracts(project.contracts_path)[e]
+        days = context.partition_keys
+        reports: list[CleanReport] = []
+        with warehouse.get_connection() as con:
+            for day in days:
+                reports.append(clean_partition(con, lspec, contract_now, day, run_id=context.run_id))
+            ref_misses = _reference_misses(con, contract_now, days) if "references" in kinds else {}
+        tot = lambda attr: sum(getattr(r, attr) for r in reports)  # noqa: E731
+        blocked = [r.day for r in reports if r.blocked]
+        counts: dict[str, int] = {}
+        samples: dict[str, list] = {}
+        for r in reports:
+            for k, n in r.counts.items():
+                counts[k] = counts.get(k, 0) + n
+            for k, s in r.samples.items():
+                samples.setdefault(k, []).extend(s)
+        if blocked:
+            context.log.warning(f"{e}: publication blocked for {blocked} (out-of-range rows); previous version kept")
+        yield dg.MaterializeResult(asset_key=ckey, metadata={
+            "dagster/row_count": tot("clean"), "candidates": tot("candidates"), "quarantined": tot("quarantined"),
+            "missing_owner": tot("missing_owner"), "held": tot("held"), "rejected_duplicates": tot("rejected"),
+            "late": tot("late"), "blocked_days": dg.MetadataValue.json(blocked),
+            "contract_version": contract_now.version,
+        })
+        yield dg.MaterializeResult(asset_key=qkey, metadata={
+            "dagster/row_count": tot("quarantined") + tot("held"), "held": tot("held"),
+            "by_rule": dg.MetadataValue.json(counts)})
+        if owns_missing_owner:
+            yield dg.MaterializeResult(asset_key=keys.MISSING_OWNER_KEY,
+                                       metadata={"dagster/row_count": tot("missing_owner")})
+        for k in kinds:
+            name, _desc, sev, _blocking = _CHECKS[k]
+            if k == "late":
+                n, smp = tot("late"), []
+            elif k == "owner":
+                n, smp = tot("missing_owner"), samples.get("required", [])
+                smp = [s for s in smp if s.get("column") == "owner_id"]
+            elif k == "references":
+                n, smp = sum(ref_misses.values()), []
+            else:
+                n, smp = counts.get(k, 0), samples.get(k, [])
+            meta = {"violations": n, "samples": _md_samples(smp[:10]), "days": len(days)}
+            if k == "range":
+                meta["blocked_days"] = dg.MetadataValue.json(blocked)
+            if k == "references":
+                meta["unresolved_by_column"] = dg.MetadataValue.json(ref_misses)
+            yield dg.AssetCheckResult(asset_key=ckey, check_name=name, passed=n == 0, severity=sev, metadata=meta)
+
+    return _clean
+
+
+def clean_assets() -> list[dg.AssetsDefinition]:
+    s = load_settings()
+    spec = load_landing_spec(s.contracts_dir)
+    contracts = load_entity_contracts(s.contracts_dir)
+    missing = set(spec.entities()) - set(contracts)
+    if missing:
+        raise ContractError(f"contracts/entities: no contract for entit{'y' if len(missing) == 1 else 'ies'} "
+                            f"{sorted(missing)} named in contracts/sources.yaml; add contracts/entities/<entity>.yaml")
+    users = [c.entity for c in contracts.values() if MISSING_OWNER in c.actions_in_use()]
+    if len(users) > 1:
+        raise ContractError(f"contracts/entities: quarantine_missing_owner is used by {users}; only one entity may "
+                            f"route to quarantine.missing_owner")
+    return [build_clean_asset(contracts[e], spec, owns_missing_owner=(e in users)) for e in spec.entities()]

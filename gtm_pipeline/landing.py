@@ -1,0 +1,170 @@
+"""The landing spec (`contracts/sources.yaml`): which exports exist, their columns and the entity each feeds.
+
+Generator, ingestion, drift detection and the real-export mappings all read this one file, so they cannot
+disagree about a column name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from gtm_pipeline.errors import ContractError
+
+FORMATS = ("csv", "jsonl", "parquet")
+_SOURCE_KEYS = {"description", "owner", "tables"}
+_TABLE_KEYS = {"format", "columns", "aliases", "entity", "to_entity", "description"}
+
+
+@dataclass(frozen=True)
+class Table:
+    source: str
+    name: str
+    format: str
+    columns: tuple[str, ...]
+    entity: str
+    # entity column -> landing column name, or ("const", value)
+    to_entity: dict[str, str | tuple[str, str]]
+    # canonical column -> accepted alternative names
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def raw_table(self) -> str:
+        """DuckDB table (schema ``raw``) holding this export's rows as text, with lineage columns."""
+        return f"{self.source}_{self.name}"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.source}/{self.name}"
+
+    def file_for(self, landing_dir: Path, day: str) -> Path:
+        return landing_dir / self.source / day / f"{self.name}.{self.format}"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    description: str
+    owner: str
+    tables: tuple[Table, ...]
+
+
+@dataclass(frozen=True)
+class LandingSpec:
+    path: Path
+    sources: dict[str, Source]
+
+    def tables(self) -> list[Table]:
+        return [t for s in self.sources.values() for t in s.tables]
+
+    def tables_for_entity(self, entity: str) -> list[Table]:
+        return [t for t in self.tables() if t.entity == entity]
+
+    def table(self, qualified: str) -> Table:
+        for t in self.tables():
+            if t.qualified == qualified:
+                return t
+        known = ", ".join(t.qualified for t in self.tables())
+        raise ContractError(f"{self.path.name}: unknown source table {qualified!r}; known: {known}")
+
+    def entities(self) -> list[str]:
+        return sorted({t.entity for t in self.tables()})
+
+
+def _fail(path: Path, where: str, msg: str) -> ContractError:
+    return ContractError(f"{path.name}: {where}: {msg}")
+
+
+def _parse_table(path: Path, source: str, name: str, body: object) -> Table:
+    where = f"sources.{source}.tables.{name}"
+    if not isinstance(body, dict):
+        raise _fail(path, where, "must be a mapping with format, columns, entity and to_entity")
+    unknown = set(body) - _TABLE_KEYS
+    if unknown:
+        raise _fail(path, where, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_TABLE_KEYS)}")
+    fmt = body.get("format")
+    if fmt not in FORMATS:
+        raise _fail(path, f"{where}.format", f"{fmt!r} is not a supported format; use one of {list(FORMATS)}")
+    columns = body.get("columns")
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        raise _fail(path, f"{where}.columns", "must be a non-empty list of column names")
+    if len(set(columns)) != len(columns):
+        raise _fail(path, f"{where}.columns", "column names must be unique")
+    entity = body.get("entity")
+    if not isinstance(entity, str) or not entity:
+        raise _fail(path, f"{where}.entity", "must name the cleaned entity the rows feed")
+    to_entity_raw = body.get("to_entity") or {}
+    if not isinstance(to_entity_raw, dict):
+        raise _fail(path, f"{where}.to_entity", "must map entity columns to landing columns or {const: value}")
+    to_entity: dict[str, str | tuple[str, str]] = {}
+    for ecol, spec in to_entity_raw.items():
+        if isinstance(spec, str):
+            if spec not in columns:
+                raise _fail(path, f"{where}.to_entity.{ecol}",
+                            f"landing column {spec!r} is not in columns; known: {', '.join(columns)}")
+            to_entity[ecol] = spec
+        elif isinstance(spec, dict) and set(spec) == {"const"}:
+            to_entity[ecol] = ("const", str(spec["const"]))
+        else:
+            raise _fail(path, f"{where}.to_entity.{ecol}", "must be a landing column name or {const: value}")
+    aliases_raw = body.get("aliases") or {}
+    aliases: dict[str, tuple[str, ...]] = {}
+    for col, alts in aliases_raw.items():
+        if col not in columns:
+            raise _fail(path, f"{where}.aliases.{col}", f"not a column of the table; known: {', '.join(columns)}")
+        if not isinstance(alts, list) or not all(isinstance(a, str) for a in alts):
+            raise _fail(path, f"{where}.aliases.{col}", "must be a list of alternative column names")
+        aliases[col] = tuple(alts)
+    return Table(source=source, name=name, format=fmt, columns=tuple(columns), entity=entity,
+                 to_entity=to_entity, aliases=aliases)
+
+
+def parse_landing_spec(path: Path) -> LandingSpec:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ContractError(f"{path.name}: not valid YAML: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), dict):
+        raise ContractError(f"{path.name}: must have a top-level 'sources' mapping")
+    sources: dict[str, Source] = {}
+    for sname, sbody in doc["sources"].items():
+        if not isinstance(sbody, dict):
+            raise _fail(path, f"sources.{sname}", "must be a mapping with description, owner and tables")
+        unknown = set(sbody) - _SOURCE_KEYS
+        if unknown:
+            raise _fail(path, f"sources.{sname}", f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_SOURCE_KEYS)}")
+        tables = tuple(_parse_table(path, sname, tname, tbody) for tname, tbody in (sbody.get("tables") or {}).items())
+        if not tables:
+            raise _fail(path, f"sources.{sname}.tables", "a source needs at least one table")
+        sources[sname] = Source(name=sname, description=str(sbody.get("description", "")),
+                                owner=str(sbody.get("owner", "")), tables=tables)
+    return LandingSpec(path=path, sources=sources)
+
+
+@lru_cache(maxsize=8)
+def _cached(path_str: str, mtime: float) -> LandingSpec:
+    return parse_landing_spec(Path(path_str))
+
+
+def load_landing_spec(contracts_dir: Path) -> LandingSpec:
+    path = contracts_dir / "sources.yaml"
+    if not path.exists():
+        raise ContractError(f"{path}: missing; the landing spec lists the sources and their columns")
+    return _cached(str(path), path.stat().st_mtime)
+
+
+def landing_days(landing_dir: Path, source: str | None = None) -> list[str]:
+    """Delivery days present in the landing folder (for one source or any)."""
+    days: set[str] = set()
+    if not landing_dir.exists():
+        return []
+    for sdir in landing_dir.iterdir():
+        if not sdir.is_dir() or sdir.name.startswith("_") or (source and sdir.name != source):
+            continue
+        for ddir in sdir.iterdir():
+            if ddir.is_dir() and len(ddir.name) == 10 and ddir.name[4] == "-":
+                days.add(ddir.name)
+    return sorted(days)
