@@ -1,0 +1,32 @@
+# The two set-up commands of the README are `make demo` and `make test`; both start from nothing but Python 3.11.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install demo test system-deps bench ui clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## generate 90 days of GTM exports and materialize the whole asset graph in DuckDB
+	$(VENV)/bin/gtm-pipeline demo
+
+system-deps:  ## Debian packages the end-to-end tests run for real (needs root; skipped when already present)
+	bash scripts/install-system-deps.sh
+
+test: install system-deps  ## the full suite, end-to-end tests with real servers included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install  ## throughput, memory and incremental cost at three sizes
+	$(VENV)/bin/gtm-pipeline bench
+
+ui: install  ## the Dagster UI on http://127.0.0.1:3000 over the demo's instance
+	DAGSTER_HOME=$(CURDIR)/data/dagster_home $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf data build artifacts
