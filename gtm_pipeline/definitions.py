@@ -10,7 +10,9 @@ import dagster as dg
 
 from gtm_pipeline import defs as _defs_pkg
 from gtm_pipeline import keys
+from gtm_pipeline.config import Settings
 from gtm_pipeline.defs.resources import default_resources
+from gtm_pipeline.defs.slo import apply_slos
 
 
 def _stage_definitions() -> list[dg.Definitions]:
@@ -21,8 +23,12 @@ def _stage_definitions() -> list[dg.Definitions]:
     return out
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """All definitions, with resources bound to ``settings`` (default: from the environment)."""
     stages = dg.Definitions.merge(*_stage_definitions())
+    # Freshness SLOs (contracts/slos.yaml, docs/slo.md) need the whole graph: policies on the covered assets, the
+    # slo/<name> assets, the SLO sensor and its resource are applied here, after the stages are merged.
+    stages = apply_slos(stages, settings)
     assets = [a for a in (stages.assets or []) if isinstance(a, dg.AssetsDefinition)]
     partitioned = [k for a in assets if a.partitions_def is not None for k in a.keys]
     unpartitioned = [k for a in assets if a.partitions_def is None for k in a.keys]
@@ -36,7 +42,7 @@ def build_definitions() -> dg.Definitions:
             description="Recompute everything built over all days (conservation ledger, metric layer, decisions).",
         ),
     ]
-    return dg.Definitions.merge(stages, dg.Definitions(jobs=jobs, resources=default_resources()))
+    return dg.Definitions.merge(stages, dg.Definitions(jobs=jobs, resources=default_resources(settings)))
 
 
 defs = build_definitions()

@@ -17,7 +17,7 @@ Mapping grammar (the shipped YAML files document it again in their header commen
                default_day: "2017-12-31"         # optional; for rows with none of the day_from columns set
                columns: {<landing column>: <column spec>}   # unlisted landing columns are empty
     column spec = exactly one source   from: col | const: v | template: "{a}-{b}" |
-                                       lookup: {input, key, value, on, on_map: {..}, missing: reject|empty}
+                                       lookup: {input, key, value, on, on_map: {..}, missing: reject|empty|warn}
                   then optionally      map: {raw: landed, ..} with default: v or unmapped: keep|warn|reject
                   then at most one of  date_format: "%Y-%m-%d" (or a list) | bucket: [[upper, label], ..] |
                                        multiply: 12
@@ -58,6 +58,7 @@ import yaml
 
 from gtm_pipeline.config import PROJECT_ROOT, load_settings
 from gtm_pipeline.errors import ContractError, GtmPipelineError
+from gtm_pipeline.landing import LandingSpec, Table, load_landing_spec
 
 # crm exports carry naive timestamps in this layout; date_format turns any parsed date into it.
 LANDING_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -66,7 +67,6 @@ REJECTS_FILE = "rejects.csv"
 LINEAGE_FILE = "lineage.csv"
 REJECTS_COLUMNS = ("input_file", "input_line", "raw", "reason", "output")
 LINEAGE_COLUMNS = ("landing_file", "landing_line", "input_file", "input_line")
-LANDING_FORMATS = ("csv", "jsonl", "parquet")
 
 _TOP_KEYS = ("name", "description", "license_note", "anchors", "inputs", "outputs")
 _INPUT_KEYS = ("file", "encoding", "delimiter", "description")
@@ -77,50 +77,6 @@ _CONVERTER_KEYS = ("date_format", "bucket", "multiply")
 _COLUMN_KEYS = (*_SOURCE_KEYS, "map", "default", "unmapped", *_CONVERTER_KEYS, "required")
 _LOOKUP_KEYS = ("input", "key", "value", "on", "on_map", "missing")
 _ISO_DAY_HINT = "ISO 8601 such as 2017-03-01 or 2017-03-01 10:00:00; set day_format for other layouts"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# sources.yaml: which landing tables exist, their format and their columns in order
-# --------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LandingTable:
-    source: str
-    table: str
-    format: str
-    columns: tuple[str, ...]
-
-    @property
-    def target(self) -> str:
-        return f"{self.source}/{self.table}"
-
-
-def load_landing_tables(sources_path: Path) -> dict[str, dict[str, LandingTable]]:
-    """Read ``sources.yaml`` into ``{source: {table: LandingTable}}`` (only what a mapping needs)."""
-    shown = _display(sources_path)
-    try:
-        doc = yaml.safe_load(Path(sources_path).read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ContractError(f"{shown}: cannot read the landing contract ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ContractError(f"{shown}: not valid YAML: {e}") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), dict):
-        raise ContractError(f"{shown}: sources: expected a mapping of source name to its tables")
-    result: dict[str, dict[str, LandingTable]] = {}
-    for source, body in doc["sources"].items():
-        tables = body.get("tables") if isinstance(body, dict) else None
-        if not isinstance(tables, dict):
-            raise ContractError(f"{shown}: sources.{source}.tables: expected a mapping of table name to its spec")
-        result[source] = {}
-        for table, spec in tables.items():
-            where = f"sources.{source}.tables.{table}"
-            fmt = spec.get("format") if isinstance(spec, dict) else None
-            cols = spec.get("columns") if isinstance(spec, dict) else None
-            if fmt not in LANDING_FORMATS:
-                raise ContractError(f"{shown}: {where}.format: {fmt!r} is not one of {', '.join(LANDING_FORMATS)}")
-            if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
-                raise ContractError(f"{shown}: {where}.columns: expected a non-empty list of column names")
-            result[source][table] = LandingTable(source, table, fmt, tuple(cols))
-    return result
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -163,7 +119,7 @@ class LookupSpec:
     value: str
     on: str
     on_map: dict[str, str] | None = None
-    missing: str = "reject"  # or "empty"
+    missing: str = "reject"  # or "empty" (silently) or "warn" (empty, counted in the import report)
 
 
 @dataclass(frozen=True)
@@ -201,7 +157,7 @@ class ColumnSpec:
 @dataclass(frozen=True)
 class OutputSpec:
     index: int
-    table: LandingTable
+    table: Table  # the landing table of contracts/sources.yaml
     input: str
     columns: dict[str, ColumnSpec]
     filter: tuple[Condition, ...] = ()
@@ -213,7 +169,7 @@ class OutputSpec:
 
     @property
     def target(self) -> str:
-        return self.table.target
+        return self.table.qualified
 
     @property
     def where(self) -> str:
@@ -358,16 +314,13 @@ def _kind(obj: Any) -> str:
     return f"{type(obj).__name__} {obj!r}"
 
 
-def _default_sources_path() -> Path:
-    return load_settings().contracts_dir / "sources.yaml"
-
-
-def load_mapping(path: Path | str, *, sources_path: Path | str | None = None) -> Mapping:
+def load_mapping(path: Path | str, *, contracts_dir: Path | str | None = None) -> Mapping:
     """Load and strictly validate a mapping file against ``sources.yaml``.
 
     Unknown keys, unknown target source/table/column, unknown inputs and malformed transforms raise
     ``ContractError`` naming the file, the field and what is allowed. Whether the input files exist and have the
     columns the mapping reads is checked by ``run_mapping`` (or ``check_inputs``), which knows the input folder.
+    ``contracts_dir`` holds ``sources.yaml``; by default the configured contracts folder.
     """
     path = Path(path)
     shown = _display(path)
@@ -378,7 +331,7 @@ def load_mapping(path: Path | str, *, sources_path: Path | str | None = None) ->
         raise ContractError(f"{shown}: cannot read the mapping file ({e.strerror})") from e
     except yaml.YAMLError as e:
         raise ContractError(f"{shown}: not valid YAML: {e}") from e
-    landing = load_landing_tables(Path(sources_path) if sources_path is not None else _default_sources_path())
+    landing = load_landing_spec(Path(contracts_dir) if contracts_dir is not None else load_settings().contracts_dir)
 
     check.mapping(doc, "", _TOP_KEYS, required=("name", "inputs", "outputs"))
     name = check.text(doc["name"], "name")
@@ -429,22 +382,25 @@ def _parse_input(check: _Checker, name: str, spec: Any) -> InputSpec:
 
 
 def _parse_output(
-    check: _Checker, index: int, spec: Any, inputs: dict[str, InputSpec], landing: dict[str, dict[str, LandingTable]]
+    check: _Checker, index: int, spec: Any, inputs: dict[str, InputSpec], landing: LandingSpec
 ) -> OutputSpec:
     where = f"outputs[{index}]"
     check.mapping(spec, where, _OUTPUT_KEYS, required=("target", "input", "columns"))
     target = check.text(spec["target"], f"{where}.target")
     source, _, table_name = target.partition("/")
-    if source not in landing:
-        known = sorted(landing)
-        raise check.fail(f"{where}.target", f'unknown source "{source}"; known: {", ".join(known)}{_near(source, known)}')
-    if table_name not in landing[source]:
-        known = sorted(landing[source])
+    if source not in landing.sources:
+        known = sorted(landing.sources)
+        raise check.fail(
+            f"{where}.target", f'unknown source "{source}"; known: {", ".join(known)}{_near(source, known)}'
+        )
+    tables = {t.name: t for t in landing.sources[source].tables}
+    if table_name not in tables:
+        known = sorted(tables)
         raise check.fail(
             f"{where}.target",
             f'unknown table "{table_name}" in source {source}; known: {", ".join(known)}{_near(table_name, known)}',
         )
-    table = landing[source][table_name]
+    table = tables[table_name]
     input_name = check.text(spec["input"], f"{where}.input")
     if input_name not in inputs:
         raise check.fail(f"{where}.input", f'unknown input "{input_name}"; declared inputs: {", ".join(inputs)}')
@@ -577,8 +533,10 @@ def _parse_column(
         if lk_input not in inputs:
             raise check.fail(f"{lk_where}.input", f'unknown input "{lk_input}"; declared inputs: {", ".join(inputs)}')
         missing = lk.get("missing", "reject")
-        if missing not in ("reject", "empty"):
-            raise check.fail(f"{lk_where}.missing", f"{missing!r}: expected reject or empty")
+        if missing not in ("reject", "empty", "warn"):
+            raise check.fail(
+                f"{lk_where}.missing", f"{missing!r}: expected reject, empty or warn (empty, and report it)"
+            )
         lookup = LookupSpec(
             input=lk_input,
             key=check.text(lk["key"], f"{lk_where}.key"),
@@ -633,7 +591,10 @@ def _parse_column(
 
 
 def _parse_buckets(check: _Checker, where: str, spec: Any) -> tuple[tuple[float | None, str], ...]:
-    hint = 'expected a list of [upper_bound, label] pairs, ascending, e.g. [[50, smb], [1000, mid_market], [null, enterprise]]'
+    hint = (
+        "expected a list of [upper_bound, label] pairs, ascending, "
+        "e.g. [[50, smb], [1000, mid_market], [null, enterprise]]"
+    )
     if not isinstance(spec, list) or not spec:
         raise check.fail(where, hint)
     buckets: list[tuple[float | None, str]] = []
@@ -648,7 +609,7 @@ def _parse_buckets(check: _Checker, where: str, spec: Any) -> tuple[tuple[float 
         elif isinstance(bound, bool) or not isinstance(bound, (int, float)):
             raise check.fail(f"{where}[{i}]", f"upper bound must be a number or null; got {_kind(bound)}")
         elif previous is not None and bound <= previous:
-            raise check.fail(f"{where}[{i}]", f"upper bounds must increase; {bound} follows {previous}")
+            raise check.fail(f"{where}[{i}]", f"upper bounds must increase; {bound:g} follows {previous:g}")
         else:
             previous = float(bound)
         buckets.append((None if bound is None else float(bound), check.scalar(label, f"{where}[{i}]")))
@@ -703,7 +664,8 @@ def _read_input(mapping: Mapping, spec: InputSpec, input_dir: Path) -> _InputDat
         ) from e
     text = text.removeprefix("\ufeff")
     lines = _physical_lines(text)
-    reader = csv.reader(lines, delimiter=spec.delimiter)
+    # strict: a quote that is never closed is an error (a reject) instead of silently swallowing later rows
+    reader = csv.reader(lines, delimiter=spec.delimiter, strict=True)
     header: list[str] | None = None
     records: list[_Record] = []
     consumed = 0
@@ -714,7 +676,7 @@ def _read_input(mapping: Mapping, spec: InputSpec, input_dir: Path) -> _InputDat
         except StopIteration:
             break
         except csv.Error as e:
-            fields, problem = None, f"unreadable CSV row: {e}"
+            fields, problem = None, f"unreadable CSV row ({e}); check the quoting"
         start, consumed = consumed + 1, max(reader.line_num, consumed + 1)
         raw = "".join(lines[start - 1 : consumed]).rstrip("\r\n")
         if fields == []:
@@ -808,7 +770,7 @@ def _format_decimal(value: Decimal) -> str:
 
 def _apply(col: ColumnSpec, row: dict[str, str], lookups: _Lookups) -> tuple[str, str | None, tuple[str, str] | None]:
     """Compute one landing value: (value, error, note). A note counts a value kept under unmapped: warn or a
-    lookup miss under missing: empty; the import report lists them."""
+    lookup miss under missing: warn; the import report lists them."""
     note: tuple[str, str] | None = None
     if col.source == "const":
         return col.const, None, None
@@ -829,7 +791,9 @@ def _apply(col: ColumnSpec, row: dict[str, str], lookups: _Lookups) -> tuple[str
         elif lk.missing == "reject":
             return "", f'{col.label}: "{key}" not found in {lk.input}.{lk.key} (lookup)', None
         else:
-            value, note = "", ("no lookup match", key)
+            value = ""
+            if lk.missing == "warn":
+                note = ("without a lookup match, left empty", key)
 
     if col.value_map is not None:
         if value in col.value_map:
@@ -965,7 +929,9 @@ class ImportReport:
         for o in self.outputs:
             days = f", days {o.first_day}..{o.last_day}" if o.first_day else ""
             primary = " (primary)" if o.primary else ""
-            lines.append(f"  output {o.target} <- {o.input}{primary}: {o.rows_written} rows in {len(o.files)} files{days}")
+            lines.append(
+                f"  output {o.target} <- {o.input}{primary}: {o.rows_written} rows in {len(o.files)} files{days}"
+            )
             lines += [f"         note: {n}" for n in o.notes]
         lines.append(
             f"  landing files under {self.out_dir}/<source>/<day>/; rejects: {self.rejects_file}; "
@@ -1061,7 +1027,7 @@ def _process_input(mapping: Mapping, data: _InputData, lookups: _Lookups, run: _
     return landed_rows, rejected_rows
 
 
-def _render(table: LandingTable, rows: list[list[str]]) -> tuple[bytes, list[int]]:
+def _render(table: Table, rows: list[list[str]]) -> tuple[bytes, list[int]]:
     """File bytes and the 1-based line (row number for Parquet) at which each row starts."""
     if table.format == "csv":
         buf = io.StringIO()
@@ -1104,7 +1070,9 @@ def _write_atomic(path: Path, content: bytes) -> None:
     os.replace(tmp, path)
 
 
-def run_mapping(mapping: Mapping, input_dir: Path | str, out_dir: Path | str, *, overwrite: bool = False) -> ImportReport:
+def run_mapping(
+    mapping: Mapping, input_dir: Path | str, out_dir: Path | str, *, overwrite: bool = False
+) -> ImportReport:
     """Convert the original files in ``input_dir`` into landing files under ``out_dir``.
 
     Writes ``<out>/<source>/<day>/<table>.<format>`` per output and day, plus ``<out>/_import/rejects.csv`` and
@@ -1132,7 +1100,7 @@ def run_mapping(mapping: Mapping, input_dir: Path | str, out_dir: Path | str, *,
     by_file: dict[str, list[_Landed]] = defaultdict(list)
     for item in run.landed:
         t = item.output.table
-        by_file[f"{t.source}/{item.day}/{t.table}.{t.format}"].append(item)
+        by_file[f"{t.source}/{item.day}/{t.name}.{t.format}"].append(item)
     contents: dict[str, bytes] = {}
     lineage: list[tuple[str, int, str, int]] = []
     for rel in sorted(by_file):
@@ -1156,7 +1124,9 @@ def run_mapping(mapping: Mapping, input_dir: Path | str, out_dir: Path | str, *,
         _write_atomic(out_dir / rel, content)
     input_order = {spec.file: i for i, spec in enumerate(mapping.inputs.values())}
     rejects = sorted(run.rejects, key=lambda r: (input_order[r.input_file], r.line))
-    rejects_rel, lineage_rel = f"{IMPORT_DIR}/{REJECTS_FILE}", f"{IMPORT_DIR}/{LINEAGE_FILE}"
+    # One folder per mapping, so two imports into the same landing folder keep their own rejects and lineage.
+    rejects_rel = f"{IMPORT_DIR}/{mapping.name}/{REJECTS_FILE}"
+    lineage_rel = f"{IMPORT_DIR}/{mapping.name}/{LINEAGE_FILE}"
     _write_atomic(
         out_dir / rejects_rel,
         _csv_bytes(REJECTS_COLUMNS, [(r.input_file, r.line, r.raw, r.reason, r.output) for r in rejects]),

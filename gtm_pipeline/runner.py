@@ -38,12 +38,11 @@ def ensure_dagster_home(settings: Settings) -> Path:
 
 
 def run_job(job_name: str, *, partition_range: tuple[str, str] | None = None, partition_key: str | None = None,
-            run_config: dict | None = None,
-            instance=None) -> RunOutcome:
+            run_config: dict | None = None, instance=None, defs=None) -> RunOutcome:
     import dagster as dg
 
-    from gtm_pipeline.definitions import defs
-
+    if defs is None:
+        from gtm_pipeline.definitions import defs
     job = defs.resolve_job_def(job_name)
     tags = {}
     if partition_range:

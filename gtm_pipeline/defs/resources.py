@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from gtm_pipeline.config import load_settings
+from gtm_pipeline.config import Settings, load_settings
 
 
 class GtmProject(dg.ConfigurableResource):
@@ -25,8 +25,8 @@ class GtmProject(dg.ConfigurableResource):
         return Path(self.contracts_dir)
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
-    s = load_settings()
+def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    s = settings or load_settings()
     s.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         "warehouse": DuckDBResource(database=str(s.duckdb_path)),
