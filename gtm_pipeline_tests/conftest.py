@@ -53,8 +53,10 @@ def small_landing(tmp_path_factory) -> Path:
     from gtm_pipeline.generate import DefectRates, GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("landing_small")
-    generate(out, GenerateConfig(days=SMALL_DAYS, seed=SMALL_SEED, start=SMALL_START, scale=0.5,
-                                 defects=DefectRates()), progress=False)
+    # Drift early enough to fall inside the small window; more missing owners so every kind shows up.
+    defects = DefectRates(drift_day_offset=3, extra_key_day_offset=5, missing_owner=0.05)
+    generate(out, GenerateConfig(days=SMALL_DAYS, seed=SMALL_SEED, start=SMALL_START, scale=0.5, defects=defects),
+             progress=False)
     return out
 
 

@@ -1,0 +1,47 @@
+"""The shipped mappings carry the real data sets (read from their original files) through ingest and clean."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from gtm_pipeline.clean import clean_partition, conservation
+from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
+from gtm_pipeline.entity_contracts import load_entity_contracts
+from gtm_pipeline.ingest import ingest_day
+from gtm_pipeline.landing import landing_days, load_landing_spec
+from gtm_pipeline.mappings import load_mapping, run_mapping
+from gtm_pipeline_tests.conftest import SHARED_DATASETS, require
+
+CASES = {
+    # mapping file -> (data set folder, {entity: minimum clean rows expected})
+    "maven_crm.yaml": ("maven_crm_sales_opportunities", {"owner": 35, "account": 60, "opportunity": 4000,
+                                                         "opportunity_stage": 6711}),
+    "olist_marketing_funnel.yaml": ("olist_marketing_funnel", {"lead": 6000, "opportunity": 800,
+                                                               "opportunity_stage": 842}),
+}
+
+
+@pytest.mark.parametrize("mapping_file", sorted(CASES))
+def test_real_export_flows_through_ingest_and_clean_with_nothing_lost(mapping_file, tmp_path):
+    folder, minimum = CASES[mapping_file]
+    src = SHARED_DATASETS / folder
+    require(src.is_dir(), f"the real data set {folder} beside the repository (shared/datasets)")
+    landing = tmp_path / "landing"
+    run_mapping(load_mapping(CONTRACTS_DIR_DEFAULT / "mappings" / mapping_file), src, landing)
+    spec = load_landing_spec(CONTRACTS_DIR_DEFAULT)
+    contracts = load_entity_contracts(CONTRACTS_DIR_DEFAULT)
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        days = landing_days(landing)
+        for day in days:
+            for source in spec.sources:
+                ingest_day(con, spec, landing, source, day)
+        for day in days:
+            for entity in sorted(minimum):
+                clean_partition(con, spec, contracts[entity], day)
+        ledger = conservation(con, spec)
+        assert int(ledger["lost"].sum()) == 0
+        assert int(ledger["rejected_ingest"].sum()) == 0
+        for entity, n in minimum.items():
+            got = con.execute(f"SELECT count(*) FROM clean.{entity}").fetchone()[0]
+            assert got >= n, f"{entity}: {got} clean rows, expected at least {n}"
