@@ -13,12 +13,17 @@ For one entity and one partition (delivery day):
    opens and the owner is notified.
 All writes for the day happen in one transaction, after deleting what an earlier run wrote, so re-running a day
 changes nothing.
+
+Repairs (`gtm_pipeline.repair`): released corrections are overlaid on the raw values of their records before step 2,
+and quarantine rows that carry repair state are merged rather than rewritten (`gtm_pipeline.repair_overlay`), so a
+released record enters the clean table exactly once and its quarantine row shows the run that took it in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,9 +36,16 @@ from gtm_pipeline.entity_contracts import (
     typed_sql,
 )
 from gtm_pipeline.landing import LandingSpec
+from gtm_pipeline.repair_overlay import (
+    MISSING_OWNER_TABLE, QUARANTINED_SQL, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state,
+    overlay_sql, sql_list,
+)
 from gtm_pipeline.warehouse import ensure_base, notify_owner, open_incident, record_publication, resolve_incidents, utcnow
 
 LINEAGE = ("_source", "_table", "_file", "_line", "_partition")
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Rows of one clean call held in pandas at once: days are batched up to this many candidate rows.
+MAX_BATCH_ROWS = 250_000
 SAMPLE_SIZE = 5
 # Where a row goes when it broke several rules: the strongest action wins.
 _PRECEDENCE = (REJECT_DUPLICATE, BLOCK_PUBLISH, QUARANTINE, MISSING_OWNER, WARN)
@@ -70,6 +82,7 @@ class CleanReport:
     samples: dict[str, list[dict]] = field(default_factory=dict)  # rule kind -> a few rows with file/line/reason
     warnings: dict[str, int] = field(default_factory=dict)
     incidents: list[str] = field(default_factory=list)
+    applied: int = 0  # released repairs taken into clean by this run (see repair_overlay)
 
 
 def rule_kind(rule: str) -> str:
@@ -88,6 +101,8 @@ def ensure_entity_tables(con: duckdb.DuckDBPyConnection, contract: EntityContrac
         _contract_version VARCHAR, _published_at TIMESTAMP)""")
     con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{contract.entity} {QUARANTINE_DDL}")
     con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.missing_owner {QUARANTINE_DDL}")
+    for table in (contract.entity, MISSING_OWNER_TABLE):
+        ensure_repair_columns(con, table)
 
 
 def _candidate_sql(con, spec: LandingSpec, contract: EntityContract) -> str | None:
@@ -107,20 +122,27 @@ def _candidate_sql(con, spec: LandingSpec, contract: EntityContract) -> str | No
             else:
                 sel.append(f"{quote_ident(src)} AS {quote_ident(col)}")
         parts.append(f"SELECT {', '.join(sel)}, {', '.join(LINEAGE)} FROM raw.{t.raw_table} "
-                     f"WHERE _partition = $day")
+                     f"WHERE _partition IN {{days}}")
     return " UNION ALL ".join(parts) if parts else None
 
 
-def _typed_frame(con, spec: LandingSpec, contract: EntityContract, day: str) -> pd.DataFrame:
+def _days_sql(days: list[str]) -> str:
+    """A SQL list of DATE literals; partition keys are checked to be ISO dates, so nothing else reaches SQL."""
+    for d in days:
+        if not _ISO_DAY.fullmatch(d):
+            raise ValueError(f"not a partition key (YYYY-MM-DD): {d!r}")
+    return "(" + ", ".join(f"DATE '{d}'" for d in days) + ")"
+
+
+def _typed_frame(con, spec: LandingSpec, contract: EntityContract, days: list[str]) -> pd.DataFrame:
     cand = _candidate_sql(con, spec, contract)
+    if cand is not None:
+        cand = cand.replace("{days}", _days_sql(days))
     cols = list(contract.columns)
     if cand is None:
         empty = {c: pd.Series(dtype="object") for c in cols}
         return pd.DataFrame({**empty, **{f"__raw_{c}": pd.Series(dtype="object") for c in cols},
                              **{k: pd.Series(dtype="object") for k in (*LINEAGE, "_dup_of")}})
-    typed = ", ".join(f"{typed_sql(col, 'c.' + quote_ident(col.name))} AS {quote_ident(col.name)}"
-                      for col in contract.columns.values())
-    raw = ", ".join(f"c.{quote_ident(c)} AS {quote_ident('__raw_' + c)}" for c in cols)
     key = contract.key
     if key:
         kcols = ", ".join(f"t.{quote_ident(k)}" for k in key)
@@ -128,20 +150,63 @@ def _typed_frame(con, spec: LandingSpec, contract: EntityContract, day: str) -> 
         join = " AND ".join(f"p.{quote_ident(k)} = t.{quote_ident(k)}" for k in key)
         dedup = f"""
             , ranked AS (
-                SELECT t.*, row_number() OVER (PARTITION BY {kcols} ORDER BY t._file, t._line) AS _rn,
-                       first_value(t._file || ':' || t._line) OVER (PARTITION BY {kcols} ORDER BY t._file, t._line) AS _first
+                SELECT t.*, row_number() OVER (PARTITION BY {kcols} ORDER BY t._partition, t._file, t._line) AS _rn,
+                       first_value(t._file || ':' || t._line) OVER (
+                           PARTITION BY {kcols} ORDER BY t._partition, t._file, t._line) AS _first
                 FROM typed t)
             SELECT r.* EXCLUDE (_rn, _first),
                    CASE WHEN NOT ({nonnull.replace('t.', 'r.')}) THEN NULL
                         WHEN r._rn > 1 THEN r._first
                         ELSE (SELECT min(p._file || ':' || p._line) FROM clean.{contract.entity} p
-                              WHERE {join.replace('t.', 'r.')} AND p._partition <> $day) END AS _dup_of
-            FROM ranked r ORDER BY r._file, r._line"""
+                              WHERE {join.replace('t.', 'r.')} AND p._partition NOT IN {_days_sql(days)}) END AS _dup_of
+            FROM ranked r ORDER BY r._partition, r._file, r._line"""
     else:
-        dedup = "SELECT *, NULL::VARCHAR AS _dup_of FROM typed ORDER BY _file, _line"
-    sql = (f"WITH c AS ({cand}), typed AS (SELECT {typed}, {raw}, {', '.join('c.' + x for x in LINEAGE)} FROM c)"
-           + dedup)
-    return con.execute(sql, {"day": day}).df()
+        dedup = "SELECT *, NULL::VARCHAR AS _dup_of FROM typed ORDER BY _partition, _file, _line"
+    # Released repairs replace the raw values of their records (by lineage) before typing: see repair_overlay.
+    overlaid = ", ".join(f"CASE WHEN o._file IS NULL THEN c0.{quote_ident(c)} "
+                         f"ELSE json_extract_string(o.released_payload, {_json_path(c)}) END AS {quote_ident(c)}"
+                         for c in cols)
+    cand = (f"SELECT {overlaid}, {', '.join('c0.' + x for x in LINEAGE)} FROM ({cand}) c0 "
+            f"LEFT JOIN ({overlay_sql(contract.entity, _days_sql(days))}) o ON o._file = c0._file AND o._line = c0._line")
+    sql = (f"WITH c AS ({cand}), typed AS (SELECT {_typed_select(contract)}, {', '.join('c.' + x for x in LINEAGE)} "
+           f"FROM c)" + dedup)
+    return con.execute(sql).df()
+
+
+def _json_path(column: str) -> str:
+    return "'$.\"" + column.replace("'", "''").replace('"', '\\"') + "\"'"
+
+
+def _typed_select(contract: EntityContract, alias: str = "c") -> str:
+    """Typed columns plus their raw text (``__raw_<col>``) from the text columns of ``alias``: the one typing path."""
+    typed = ", ".join(f"{typed_sql(col, alias + '.' + quote_ident(col.name))} AS {quote_ident(col.name)}"
+                      for col in contract.columns.values())
+    raw = ", ".join(f"{alias}.{quote_ident(c)} AS {quote_ident('__raw_' + c)}" for c in contract.columns)
+    return f"{typed}, {raw}"
+
+
+def validate_payloads(con: duckdb.DuckDBPyConnection, contract: EntityContract,
+                      payloads: list[dict[str, str | None]]) -> tuple[pd.DataFrame, list[list[Violation]]]:
+    """Type and validate arbitrary raw-text rows (e.g. repaired quarantine payloads) exactly as `clean_partition` does.
+
+    Returns the typed frame (one row per payload, in order) and, per payload, the rules it breaks (WARN ones
+    included; a row is publishable when every violation's action is WARN). Key uniqueness is not checked here.
+    """
+    con.execute("SET TimeZone = 'UTC'")
+    cols = list(contract.columns)
+    src = pd.DataFrame([{c: (None if p.get(c) is None else str(p.get(c))) for c in cols} for p in payloads],
+                       columns=cols, dtype=object)
+    src["_i"] = range(len(src))
+    name = "_repair_payloads"
+    con.register(name, src)
+    try:
+        df = con.execute(f"SELECT {_typed_select(contract)} FROM {name} c ORDER BY c._i").df()
+    finally:
+        con.unregister(name)
+    out: list[list[Violation]] = [[] for _ in payloads]
+    for v in find_violations(contract, df.reset_index(drop=True)):
+        out[v.row].append(v)
+    return df, out
 
 
 def pandera_schema(contract: EntityContract) -> pa.DataFrameSchema:
@@ -233,17 +298,61 @@ def _payload(df: pd.DataFrame, i: int, cols) -> str:
 def clean_partition(con: duckdb.DuckDBPyConnection, spec: LandingSpec, contract: EntityContract, day: str,
                     run_id: str | None = None, now: datetime | None = None) -> CleanReport:
     """Clean, check and publish one delivery day of one entity. Idempotent."""
+    return clean_days(con, spec, contract, [day], run_id=run_id, now=now)[0]
+
+
+def clean_days(con: duckdb.DuckDBPyConnection, spec: LandingSpec, contract: EntityContract, days: list[str],
+               run_id: str | None = None, now: datetime | None = None,
+               max_rows: int = MAX_BATCH_ROWS) -> list[CleanReport]:
+    """Clean, check and publish several delivery days of one entity, one report per day, in day order.
+
+    Days are processed in batches of at most ``max_rows`` candidate rows (one pandera pass and one transaction per
+    batch) because the per-call overhead dominates small days. Each day keeps its own semantics: a day with an
+    out-of-range row is blocked on its own, incidents and publications are per day, and within a batch the first
+    copy of a key (by day, file, line) wins exactly as if the days had run one after another.
+    """
     now = now or utcnow()
     con.execute("SET TimeZone = 'UTC'")
     ensure_entity_tables(con, contract)
+    days = sorted(set(days))
+    reports: list[CleanReport] = []
+    for batch in _batches(con, spec, contract, days, max_rows):
+        reports.extend(_clean_batch(con, spec, contract, batch, run_id, now))
+    return reports
+
+
+def _batches(con, spec: LandingSpec, contract: EntityContract, days: list[str], max_rows: int) -> list[list[str]]:
+    if len(days) <= 1:
+        return [days]
+    existing = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'").fetchall()}
+    sizes = dict.fromkeys(days, 0)
+    for t in spec.tables_for_entity(contract.entity):
+        if t.raw_table in existing:
+            for d, n in con.execute(f"SELECT strftime(_partition, '%Y-%m-%d'), count(*) FROM raw.{t.raw_table} "
+                                    f"WHERE _partition IN {_days_sql(days)} GROUP BY 1").fetchall():
+                sizes[d] += n
+    batches, cur, rows = [], [], 0
+    for d in days:
+        if cur and rows + sizes[d] > max_rows:
+            batches.append(cur)
+            cur, rows = [], 0
+        cur.append(d)
+        rows += sizes[d]
+    return batches + ([cur] if cur else [])
+
+
+def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[str], run_id: str | None,
+                 now: datetime) -> list[CleanReport]:
     e = contract.entity
-    rep = CleanReport(entity=e, day=day)
-    df = _typed_frame(con, spec, contract, day).reset_index(drop=True)
-    rep.candidates = len(df)
+    df = _typed_frame(con, spec, contract, days).reset_index(drop=True)
     cols = list(contract.columns)
+    day_of = (pd.to_datetime(df["_partition"]).dt.strftime("%Y-%m-%d") if len(df)
+              else pd.Series(dtype="object", index=df.index))
 
     dup_rows = df.index[df["_dup_of"].notna()] if len(df) else pd.Index([])
-    violations = [v for v in find_violations(contract, df) if v.row not in set(dup_rows)]
+    dup_set = set(dup_rows)
+    violations = [v for v in find_violations(contract, df) if v.row not in dup_set]
     by_row: dict[int, list[Violation]] = {}
     for v in violations:
         by_row.setdefault(v.row, []).append(v)
@@ -254,42 +363,26 @@ def clean_partition(con: duckdb.DuckDBPyConnection, spec: LandingSpec, contract:
 
     dest = pd.Series("clean", index=df.index, dtype="object")
     for i, vs in by_row.items():
-        act = action_of(vs)
         dest[i] = {BLOCK_PUBLISH: "blocking", QUARANTINE: "quarantine", MISSING_OWNER: "missing_owner",
-                   WARN: "clean"}[act]
+                   WARN: "clean"}[action_of(vs)]
     dest[dup_rows] = "duplicate"
-    rep.blocked = bool((dest == "blocking").any())
-    if rep.blocked:
-        dest[dest == "clean"] = "held"
-
-    # Counts and samples per rule kind, for asset-check metadata and the CLI.
-    for v in violations:
-        kind = rule_kind(v.rule)
-        rep.counts[kind] = rep.counts.get(kind, 0) + 1
-        if v.action == WARN:
-            rep.warnings[v.rule] = rep.warnings.get(v.rule, 0) + 1
-        sample = rep.samples.setdefault(kind, [])
-        if len(sample) < SAMPLE_SIZE:
-            sample.append({"file": df.at[v.row, "_file"], "line": int(df.at[v.row, "_line"]), "column": v.column,
-                           "value": None if v.value is None else str(v.value), "rule": v.rule, "reason": v.message})
-    if len(dup_rows):
-        rep.counts["unique"] = len(dup_rows)
-        rep.samples["unique"] = [{"file": df.at[i, "_file"], "line": int(df.at[i, "_line"]),
-                                  "column": ",".join(contract.key), "rule": "unique",
-                                  "reason": f"duplicate key, first seen at {df.at[i, '_dup_of']}"}
-                                 for i in dup_rows[:SAMPLE_SIZE]]
+    blocked_days = set(day_of[dest == "blocking"])
+    dest[(dest == "clean") & day_of.isin(blocked_days)] = "held"
+    state: dict = {}
+    for d in days:
+        state.update(load_state(con, e, d))  # quarantine rows that carry repairs (usually none)
 
     late = pd.Series(False, index=df.index)
     if contract.event_time and contract.late_after_days is not None and len(df):
         et = pd.to_datetime(df[contract.event_time], errors="coerce")
-        cutoff = pd.Timestamp(day) - pd.Timedelta(days=contract.late_after_days)
+        cutoff = pd.to_datetime(day_of) - pd.Timedelta(days=contract.late_after_days)
         late = et.notna() & (et.dt.normalize() < cutoff)
-    rep.late = int((late & (dest == "clean")).sum())
 
     # Quarantine rows: one per record, with every rule it broke.
     q_rows = []
     for i in df.index[dest.isin(["blocking", "quarantine", "missing_owner", "held"])]:
         vs = by_row.get(i, [])
+        day = day_of[i]
         if dest[i] == "held":
             rule, rules, qcols, action = "held", ["held"], [], BLOCK_PUBLISH
             reason = f"held: {e} for {day} is not published because rows of that day are out of range"
@@ -309,42 +402,88 @@ def clean_partition(con: duckdb.DuckDBPyConnection, spec: LandingSpec, contract:
             "payload": _payload(df, i, cols), "status": status, "quarantined_at": now, "run_id": run_id,
             "_dest": "missing_owner" if dest[i] == "missing_owner" else e})
 
-    reject_rows = [(df.at[i, "_source"], df.at[i, "_table"], df.at[i, "_file"], int(df.at[i, "_line"]), day,
+    # Records with repair state: merge this run's outcome with their rows instead of writing fresh ones.
+    state_write, state_delete = [], set()
+    if state:
+        qids = [quarantine_id(e, f, int(ln)) for f, ln in zip(df["_file"], df["_line"])]
+        fates = {q: dest[i] for q, i in zip(qids, df.index)}
+        new_by_id = {r["quarantine_id"]: r for r in q_rows}
+        state_write, state_delete = merge_state(state, fates, new_by_id, run_id=run_id, now=now)
+        q_rows = [{**dict.fromkeys(REPAIR_COLUMN_NAMES), **r} for r in q_rows
+                  if r["quarantine_id"] not in state_delete]
+
+    reject_rows = [(df.at[i, "_source"], df.at[i, "_table"], df.at[i, "_file"], int(df.at[i, "_line"]), day_of[i],
                     "clean", "unique",
                     f"duplicate of {df.at[i, '_dup_of']} on key ({', '.join(contract.key)}) = "
                     f"({', '.join(str(df.at[i, k]) for k in contract.key)})",
                     _payload(df, i, cols), now) for i in dup_rows]
 
-    clean_df = df.loc[dest == "clean", cols + list(LINEAGE)].copy()
-    clean_df["_late"] = late[dest == "clean"].astype(bool)
+    clean_mask = dest == "clean"
+    clean_df = df.loc[clean_mask, cols + list(LINEAGE)].copy()
+    clean_df["_late"] = late[clean_mask].astype(bool)
     clean_df["_contract_version"] = contract.version
     clean_df["_published_at"] = now
-    rep.clean = 0 if rep.blocked else len(clean_df)
-    rep.quarantined = int(dest.isin(["blocking", "quarantine"]).sum())
-    rep.missing_owner = int((dest == "missing_owner").sum())
-    rep.held = int((dest == "held").sum())
-    rep.rejected = len(reject_rows)
 
+    reports = {d: CleanReport(entity=e, day=d, blocked=d in blocked_days) for d in days}
+    for d, group in dest.groupby(day_of) if len(df) else []:
+        rep = reports[d]
+        rep.candidates = len(group)
+        rep.clean = int((group == "clean").sum())
+        rep.quarantined = int(group.isin(["blocking", "quarantine"]).sum())
+        rep.missing_owner = int((group == "missing_owner").sum())
+        rep.held = int((group == "held").sum())
+        rep.rejected = int((group == "duplicate").sum())
+        rep.late = int((late[group.index] & (group == "clean")).sum())
+    for v in violations:  # counts and samples per rule kind, for asset-check metadata and the CLI
+        rep = reports[day_of[v.row]]
+        kind = rule_kind(v.rule)
+        rep.counts[kind] = rep.counts.get(kind, 0) + 1
+        if v.action == WARN:
+            rep.warnings[v.rule] = rep.warnings.get(v.rule, 0) + 1
+        sample = rep.samples.setdefault(kind, [])
+        if len(sample) < SAMPLE_SIZE:
+            sample.append({"file": df.at[v.row, "_file"], "line": int(df.at[v.row, "_line"]), "column": v.column,
+                           "value": None if v.value is None else str(v.value), "rule": v.rule, "reason": v.message})
+    for i in dup_rows:
+        rep = reports[day_of[i]]
+        rep.counts["unique"] = rep.counts.get("unique", 0) + 1
+        sample = rep.samples.setdefault("unique", [])
+        if len(sample) < SAMPLE_SIZE:
+            sample.append({"file": df.at[i, "_file"], "line": int(df.at[i, "_line"]),
+                           "column": ",".join(contract.key), "rule": "unique",
+                           "reason": f"duplicate key, first seen at {df.at[i, '_dup_of']}"})
+    for r in state_write:
+        if r["status"] == "applied" and state[r["quarantine_id"]]["status"] != "applied":
+            d = str(r["_partition"])[:10]
+            if d in reports:
+                reports[d].applied += 1
+
+    published = [d for d in days if d not in blocked_days]
     tables = [(t.source, t.name) for t in spec.tables_for_entity(e)]
+    all_days = _days_sql(days)
     con.execute("BEGIN TRANSACTION")
     try:
-        for s, t in tables:
-            con.execute("DELETE FROM raw.rejects WHERE stage = 'clean' AND _source = ? AND _table = ? "
-                        "AND _partition = ?::DATE", [s, t, day])
-        con.execute(f"DELETE FROM quarantine.{e} WHERE _partition = ?::DATE AND status IN ('open', 'held')", [day])
-        con.execute("DELETE FROM quarantine.missing_owner WHERE entity = ? AND _partition = ?::DATE "
-                    "AND status IN ('open', 'held')", [e, day])
+        for s_, t_ in tables:
+            con.execute(f"DELETE FROM raw.rejects WHERE stage = 'clean' AND _source = ? AND _table = ? "
+                        f"AND _partition IN {all_days}", [s_, t_])
+        con.execute(f"DELETE FROM quarantine.{e} WHERE _partition IN {all_days} AND status IN ('open', 'held')")
+        con.execute(f"DELETE FROM quarantine.missing_owner WHERE entity = ? AND _partition IN {all_days} "
+                    f"AND status IN ('open', 'held')", [e])
+        if state_delete:
+            for target in (e, MISSING_OWNER_TABLE):
+                con.execute(f"DELETE FROM quarantine.{target} WHERE _partition IN {all_days} "
+                            f"AND quarantine_id IN {sql_list(sorted(state_delete))}")
         if reject_rows:
             con.executemany("INSERT INTO raw.rejects VALUES (?, ?, ?, ?, ?::DATE, ?, ?, ?, ?, ?)", reject_rows)
-        if not rep.blocked:
-            con.execute(f"DELETE FROM clean.{e} WHERE _partition = ?::DATE", [day])
+        if published:
+            con.execute(f"DELETE FROM clean.{e} WHERE _partition IN {_days_sql(published)}")
             if len(clean_df):
                 con.register("_clean_df", clean_df)
                 names = ", ".join(quote_ident(c) for c in clean_df.columns)
                 con.execute(f"INSERT INTO clean.{e} ({names}) SELECT {names} FROM _clean_df")
                 con.unregister("_clean_df")
-        if q_rows:
-            qdf = pd.DataFrame(q_rows)
+        if q_rows or state_write:
+            qdf = pd.DataFrame(q_rows + state_write)
             for target in ("missing_owner", e):
                 part = qdf[qdf["_dest"] == target].drop(columns=["_dest"])
                 if len(part):
@@ -352,18 +491,24 @@ def clean_partition(con: duckdb.DuckDBPyConnection, spec: LandingSpec, contract:
                     names = ", ".join(part.columns)
                     con.execute(f"INSERT INTO quarantine.{target} ({names}) SELECT {names} FROM _q_df")
                     con.unregister("_q_df")
-        _incidents(con, contract, day, rep, dest)
-        if not rep.blocked:
-            record_publication(con, asset_key=f"clean/{e}", partition_key=day, row_count=rep.clean,
-                               version=contract.version, run_id=run_id, published_at=now)
+        open_days = {r[0] for r in con.execute(
+            "SELECT DISTINCT split_part(dedup_key, ':', 3) FROM ops.incidents "
+            "WHERE status = 'open' AND starts_with(dedup_key, ?)", [f"contract:{e}:"]).fetchall()}
+        for d in days:
+            rep = reports[d]
+            if rep.quarantined or rep.blocked or d in open_days:  # nothing to open or resolve otherwise
+                _incidents(con, contract, d, rep)
+        if published:
+            con.executemany("INSERT INTO ops.publications VALUES (?, ?, ?, ?, ?, ?)",
+                            [(f"clean/{e}", d, now, reports[d].clean, contract.version, run_id) for d in published])
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return rep
+    return [reports[d] for d in days]
 
 
-def _incidents(con, contract: EntityContract, day: str, rep: CleanReport, dest: pd.Series) -> None:
+def _incidents(con, contract: EntityContract, day: str, rep: CleanReport) -> None:
     e = contract.entity
     prefix = f"contract:{e}:{day}:"
     if not (rep.quarantined and not rep.blocked):
@@ -397,10 +542,11 @@ def conservation(con: duckdb.DuckDBPyConnection, spec: LandingSpec, source: str 
                  day: str | None = None) -> pd.DataFrame:
     """Per source table and day: records read, and where each ended (clean, quarantine, rejected, lost).
 
-    A record is located by its lineage (file, line). ``lost`` must be 0 and ``in_two_places`` must be 0 except for
-    a day whose publication is blocked (its previous clean version is still visible, as the spec requires).
+    A record is located by its lineage (file, line). Quarantine rows count while they wait (open, held, repaired,
+    released); an applied repair counts once, in clean (see repair_overlay). ``lost`` must be 0 and
+    ``in_two_places`` must be 0 except for a day whose publication is blocked (its previous clean version is still
+    visible, as the spec requires).
     """
-    ensure_base(con)
     rows = []
     existing = {r[0] for r in con.execute(
         "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
@@ -412,10 +558,10 @@ def conservation(con: duckdb.DuckDBPyConnection, spec: LandingSpec, source: str 
         e = t.entity
         where = "WHERE r._partition = $day" if day else ""
         q_parts = [f"SELECT _file, _line FROM quarantine.{e} WHERE _table = '{t.name}' AND _source = '{t.source}' "
-                   f"AND status IN ('open', 'held')"] if f"quarantine.{e}" in existing else []
+                   f"AND status IN {QUARANTINED_SQL}"] if f"quarantine.{e}" in existing else []
         if "quarantine.missing_owner" in existing:
             q_parts.append(f"SELECT _file, _line FROM quarantine.missing_owner WHERE entity = '{e}' "
-                           f"AND _table = '{t.name}' AND _source = '{t.source}' AND status IN ('open', 'held')")
+                           f"AND _table = '{t.name}' AND _source = '{t.source}' AND status IN {QUARANTINED_SQL}")
         q_sql = " UNION ALL ".join(q_parts) if q_parts else "SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _line WHERE false"
         c_sql = (f"SELECT _file, _line FROM clean.{e} WHERE _table = '{t.name}' AND _source = '{t.source}'"
                  if f"clean.{e}" in existing else "SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _line WHERE false")

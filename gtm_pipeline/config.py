@@ -17,6 +17,11 @@ DATA_DIR_DEFAULT = PROJECT_ROOT / "data"
 # (the Olist and Maven sample sets are from 2016-2018) need GTM_PIPELINE_START_DATE set before Dagster loads.
 DEFAULT_START_DATE = "2025-01-01"
 
+# Where SLO state changes are posted (a generic JSON body, and a Slack-compatible one). Secrets: the Dagster resource
+# receives them as EnvVar, so the UI shows the variable's name, never the URL.
+ALERT_WEBHOOK_ENV = "GTM_PIPELINE_ALERT_WEBHOOK_URL"
+SLACK_WEBHOOK_ENV = "GTM_PIPELINE_SLACK_WEBHOOK_URL"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -25,6 +30,12 @@ class Settings:
     duckdb_path: Path
     contracts_dir: Path
     start_date: str
+    # Freshness SLOs (docs/slo.md): the SLO file, the evaluation history (SQLite, deliberately not in DuckDB so the
+    # sensor and the exporter never wait for the warehouse's write lock) and the alert webhooks.
+    slo_file: Path | None = None
+    slo_history_path: Path | None = None
+    alert_webhook_url: str | None = None
+    slack_webhook_url: str | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -41,4 +52,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         duckdb_path=Path(env.get("GTM_PIPELINE_DUCKDB", str(data_dir / "gtm.duckdb"))),
         contracts_dir=Path(env.get("GTM_PIPELINE_CONTRACTS_DIR", str(CONTRACTS_DIR_DEFAULT))),
         start_date=env.get("GTM_PIPELINE_START_DATE", DEFAULT_START_DATE),
+        slo_file=Path(env.get("GTM_PIPELINE_SLO_FILE")
+                      or Path(env.get("GTM_PIPELINE_CONTRACTS_DIR", str(CONTRACTS_DIR_DEFAULT))) / "slos.yaml"),
+        slo_history_path=Path(env.get("GTM_PIPELINE_SLO_HISTORY") or data_dir / "slo" / "history.sqlite"),
+        alert_webhook_url=env.get(ALERT_WEBHOOK_ENV) or None,
+        slack_webhook_url=env.get(SLACK_WEBHOOK_ENV) or None,
     )

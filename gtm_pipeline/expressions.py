@@ -61,8 +61,8 @@ from pandas.api import types as ptypes
 from gtm_pipeline.errors import ExpressionError
 
 __all__ = [
-    "ALLOWED_FUNCTIONS", "MAX_DEPTH", "MAX_STRING_CHARS", "MAX_TEXT_CHARS", "Expression", "assertion_sql",
-    "compile_assertion", "compile_formula",
+    "ALLOWED_FUNCTIONS", "MAX_DEPTH", "MAX_STRING_CHARS", "MAX_TEXT_CHARS", "Denominator", "Expression",
+    "assertion_sql", "compile_assertion", "compile_formula",
 ]
 
 MAX_TEXT_CHARS = 2000
@@ -225,6 +225,76 @@ class Expression:
         result = evaluator.as_bool(evaluator.run(self._node), self._node)
         out = pd.Series(result.fillna(False).to_numpy(dtype=bool), index=df.index)
         return out
+
+    def denominators(self) -> tuple["Denominator", ...]:
+        """Every divisor of ``/`` and ``%`` in the expression, outermost first, without repeats.
+
+        A divisor written as a guard, ``max(x, c)`` with a positive constant ``c`` (as in the spec's
+        ``CAC / max(Monthly_CM, 1e-6)``), is reported as ``x`` with ``guarded=True``: the guard keeps the result
+        finite, so a zero or negative ``x`` would otherwise hide inside a huge quotient. Metric audits use this to
+        test "denominator > 0" on its own.
+        """
+        found: list[Denominator] = []
+        stack: list[_Node] = [self._node]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, _Arith) and node.op in ("/", "%"):
+                divisor, guarded = _unguard(node.right)
+                item = Denominator(text=_render(divisor), sql=_sql(divisor), guarded=guarded)
+                if item not in found:
+                    found.append(item)
+            for child in reversed(_children(node)):
+                stack.append(child)
+        return tuple(found)
+
+
+@dataclass(frozen=True)
+class Denominator:
+    """A divisor found in a compiled expression: readable text, DuckDB SQL, and whether a max(x, c) guard hid it."""
+
+    text: str
+    sql: str
+    guarded: bool
+
+
+def _children(node: "_Node") -> tuple["_Node", ...]:
+    if isinstance(node, _Neg | _Not):
+        return (node.operand,)
+    if isinstance(node, _Arith | _Cmp):
+        return (node.left, node.right)
+    if isinstance(node, _Logic):
+        return node.operands
+    if isinstance(node, _IsNull | _In):
+        return (node.operand,)
+    if isinstance(node, _Call):
+        return node.args
+    return ()
+
+
+def _unguard(node: "_Node") -> tuple["_Node", bool]:
+    """``max(x, c)`` with positive constants ``c`` and exactly one non-constant ``x`` -> (x, True)."""
+    if isinstance(node, _Call) and node.func == "max":
+        consts = [a for a in node.args if isinstance(a, _Const)]
+        others = [a for a in node.args if not isinstance(a, _Const)]
+        if len(others) == 1 and consts and all(
+                isinstance(c.value, (int, float)) and not isinstance(c.value, bool) and c.value > 0 for c in consts):
+            return others[0], True
+    return node, False
+
+
+def _render(node: "_Node") -> str:
+    """Readable text of a compiled sub-expression (for messages; column names in their known spelling)."""
+    if isinstance(node, _Const):
+        return repr(node.value)
+    if isinstance(node, _Col):
+        return node.name
+    if isinstance(node, _Neg):
+        return f"-{_render(node.operand)}"
+    if isinstance(node, _Arith):
+        return f"({_render(node.left)} {node.op} {_render(node.right)})"
+    if isinstance(node, _Call):
+        return f"{node.func}({', '.join(_render(a) for a in node.args)})"
+    return _sql(node)
 
 
 def compile_assertion(text: str, known: Iterable[str], *, where: str) -> Expression:

@@ -357,35 +357,55 @@ _READERS = {"csv": _ingest_csv, "jsonl": _ingest_jsonl, "parquet": _ingest_parqu
 def ingest_day(con: duckdb.DuckDBPyConnection, spec: LandingSpec, landing_dir: Path, source: str, day: str,
                now: datetime | None = None) -> IngestReport:
     """Replace one delivery day of one source in the raw tables, atomically."""
+    return ingest_days(con, spec, landing_dir, source, [day], now=now)[0]
+
+
+def ingest_days(con: duckdb.DuckDBPyConnection, spec: LandingSpec, landing_dir: Path, source: str, days: list[str],
+                now: datetime | None = None, progress=None) -> list[IngestReport]:
+    """Replace several delivery days of one source in the raw tables, in one transaction (all or nothing).
+
+    ``progress``, if given, is called as ``progress(done_days, total_days)`` after each day.
+    """
     if source not in spec.sources:
         raise IngestError(f"unknown source {source!r}; known: {', '.join(spec.sources)}")
+    for d in days:
+        if not (len(d) == 10 and d[4] == "-" and d[7] == "-" and d.replace("-", "").isdigit()):
+            raise IngestError(f"not a delivery day (YYYY-MM-DD): {d!r}")
     ensure_base(con)
     now = now or utcnow()
-    report = IngestReport(source=source, day=day)
     tables = spec.sources[source].tables
     for table in tables:
         ensure_raw_table(con, table)
+    days = sorted(set(days))
+    in_days = "(" + ", ".join(f"DATE '{d}'" for d in days) + ")"
+    reports = []
     con.execute("BEGIN TRANSACTION")
     try:
         for table in tables:
-            con.execute(f"DELETE FROM raw.{table.raw_table} WHERE _partition = ?::DATE", [day])
-            con.execute("DELETE FROM raw.rejects WHERE _source = ? AND _table = ? AND _partition = ?::DATE "
-                        "AND stage = 'ingest'", [source, table.name, day])
-            con.execute("DELETE FROM raw.schema_drift WHERE _source = ? AND _table = ? AND _partition = ?::DATE",
-                        [source, table.name, day])
-            path = table.file_for(landing_dir, day)
-            rel = path.relative_to(landing_dir).as_posix()
-            if not path.exists():
-                report.tables.append(TableReport(table=table.qualified, file=None, note="no file delivered"))
-                continue
-            rep = _READERS[table.format](con, table, path, rel, day, now)
-            if rep.drift:
-                con.execute("INSERT INTO raw.schema_drift VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            [source, table.name, rel, day, rep.drift.missing, rep.drift.unexpected,
-                             rep.drift.renamed, now])
-            report.tables.append(rep)
+            con.execute(f"DELETE FROM raw.{table.raw_table} WHERE _partition IN {in_days}")
+            con.execute(f"DELETE FROM raw.rejects WHERE _source = ? AND _table = ? AND _partition IN {in_days} "
+                        f"AND stage = 'ingest'", [source, table.name])
+            con.execute(f"DELETE FROM raw.schema_drift WHERE _source = ? AND _table = ? AND _partition IN {in_days}",
+                        [source, table.name])
+        for n, day in enumerate(days, 1):
+            report = IngestReport(source=source, day=day)
+            for table in tables:
+                path = table.file_for(landing_dir, day)
+                rel = path.relative_to(landing_dir).as_posix()
+                if not path.exists():
+                    report.tables.append(TableReport(table=table.qualified, file=None, note="no file delivered"))
+                    continue
+                rep = _READERS[table.format](con, table, path, rel, day, now)
+                if rep.drift:
+                    con.execute("INSERT INTO raw.schema_drift VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [source, table.name, rel, day, rep.drift.missing, rep.drift.unexpected,
+                                 rep.drift.renamed, now])
+                report.tables.append(rep)
+            reports.append(report)
+            if progress:
+                progress(n, len(days))
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return report
+    return reports

@@ -44,3 +44,46 @@ CHECK_NOTHING_LOST = "nothing_lost"
 # Jobs
 DAILY_JOB = "daily_ingest_job"
 REFRESH_JOB = "refresh_job"
+
+# Freshness SLOs (contracts/slos.yaml): one external asset per SLO, downstream of the assets it covers, whose
+# materializations (reported by the SLO sensor) carry attainment, error budget and burn rates for the UI.
+SLO_SENSOR = "slo_freshness_sensor"
+
+
+def slo_key(slo_name: str) -> dg.AssetKey:
+    return dg.AssetKey([SLO, slo_name])
+
+
+# Quarantine repair: the targeted backfill of released repairs (gtm_pipeline.backfill)
+REPAIR_BACKFILL_JOB = "repair_backfill_job"
+REPAIR_BACKFILL_SENSOR = "repair_backfill_sensor"
+
+
+# Metric layer (gtm_pipeline.metrics): one asset per table of schema metrics; its checks are the qa_tests of its
+# contract plus the automatic ones named in gtm_pipeline.metrics.contract (grain_unique, denominator_positive).
+def metric_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([METRICS, name])
+
+
+FORECAST_METRIC = "forecast"
+FORECAST_JOB = "forecast_job"
+FORECAST_SCHEDULE = "forecast_hourly"
+
+
+# Decision nodes (gtm_pipeline.decisions, docs/decisions.md): one asset per playbook node, then monitoring, the
+# decision log and the review packet; the packet job runs on the spec's review cadences.
+def decision_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([DECISIONS, name])
+
+
+DECISION_NODE_ASSETS = {"pricing.change": "pricing_change", "channel.invest": "channel_invest",
+                        "icp.update": "icp_update", "routing.policy": "routing_policy"}
+DECISION_MONITORING_KEY = decision_key("monitoring")
+DECISION_LOG_KEY = decision_key("decision_log")
+REVIEW_PACKET_KEY = decision_key("review_packet")
+CHECK_LOG_CHAIN = "chain_intact"
+REVIEW_PACKET_JOB = "review_packet_job"
+WEEKLY_OPS_SCHEDULE = "weekly_ops_review"
+MONTHLY_REVIEW_SCHEDULE = "monthly_business_review"
+QUARTERLY_PLAN_SCHEDULE = "quarterly_plan_review"
+REVIEW_TIMEZONE = "America/New_York"   # spec front matter: review cadences in ET

@@ -38,19 +38,21 @@ def ensure_dagster_home(settings: Settings) -> Path:
 
 
 def run_job(job_name: str, *, partition_range: tuple[str, str] | None = None, partition_key: str | None = None,
-            run_config: dict | None = None, instance=None, defs=None) -> RunOutcome:
+            run_config: dict | None = None, instance=None, defs=None, asset_selection: list | None = None,
+            tags: dict[str, str] | None = None) -> RunOutcome:
+    """Execute a job in-process; ``asset_selection`` runs a subset of its assets, ``tags`` are added to the run."""
     import dagster as dg
 
     if defs is None:
         from gtm_pipeline.definitions import defs
     job = defs.resolve_job_def(job_name)
-    tags = {}
+    tags = dict(tags or {})
     if partition_range:
-        tags = {"dagster/asset_partition_range_start": partition_range[0],
-                "dagster/asset_partition_range_end": partition_range[1]}
+        tags.update({"dagster/asset_partition_range_start": partition_range[0],
+                     "dagster/asset_partition_range_end": partition_range[1]})
     instance = instance or dg.DagsterInstance.get()
     result = job.execute_in_process(instance=instance, tags=tags, partition_key=partition_key, run_config=run_config,
-                                    raise_on_error=False)
+                                    raise_on_error=False, asset_selection=asset_selection)
     failed_steps = [ev.step_key for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
     failed_checks = sorted({f"{e.asset_key.to_user_string()}:{e.check_name}"
                             for e in result.get_asset_check_evaluations() if not e.passed})

@@ -46,25 +46,30 @@ def ensure_base(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def open_incident(con: duckdb.DuckDBPyConnection, *, severity: str, origin: str, asset_key: str, rule: str,
-                  title: str, details: dict, owner: str, dedup_key: str) -> tuple[str, bool]:
-    """Open an incident unless one with the same dedup key is still open. Returns (incident_id, newly_opened)."""
+                  title: str, details: dict, owner: str, dedup_key: str, incident_id: str | None = None,
+                  opened_at: datetime | None = None) -> tuple[str, bool]:
+    """Open an incident unless one with the same dedup key is still open. Returns (incident_id, newly_opened).
+
+    ``incident_id``/``opened_at`` let a caller that decided earlier (the SLO sensor, which may have to wait for the
+    write lock) record its own id and the time of the decision; they default to a fresh id and now."""
     row = con.execute("SELECT incident_id FROM ops.incidents WHERE dedup_key = ? AND status = 'open'",
                       [dedup_key]).fetchone()
     if row:
         return row[0], False
-    now = utcnow()
-    incident_id = "INC-" + hashlib.sha256(f"{dedup_key}|{now.isoformat()}".encode()).hexdigest()[:10]
+    now = opened_at or utcnow()
+    incident_id = incident_id or "INC-" + hashlib.sha256(f"{dedup_key}|{now.isoformat()}".encode()).hexdigest()[:10]
     con.execute("INSERT INTO ops.incidents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', NULL, ?)",
                 [incident_id, now, severity, origin, asset_key, rule, title, json.dumps(details, default=str),
                  owner, dedup_key])
     return incident_id, True
 
 
-def resolve_incidents(con: duckdb.DuckDBPyConnection, dedup_key_prefix: str) -> int:
+def resolve_incidents(con: duckdb.DuckDBPyConnection, dedup_key_prefix: str,
+                      resolved_at: datetime | None = None) -> int:
     n = con.execute("SELECT count(*) FROM ops.incidents WHERE status = 'open' AND starts_with(dedup_key, ?)",
                     [dedup_key_prefix]).fetchone()[0]
     con.execute("UPDATE ops.incidents SET status = 'resolved', resolved_at = ? "
-                "WHERE status = 'open' AND starts_with(dedup_key, ?)", [utcnow(), dedup_key_prefix])
+                "WHERE status = 'open' AND starts_with(dedup_key, ?)", [resolved_at or utcnow(), dedup_key_prefix])
     return int(n)
 
 

@@ -63,10 +63,10 @@ def small_landing(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_warehouse(small_landing, tmp_path_factory) -> Path:
     """A DuckDB file with every day of ``small_landing`` ingested and cleaned (plain functions, no Dagster)."""
-    from gtm_pipeline.clean import clean_partition
+    from gtm_pipeline.clean import clean_days
     from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
     from gtm_pipeline.entity_contracts import load_entity_contracts
-    from gtm_pipeline.ingest import ingest_day
+    from gtm_pipeline.ingest import ingest_days
     from gtm_pipeline.landing import landing_days, load_landing_spec
 
     path = tmp_path_factory.mktemp("wh_small") / "gtm.duckdb"
@@ -74,12 +74,10 @@ def small_warehouse(small_landing, tmp_path_factory) -> Path:
     contracts = load_entity_contracts(CONTRACTS_DIR_DEFAULT)
     with duckdb.connect(str(path)) as con:
         days = landing_days(small_landing)
-        for day in days:
-            for source in spec.sources:
-                ingest_day(con, spec, small_landing, source, day)
-        for day in days:
-            for entity in spec.entities():
-                clean_partition(con, spec, contracts[entity], day)
+        for source in spec.sources:
+            ingest_days(con, spec, small_landing, source, days)
+        for entity in spec.entities():
+            clean_days(con, spec, contracts[entity], days)
     return path
 
 

@@ -25,10 +25,27 @@ class GtmProject(dg.ConfigurableResource):
         return Path(self.contracts_dir)
 
 
+class DecisionStore(dg.ConfigurableResource):
+    """Where the decision nodes read playbooks (contracts/decisions) and write memos, packets and the log's head
+    file (the data folder); see docs/decisions.md."""
+
+    contracts_dir: str
+    data_dir: str
+
+    def context(self, con):
+        from gtm_pipeline.config import load_settings
+        from gtm_pipeline.decisions import open_context
+
+        settings = load_settings({"GTM_PIPELINE_DATA_DIR": self.data_dir,
+                                  "GTM_PIPELINE_CONTRACTS_DIR": self.contracts_dir})
+        return open_context(con, settings)
+
+
 def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
     s = settings or load_settings()
     s.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
         "warehouse": DuckDBResource(database=str(s.duckdb_path)),
         "project": GtmProject(landing_dir=str(s.landing_dir), contracts_dir=str(s.contracts_dir)),
+        "decisions": DecisionStore(contracts_dir=str(s.contracts_dir), data_dir=str(s.data_dir)),
     }

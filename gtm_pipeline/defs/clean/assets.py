@@ -12,7 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
-from gtm_pipeline.clean import CleanReport, clean_partition
+from gtm_pipeline.clean import CleanReport, clean_days
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.defs.partitions import daily_partitions
 from gtm_pipeline.defs.resources import GtmProject
@@ -121,8 +121,7 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
         days = context.partition_keys
         reports: list[CleanReport] = []
         with warehouse.get_connection() as con:
-            for day in days:
-                reports.append(clean_partition(con, lspec, contract_now, day, run_id=context.run_id))
+            reports = clean_days(con, lspec, contract_now, list(days), run_id=context.run.run_id)
             ref_misses = _reference_misses(con, contract_now, days) if "references" in kinds else {}
         tot = lambda attr: sum(getattr(r, attr) for r in reports)  # noqa: E731
         blocked = [r.day for r in reports if r.blocked]

@@ -10,7 +10,7 @@ from gtm_pipeline import keys
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.defs.partitions import daily_partitions
 from gtm_pipeline.defs.resources import GtmProject
-from gtm_pipeline.ingest import ingest_day
+from gtm_pipeline.ingest import ingest_days
 from gtm_pipeline.landing import Source, load_landing_spec
 
 
@@ -21,6 +21,11 @@ def _code_version(source: Source) -> str:
 
 def _owner_tag(owner: str) -> str:
     return "team:" + "".join(ch if ch.isalnum() else "_" for ch in owner.lower()).strip("_")
+
+
+def _progress_every(n_days: int) -> int:
+    """Log about ten progress lines per run, at most one per day."""
+    return max(1, n_days // 10)
 
 
 def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
@@ -53,8 +58,15 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
         spec = load_landing_spec(project.contracts_path)
         reports = []
         with warehouse.get_connection() as con:
-            for day in context.partition_keys:
-                reports.append(ingest_day(con, spec, project.landing_path, source.name, day))
+            days = context.partition_keys
+            every = _progress_every(len(days))
+
+            def progress(i: int, total: int) -> None:
+                # Progress for long ranges (a backfill of months): visible live in the run's log in the UI.
+                if i % every == 0 or i == total:
+                    context.log.info(f"{source.name}: {i}/{total} day(s) read (through {days[i - 1]})")
+
+            reports = ingest_days(con, spec, project.landing_path, source.name, list(days), progress=progress)
             samples = con.execute(
                 "SELECT _file, _line, reason FROM raw.rejects WHERE stage = 'ingest' AND _source = ? "
                 "AND _partition BETWEEN ?::DATE AND ?::DATE ORDER BY _file, _line LIMIT 10",

@@ -1,0 +1,352 @@
+"""Commands for decisions (spec §4-5): list and show proposals, approve, reject, apply, reverse, monitor, verify the
+log, render memos and review packets. See docs/decisions.md for a full walkthrough."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import date
+
+import click
+
+from gtm_pipeline.cli.quarantine import connect
+from gtm_pipeline.config import load_settings
+from gtm_pipeline.errors import GtmPipelineError
+
+
+@contextmanager
+def _context():
+    from gtm_pipeline.decisions import open_context
+
+    # Read-write even to read: the first use creates the decisions tables, and DuckDB lets no read-only
+    # connection in while another process writes anyway (connect() waits briefly for the lock).
+    con = connect()
+    try:
+        yield open_context(con, load_settings())
+    finally:
+        con.close()
+
+
+def _slo_line(settings) -> str:
+    """SLO health for packets run from the command line (fails closed: 'unknown' with the reason)."""
+    try:
+        import dagster as dg
+
+        from gtm_pipeline.definitions import defs
+        from gtm_pipeline.runner import ensure_dagster_home
+        from gtm_pipeline.slo import health
+
+        ensure_dagster_home(settings)
+        return health(dg.DagsterInstance.get(), defs, settings=settings).summary()
+    except Exception as e:  # the packet still renders and says why
+        return f"SLO health unknown: {type(e).__name__}: {e}"
+
+
+_id = click.argument("decision_id")
+_by = click.option("--by", "person", required=True, help="Who acts (a person listed in contracts/decisions/roster.yaml).")
+
+
+@click.group()
+def decisions():
+    """Decision nodes (spec §4): proposals in a tamper-evident log, approvals, flag flips, monitoring, reversals.
+
+    \b
+    Example:
+      gtm-pipeline decisions list --status proposed
+    """
+
+
+@decisions.command(name="list")
+@click.option("--status", default=None, help="Only decisions whose current status is this (e.g. proposed, applied).")
+@click.option("--node", default=None, help="Only this node (pricing.change, channel.invest, icp.update, routing.policy).")
+def list_(status, node):
+    """One line per decision: id, node, status, action, review date.
+
+    \b
+    Example:
+      gtm-pipeline decisions list --node pricing.change
+    """
+    from gtm_pipeline.decisions import lifecycle
+
+    with _context() as dc:
+        rows = [d for d in lifecycle.all_decisions(dc)
+                if (status is None or d.status == status) and (node is None or d.node == node)]
+        if not rows:
+            click.echo("no decisions" + (f" with status {status}" if status else "") + (f" for {node}" if node else ""))
+        for d in rows:
+            click.echo(f"{d.decision_id}  {d.node:<15} {d.status:<18} review {d.proposal.review_date}  "
+                       f"{d.proposal.chosen_action}")
+
+
+@decisions.command()
+@_id
+@click.option("--json", "as_json", is_flag=True, help="Print the log entries as JSON (every field, with hashes).")
+def show(decision_id, as_json):
+    """A decision's log entries (every spec field, hashes included) and where its memo is.
+
+    \b
+    Example:
+      gtm-pipeline decisions show DEC-1a2b3c4d5e6f --json
+    """
+    from gtm_pipeline.decisions import lifecycle
+    from gtm_pipeline.decisions.memo import memo_path
+
+    with _context() as dc:
+        d = lifecycle.get(dc, decision_id)
+        if as_json:
+            click.echo(json.dumps([e.as_dict() for e in d.entries], indent=2, default=str))
+            return
+        p = d.proposal
+        click.echo(f"{d.decision_id}  {d.node} / {p.subject}: {p.chosen_action}")
+        click.echo(f"status {d.status}; owner {p.owner}; approvers {', '.join(p.approvers)} "
+                   f"(approved: {', '.join(f'{r} by {who}' for r, who in d.approvals.items()) or 'none'})")
+        click.echo(f"inputs {p.inputs_hash} ({p.inputs_version})")
+        click.echo(f"reversal plan: {p.reversal_plan}; review date {p.review_date}")
+        for e in d.entries:
+            click.echo(f"  #{e.entry_id} {e.ts:%Y-%m-%d %H:%M:%S} {e.event:<18} -> {e.status:<18} "
+                       f"{e.actor or '':<24} {e.entry_hash[:16]}")
+            if e.reversal_outcome and e.event == "reversed":
+                click.echo(f"      reversal outcome: {e.reversal_outcome}")
+        click.echo(f"memo: {memo_path(dc, d.decision_id)}")
+
+
+@decisions.command()
+@_id
+@click.option("--as", "role", required=True, help="The approver role you act for, e.g. Finance.")
+@_by
+@click.option("--note", default="", help="A note kept with the approval.")
+def approve(decision_id, role, person, note):
+    """Approve a proposal for one approver role; it can be applied once every listed approver approved.
+
+    \b
+    Example:
+      gtm-pipeline decisions approve DEC-1a2b3c4d5e6f --as Finance --by farah@example.com
+    """
+    from gtm_pipeline.decisions import lifecycle
+
+    with _context() as dc:
+        d = lifecycle.approve(dc, decision_id, role=role, person=person, note=note)
+        missing = [r for r in d.proposal.approvers if r not in d.approvals]
+        click.echo(f"{decision_id}: approved by {person} for {role}; status {d.status}"
+                   + (f" (waiting for {', '.join(missing)})" if missing else " -- ready to apply"))
+
+
+@decisions.command()
+@_id
+@click.option("--as", "role", required=True, help="The approver role you act for.")
+@_by
+@click.option("--reason", required=True, help="Why the proposal is rejected (kept in the log).")
+def reject(decision_id, role, person, reason):
+    """Reject a proposal (an approver's call); a rejected decision is closed.
+
+    \b
+    Example:
+      gtm-pipeline decisions reject DEC-1a2b3c4d5e6f --as FP&A --by paul@example.com --reason "Q4 freeze"
+    """
+    from gtm_pipeline.decisions import lifecycle
+
+    with _context() as dc:
+        lifecycle.reject(dc, decision_id, role=role, person=person, reason=reason)
+        click.echo(f"{decision_id}: rejected by {person} ({role})")
+
+
+@decisions.command(name="apply")
+@_id
+@_by
+@click.option("--effective", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="First day whose data counts as after the change for monitoring (default: today, UTC). A past "
+                   "day rehearses monitoring on data you already have.")
+def apply_(decision_id, person, effective):
+    """Apply an approved decision: flip its flag to the proposed version (the owner does this).
+
+    \b
+    Example:
+      gtm-pipeline decisions apply DEC-1a2b3c4d5e6f --by dana@example.com
+    """
+    from gtm_pipeline.decisions import lifecycle
+
+    with _context() as dc:
+        d = lifecycle.apply(dc, decision_id, person=person, effective=effective.date() if effective else None)
+        a = d.latest("applied").details_dict
+        click.echo(f"{decision_id}: applied -- {a['flag']} v{a['from_version']} -> v{a['to_version']} "
+                   f"{json.dumps(a['value'], sort_keys=True)}; monitoring from {a['effective_date']} to "
+                   f"{a['monitoring_until']}")
+
+
+@decisions.command()
+@_id
+@_by
+@click.option("--reason", required=True, help="Why the decision is reversed (kept in the log).")
+def reverse(decision_id, person, reason):
+    """Reverse an applied decision: restore the flag's previous version (routing: and replay the DLQ).
+
+    \b
+    Example:
+      gtm-pipeline decisions reverse DEC-1a2b3c4d5e6f --by dana@example.com --reason "booking rate out of band"
+    """
+    from gtm_pipeline.decisions import lifecycle
+
+    with _context() as dc:
+        d = lifecycle.reverse(dc, decision_id, person=person, reason=reason)
+        click.echo(f"{decision_id}: reversed -- {d.last.reversal_outcome}")
+
+
+@decisions.command()
+def monitor():
+    """Evaluate the monitoring plan of every applied decision now (the refresh job does this after the metrics).
+
+    \b
+    Example:
+      gtm-pipeline decisions monitor
+    """
+    from gtm_pipeline.decisions import monitoring
+
+    with _context() as dc:
+        outcomes = monitoring.evaluate_all(dc)
+        if not outcomes:
+            click.echo("no applied decision to monitor")
+        for o in outcomes:
+            click.echo(f"{o.decision_id} {o.node}: {o.event or 'unchanged'}"
+                       + (" (window complete)" if o.complete else ""))
+            for r in o.results:
+                click.echo(f"  - {r.text}")
+
+
+@decisions.command()
+@click.option("--node", "nodes_", multiple=True, help="Only this node (repeatable); default: all four.")
+def evaluate(nodes_):
+    """Run the decision node assets (and monitoring, the log check) in Dagster against the published metrics.
+
+    \b
+    Example:
+      gtm-pipeline decisions evaluate --node pricing.change
+    """
+    from gtm_pipeline import keys
+    from gtm_pipeline.runner import ensure_dagster_home, run_job
+
+    settings = load_settings()
+    unknown = [n for n in nodes_ if n not in keys.DECISION_NODE_ASSETS]
+    if unknown:
+        raise GtmPipelineError(f"--node {unknown[0]!r}: not a decision node; use one of "
+                               f"{', '.join(keys.DECISION_NODE_ASSETS)}")
+    ensure_dagster_home(settings)
+    chosen = nodes_ or tuple(keys.DECISION_NODE_ASSETS)
+    selection = [keys.decision_key(keys.DECISION_NODE_ASSETS[n]) for n in chosen] + [
+        keys.DECISION_MONITORING_KEY, keys.DECISION_LOG_KEY]
+    outcome = run_job(keys.REFRESH_JOB, asset_selection=selection)
+    click.echo(f"{'ok' if outcome.success else 'FAILED'}: run {outcome.run_id}"
+               + (f"; failed steps: {', '.join(outcome.failed_steps)}" if outcome.failed_steps else ""))
+    from gtm_pipeline.decisions import lifecycle
+
+    with _context() as dc:
+        for d in lifecycle.all_decisions(dc):
+            if d.node in chosen and d.status in ("proposed", "pending_approval", "approved"):
+                click.echo(f"{d.decision_id}  {d.node:<15} {d.status:<17} {d.proposal.chosen_action}")
+    if not outcome.success:
+        raise GtmPipelineError(f"the decision run {outcome.run_id} failed; see 'dagster dev' for its logs")
+
+
+@decisions.command()
+def verify():
+    """Recompute the decision log's hash chain; name the first edited, deleted or reordered entry (exit 1).
+
+    \b
+    Example:
+      gtm-pipeline decisions verify
+    """
+    from gtm_pipeline.decisions import log
+
+    with _context() as dc:
+        report = log.verify(dc.con, dc.head)
+    if report.ok:
+        click.echo(f"ok: {report.entries} entries, hash chain intact"
+                   + (f", head #{report.head['entry_id']} matches" if report.head else ""))
+        return
+    click.echo(f"TAMPERED: {report.first}", err=True)
+    for p in report.problems[1:]:
+        click.echo(f"  also {p}", err=True)
+    raise SystemExit(1)
+
+
+@decisions.command()
+@_id
+def memo(decision_id):
+    """Print a decision's memo (spec §5 template), re-rendered from the log.
+
+    \b
+    Example:
+      gtm-pipeline decisions memo DEC-1a2b3c4d5e6f
+    """
+    from gtm_pipeline.decisions import lifecycle
+    from gtm_pipeline.decisions.memo import write_memo
+
+    with _context() as dc:
+        path = write_memo(dc, lifecycle.get(dc, decision_id))
+        click.echo(path.read_text(encoding="utf-8"))
+
+
+@decisions.command()
+@click.option("--cadence", type=click.Choice(["weekly_ops", "monthly_business_review", "quarterly_plan"]),
+              default="weekly_ops", show_default=True, help="Which review the packet is for.")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Date of the review (default: today, UTC).")
+def packet(cadence, as_of):
+    """Build a review packet: pending decisions, SLO health, hygiene, decisions due for review.
+
+    \b
+    Example:
+      gtm-pipeline decisions packet --cadence weekly_ops
+    """
+    from gtm_pipeline.decisions import packets
+    from gtm_pipeline.warehouse import utcnow
+
+    settings = load_settings()
+    line = _slo_line(settings)
+    with _context() as dc:
+        p = packets.build_packet(dc, cadence, as_of.date() if as_of else utcnow().date(), line)
+    click.echo(p.markdown)
+    click.echo(f"written to {p.path}")
+
+
+@decisions.command()
+@click.option("--flag", default=None, help="Show this flag's whole history (e.g. FF_ROUTING_V1).")
+def flags(flag):
+    """The flag store: current version of every flag, or one flag's history.
+
+    \b
+    Example:
+      gtm-pipeline decisions flags --flag price_card.smb
+    """
+    from gtm_pipeline.decisions import flags as store
+
+    with _context() as dc:
+        rows = store.history(dc.con, flag) if flag else store.all_current(dc.con)
+    if not rows:
+        click.echo("no flags set yet" + (f" for {flag}" if flag else ""))
+    for f in rows:
+        click.echo(f"{f.flag} v{f.version} {json.dumps(f.value, sort_keys=True)}  ({f.reason}; {f.set_by}; "
+                   f"{f.set_at:%Y-%m-%d %H:%M:%S})")
+
+
+@decisions.command()
+def validate():
+    """Load and check every playbook in contracts/decisions and the roster; the first problem names file and field.
+
+    \b
+    Example:
+      gtm-pipeline decisions validate
+    """
+    from gtm_pipeline.decisions import known_metric_tables
+    from gtm_pipeline.decisions.playbook import load_playbooks, load_roster
+
+    s = load_settings()
+    pbs = load_playbooks(s.contracts_dir, known_metric_tables(s.contracts_dir))
+    load_roster(s.contracts_dir, pbs)
+    for pb in pbs.values():
+        click.echo(f"ok: {pb.where}: {pb.node} v{pb.version}, owner {pb.owner}, approvers {', '.join(pb.approvers)}, "
+                   f"{pb.reversibility} reversibility, {pb.risk_class} risk, {pb.cadence}")
+    click.echo("ok: contracts/decisions/roster.yaml")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(decisions)

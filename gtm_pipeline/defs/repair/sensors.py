@@ -1,0 +1,48 @@
+"""repair_backfill_sensor: released quarantine repairs -> runs of exactly the affected day partitions, then the
+downstream refresh. The decision is `gtm_pipeline.backfill.decide`; this body only gathers its inputs."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from gtm_pipeline import backfill, keys
+from gtm_pipeline.defs.repair.jobs import repair_backfill_job
+
+
+@dg.sensor(
+    name=keys.REPAIR_BACKFILL_SENSOR,
+    jobs=[repair_backfill_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Watches quarantine tables for released repairs ('gtm-pipeline quarantine release'). Per batch of releases "
+        "it requests one run per affected delivery day of only the affected entities' clean assets (run key = "
+        "batch + day + attempt, so a restart never launches a run twice; a failed run is retried up to 3 times), "
+        "then, once they are in, one run of everything downstream (daily metrics from the first affected day on, "
+        "then ledger, metrics and decisions)."
+    ),
+    tags={"stage": "clean", "purpose": "quarantine_repair"},
+)
+def repair_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
+    try:
+        snap = backfill.read_snapshot_file(warehouse.database)
+    except backfill.WarehouseBusy as e:
+        return dg.SkipReason(str(e))
+    graph = context.repository_def.asset_graph
+    decision = backfill.decide(snap, backfill.decode_cursor(context.cursor),
+                               backfill.run_state_lookup(context.instance),
+                               backfill.refreshed_at_lookup(context.instance, graph))
+    cursor = backfill.encode_cursor(decision.cursor)
+    if not decision.requests:
+        context.update_cursor(cursor)
+        return dg.SkipReason(decision.skip_reason())
+    requests = []
+    for r in decision.requests:
+        tags = {**r.tags, backfill.TAG_TRIGGER: keys.REPAIR_BACKFILL_SENSOR}
+        if r.day:  # one delivery day of the affected entities' clean assets
+            selection = backfill.partition_selection(graph, r.entities)
+        else:  # everything downstream; partitioned metrics from the first affected day on
+            selection = backfill.refresh_selection(graph, r.entities)
+            tags.update(backfill.refresh_run_tags(graph, context.instance, r.entities, r.since_day))
+        requests.append(dg.RunRequest(run_key=r.run_key, job_name=keys.REPAIR_BACKFILL_JOB, partition_key=r.day,
+                                      asset_selection=selection, tags=tags))
+    return dg.SensorResult(run_requests=requests, cursor=cursor)

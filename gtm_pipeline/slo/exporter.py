@@ -1,0 +1,141 @@
+"""Prometheus exporter (`gtm-pipeline slo exporter`): reads state at scrape time, keeps none of its own.
+
+At each scrape it copies new publications from Dagster's event log into the SLO history and exports
+- ``gtm_asset_last_success_timestamp_seconds{slo,asset}``: when the published version in force was published
+  (0 = never). A timestamp, not an age, so it keeps ageing in ``time() - ts`` even if this exporter dies; the
+  generated rules compute the Prometheus-side SLI from it;
+- the SLO's objective, threshold and window, and the figures of the persistent history: good/total/unknown seconds
+  in the window, attainment, error budget remaining, burn rate per alerting window, the sensor's alert level;
+- ``gtm_exporter_scrape_errors_total``: scrapes in which reading the event log or the history failed (the static
+  SLO figures are still served, the per-asset ones are left out, and the rules treat them as absent).
+It never opens the DuckDB warehouse, so it answers while a pipeline run holds the write lock.
+Names follow https://prometheus.io/docs/practices/naming/: one prefix, base units, ``_seconds``, ``_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gtm_pipeline.slo.contract import LEVELS, Coverage, SloFile, format_duration
+from gtm_pipeline.slo.evaluate import evaluate
+from gtm_pipeline.slo.history import History
+
+log = logging.getLogger(__name__)
+PREFIX = "gtm"
+
+
+class SloCollector(Collector):
+    def __init__(self, slo_file: SloFile, coverage: Coverage, history: History, instance_factory: Callable):
+        self.slo_file = slo_file
+        self.coverage = coverage
+        self.history = history
+        self._instance_factory = instance_factory
+        self._instance = None
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    def _static(self) -> Iterator[GaugeMetricFamily]:
+        objective = GaugeMetricFamily(f"{PREFIX}_slo_objective_ratio", "Target share of time an asset is fresh.",
+                                      labels=["slo"])
+        threshold = GaugeMetricFamily(f"{PREFIX}_slo_freshness_threshold_seconds",
+                                      "Age of the published version beyond which an asset is stale.", labels=["slo"])
+        window = GaugeMetricFamily(f"{PREFIX}_slo_window_seconds", "Rolling window of attainment and error budget.",
+                                   labels=["slo"])
+        for s in self.slo_file.slos:
+            objective.add_metric([s.name], s.objective)
+            threshold.add_metric([s.name], s.threshold)
+            window.add_metric([s.name], s.window)
+        yield from (objective, threshold, window)
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        t0 = time.perf_counter()
+        with self._lock:
+            yield from self._static()
+            try:
+                if self._instance is None:
+                    self._instance = self._instance_factory()
+                ev = evaluate(self.slo_file, self.coverage, self.history, self._instance)
+                families = list(self._dynamic(ev))
+            except Exception:  # noqa: BLE001 - a scrape must answer; the error is counted and logged
+                self.errors += 1
+                log.exception("slo exporter: reading state failed")
+                families = []
+            yield from families
+            errors = CounterMetricFamily(f"{PREFIX}_exporter_scrape_errors",
+                                         "Scrapes in which reading the event log or the SLO history failed.")
+            errors.add_metric([], self.errors)
+            yield errors
+            duration = GaugeMetricFamily(f"{PREFIX}_exporter_scrape_duration_seconds",
+                                         "Time this exporter took to read the state for the last scrape.")
+            duration.add_metric([], time.perf_counter() - t0)
+            yield duration
+
+    def _dynamic(self, ev) -> Iterator[GaugeMetricFamily]:
+        g = lambda name, doc, labels: GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)  # noqa: E731
+        last = g("asset_last_success_timestamp_seconds",
+                 "Unix time the published version in force was published (0 = never published).", ["slo", "asset"])
+        blocked = g("asset_publish_blocked",
+                    "1 if the newest materialization was a blocked publish (previous version still in force).",
+                    ["slo", "asset"])
+        good = g("slo_sli_good_seconds", "Seconds of the SLO window in which the asset was fresh.", ["slo", "asset"])
+        total = g("slo_sli_total_seconds", "Seconds of the SLO window with a known state (fresh or stale).",
+                  ["slo", "asset"])
+        unknown = g("slo_sli_unknown_seconds", "Seconds of the SLO window before the asset's first publication.",
+                    ["slo", "asset"])
+        attain = g("slo_attainment_ratio", "Fresh share of the known time in the SLO window.", ["slo", "asset"])
+        budget = g("slo_error_budget_remaining_ratio",
+                   "Share of the window's error budget left (negative once overspent).", ["slo", "asset"])
+        burn = g("slo_burn_rate", "Error budget burn rate over a window (1 spends the budget exactly).",
+                 ["slo", "asset", "window"])
+        level = g("slo_alert_level", "Alert level the SLO sensor holds: 0 ok, 1 ticket (SEV3), 2 page (SEV2).",
+                  ["slo"])
+        recon = g("slo_reconstructed_seconds",
+                  "Seconds of the window computed from publication times because nothing evaluated live.", ["slo"])
+        for figs in ev.slos:
+            name = figs.slo.name
+            for a in figs.assets:
+                lbl = [name, a.asset]
+                last.add_metric(lbl, a.last_published or 0.0)
+                blocked.add_metric(lbl, 1.0 if a.asset in ev.blocked else 0.0)
+                good.add_metric(lbl, a.window.good)
+                total.add_metric(lbl, a.window.known)
+                unknown.add_metric(lbl, a.window.unknown)
+                if a.attainment is not None:
+                    attain.add_metric(lbl, a.attainment)
+                budget.add_metric(lbl, a.budget_remaining)
+                for w, rate in a.burn.items():
+                    burn.add_metric([*lbl, format_duration(w)], rate)
+            for k in figs.pending:  # named in the file, not deployed yet: never published
+                last.add_metric([name, k], 0.0)
+            state = self.history.alert_state(name)
+            level.add_metric([name], LEVELS.index(state.level) if state else 0)
+            recon.add_metric([name], ev.reconstructed[name])
+        yield from (last, blocked, good, total, unknown, attain, budget, burn, level, recon)
+        pending = g("slo_pending_notifications", "State changes not yet delivered to every target.", [])
+        pending.add_metric([], len(self.history.outbox(pending_only=True)))
+        yield pending
+        sensor = self.history.meta("sensor_last_evaluation")
+        if sensor:
+            last_eval = g("slo_sensor_last_evaluation_timestamp_seconds",
+                          "Unix time the Dagster SLO sensor last evaluated.", [])
+            last_eval.add_metric([], float(sensor))
+            yield last_eval
+
+
+def make_registry(collector: SloCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def serve(collector: SloCollector, host: str, port: int):
+    """Start serving /metrics in a background thread; returns the server (``.shutdown()`` stops it)."""
+    server, _thread = start_http_server(port, addr=host, registry=make_registry(collector))
+    return server

@@ -1,0 +1,81 @@
+"""`gtm-pipeline slo report`: the SLO table for people (and as JSON for scripts)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from gtm_pipeline.slo.contract import SEVERITIES, format_duration, human_duration
+from gtm_pipeline.slo.evaluate import Evaluation
+from gtm_pipeline.slo.history import History
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2%}"
+
+
+def _ts(t: float | None) -> str:
+    if t is None:
+        return "never"
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render(ev: Evaluation, history: History) -> str:
+    windows = ev.slo_file.windows
+    wcols = "".join(f"{'burn ' + format_duration(w) if i == 0 else format_duration(w):>9}"
+                    for i, w in enumerate(windows))
+    head = f"{'SLO / asset':<34}{'state':<9}{'age':>8}{'attainment':>12}{'budget left':>13}{wcols}  alert"
+    lines = [f"Freshness SLOs at {_ts(ev.now)} UTC (history {history.path})", "", head, "-" * len(head)]
+    for figs in ev.slos:
+        slo = figs.slo
+        state = history.alert_state(slo.name)
+        level = state.level if state else "ok"
+        alert = level if level == "ok" else f"{level} ({SEVERITIES[level]}" + (
+            f", {state.incident_id})" if state and state.incident_id else ")")
+        ages = [a.age for a in figs.assets if a.age is not None]
+        burns = "".join(f"{figs.worst_burn(w):>9.2f}" for w in windows)
+        lines.append(f"{slo.name:<34}{figs.state:<9}{human_duration(max(ages) if ages else None):>8}"
+                     f"{_pct(figs.attainment):>12}{_pct(figs.budget_remaining):>13}{burns}  {alert}")
+        for a in figs.assets:
+            note = " publish blocked " + _ts(ev.blocked[a.asset]) if a.asset in ev.blocked else ""
+            burns = "".join(f"{a.burn[w]:>9.2f}" for w in windows)
+            lines.append(f"  {a.asset:<32}{a.state:<9}{human_duration(a.age):>8}{_pct(a.attainment):>12}"
+                         f"{_pct(a.budget_remaining):>13}{burns}  {a.level}{note}")
+        for k in figs.pending:
+            lines.append(f"  {k:<32}{'unknown':<9}{'-':>8}  (not defined in this code location yet)")
+        if not figs.assets and not figs.pending:
+            lines.append("  (covers no asset yet)")
+        lines.append(f"  {slo.statement} over {human_duration(slo.window)} (budget {human_duration(slo.budget_seconds)}"
+                     f" of staleness), owner {slo.owner}; {human_duration(ev.reconstructed[slo.name])} of the window "
+                     f"reconstructed from publication times (nothing evaluated then)")
+        lines.append("")
+    pending = history.outbox(pending_only=True)
+    if pending:
+        lines.append(f"{len(pending)} state change(s) not yet delivered to every target "
+                     f"(incident / webhook / slack); the sensor retries each tick.")
+    sensor = history.meta("sensor_last_evaluation")
+    lines.append(f"Sensor {'last evaluated ' + _ts(float(sensor)) + ' UTC' if sensor else 'has not evaluated yet'}.")
+    return "\n".join(lines)
+
+
+def as_json(ev: Evaluation, history: History) -> dict:
+    out = {"at": _ts(ev.now), "slos": []}
+    for figs in ev.slos:
+        state = history.alert_state(figs.slo.name)
+        out["slos"].append({
+            "slo": figs.slo.name, "statement": figs.slo.statement, "owner": figs.slo.owner,
+            "objective": figs.slo.objective, "threshold_seconds": figs.slo.threshold,
+            "window_seconds": figs.slo.window, "state": figs.state,
+            "alert_level": state.level if state else "ok", "incident_id": state.incident_id if state else None,
+            "attainment": figs.attainment, "budget_remaining": figs.budget_remaining,
+            "burn_rates": {format_duration(w): figs.worst_burn(w) for w in ev.slo_file.windows},
+            "reconstructed_seconds": ev.reconstructed[figs.slo.name],
+            "assets": [{
+                "asset": a.asset, "state": a.state, "age_seconds": a.age, "last_published": _ts(a.last_published),
+                "good_seconds": a.window.good, "bad_seconds": a.window.bad, "unknown_seconds": a.window.unknown,
+                "attainment": a.attainment, "budget_remaining": a.budget_remaining, "level": a.level,
+                "burn_rates": {format_duration(w): r for w, r in a.burn.items()},
+                "publish_blocked_at": _ts(ev.blocked[a.asset]) if a.asset in ev.blocked else None,
+            } for a in figs.assets],
+            "pending": list(figs.pending),
+        })
+    return out

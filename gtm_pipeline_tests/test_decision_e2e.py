@@ -1,0 +1,128 @@
+"""End to end on generated data with known parameters: the real metric layer publishes from a generated clean set,
+and each decision node proposes what its thresholds imply on those figures -- and nothing while an open SEV2
+incident on its inputs blocks it. Ground truth of the generator (gtm_pipeline.generate): elasticity smb -0.6,
+mid_market -0.45, enterprise -1.4; paid_social very inefficient; DQ coverage ~98.5 %; attribution validity ~0.997."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pytest
+
+from conftest import REPO
+from decision_fixtures import green, open_sev2
+from gtm_pipeline.decisions import log, nodes, open_context
+from gtm_pipeline.decisions.rules import project_raise
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    from gtm_pipeline.generate import DefectRates, GenerateConfig, generate
+    from gtm_pipeline.metrics import run_layer
+    from metrics_fixtures import bulk_load_clean
+
+    root = tmp_path_factory.mktemp("dec_e2e")
+    generate(root / "landing", GenerateConfig(days=200, seed=7, start=date(2026, 1, 5), scale=1.0,
+                                              defects=DefectRates.none()), progress=False)
+    path = root / "gtm.duckdb"
+    with duckdb.connect(str(path)) as con:
+        bulk_load_clean(root / "landing", con)
+        # The bulk loader skips the delivery-day column the clean stage sets; generated rows arrive on the day they
+        # are created, which is what the routing node's shadow window selects on.
+        for t in ("lead", "opportunity"):
+            con.execute(f"UPDATE clean.{t} SET _partition = created_at::DATE")
+        run_layer(con, REPO / "contracts")
+    return path
+
+
+@pytest.fixture
+def dc(warehouse, env_settings, tmp_path):
+    import shutil
+
+    path = tmp_path / "gtm.duckdb"
+    shutil.copy(warehouse, path)
+    con = duckdb.connect(str(path))
+    yield open_context(con, env_settings)
+    con.close()
+
+
+def q(con, sql):
+    cur = con.execute(sql)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def test_each_node_proposes_what_the_thresholds_imply(dc):
+    con = dc.con
+    results = {n: nodes.evaluate_node(dc, pb, green) for n, pb in dc.playbooks.items()}
+    assert all(r.prechecks_passed for r in results.values()), {n: r.note for n, r in results.items()}
+
+    # pricing.change: recompute each segment's expected raise from the published rows
+    t = dc.playbooks["pricing.change"].thresholds
+    expected = {}
+    for r in q(con, """SELECT e.segment, e.elasticity, c.price_per_seat, c.cm_per_seat, p.payback_months
+                       FROM metrics.price_elasticity e JOIN metrics.cm_per_seat c USING (segment)
+                       JOIN metrics.payback_by_segment p USING (segment)"""):
+        pct = None
+        if r["elasticity"] is not None and -1.0 <= r["elasticity"] <= -0.3:
+            for p in range(5, 11):
+                up, worse = project_raise(r["price_per_seat"], r["cm_per_seat"], r["payback_months"],
+                                          r["elasticity"], p, t["variable_cost_rate"])
+                if up >= 3.0 and worse <= 0.5:
+                    pct = p
+                    break
+        expected[r["segment"]] = pct
+    got = {o.subject: (o.action or {}).get("raise_pct") for o in results["pricing.change"].outcomes}
+    assert got == expected
+    # (No ground-truth check on E itself: the metric layer's estimate for enterprise, with few closes, scatters
+    # around the generator's -1.4 and may land inside [-1, -0.3]; the node must follow the published figure.)
+    assert set(got) == {"smb", "mid_market", "enterprise"}
+    assert len(results["pricing.change"].new_proposals) == sum(v is not None for v in expected.values())
+
+    # channel.invest: pause at >= 1.2x the blended CAC/SQO, shift at <= 0.9x with SQL->Win >= +2 pp
+    base = q(con, "SELECT cac_per_sqo FROM metrics.cac_per_sqo WHERE channel = 'all'")[0]["cac_per_sqo"]
+    s2w = q(con, "SELECT sql_to_win FROM metrics.sql_funnel WHERE channel = 'all' AND week = 'all'")[0]["sql_to_win"]
+    rows = q(con, """SELECT c.channel, c.cac_per_sqo, c.sqos, c.marketing_cost, f.sql_to_win
+                     FROM metrics.cac_per_sqo c JOIN metrics.sql_funnel f ON f.channel = c.channel AND f.week = 'all'
+                     WHERE c.channel <> 'all'""")
+    pause = sorted(r["channel"] for r in rows if r["sqos"] >= 10 and r["cac_per_sqo"] / base >= 1.2)
+    shift = sorted(r["channel"] for r in rows if r["sqos"] >= 10 and r["cac_per_sqo"] / base <= 0.9
+                   and (r["sql_to_win"] - s2w) * 100 >= 2.0 and r["marketing_cost"] > 0)
+    [o] = results["channel.invest"].outcomes
+    assert (sorted(o.action["pause"]), sorted(o.action["shift"])) == (pause, shift)
+    assert "paid_social" in pause and not {"partner", "referral"} & set(pause)   # ground truth
+    assert sum(o.action["split"].values()) == pytest.approx(sum(r["marketing_cost"] for r in rows), abs=1)
+
+    # icp.update: DQ reason coverage ~98.5 % >= 98 % -> enforce the gates; fintech/retail stand out on win rate
+    [o] = results["icp.update"].outcomes
+    assert o.action["enforce_dq_gates"] is True
+    assert o.figures["dq_reason_coverage"] >= 0.98
+    assert any(r.startswith("industry=fintech: ") and ("wins more" in r or "add" in r) for r in o.reasons)
+    assert any(r.startswith("industry=retail: ") and ("wins less" in r or "remove" in r) for r in o.reasons)
+
+    # routing.policy: the shipped candidate v2 against v1, promoted only as the thresholds say
+    [o] = results["routing.policy"].outcomes
+    f = o.figures
+    assert f["records"] > 0 and 0 <= f["match_pct"] <= 100
+    no_regression = (f["unassigned_candidate"] / f["records"] <= max(0.005, f["unassigned_current"] / f["records"])
+                     and f["gini_candidate"] <= max(0.2, f["gini_current"]))
+    promote = no_regression and (f["match_pct"] >= 99.5 or f["gini_current"] - f["gini_candidate"] >= 0.01)
+    assert o.proposes is promote
+
+    assert log.verify(con, dc.head).ok
+    # the same inputs again: nothing new
+    again = [p.state for n, pb in dc.playbooks.items() for p in nodes.evaluate_node(dc, pb, green).proposals]
+    assert again and set(again) == {"duplicate"}
+
+
+def test_an_open_sev2_on_the_inputs_blocks_every_node(dc):
+    open_sev2(dc.con, "clean/opportunity")     # every node reads something built from opportunities or leads
+    open_sev2(dc.con, "clean/lead")
+    for pb in dc.playbooks.values():
+        r = nodes.evaluate_node(dc, pb, green)
+        assert not r.prechecks_passed and not r.proposals, pb.node
+        assert "open SEV1/SEV2 incident" in r.note
+    assert log.entries(dc.con) == []
