@@ -28,7 +28,7 @@ from pathlib import Path
 
 import duckdb
 
-from gtm_pipeline.repair_overlay import APPLIED, MISSING_OWNER_TABLE, RELEASED
+from gtm_pipeline.repair_overlay import APPLIED, RELEASED
 
 MAX_ATTEMPTS = 3
 TAG_RUN_KEY = "gtm_pipeline/run_key"
@@ -82,13 +82,28 @@ def read_snapshot(con: duckdb.DuckDBPyConnection) -> Snapshot:
     return snap
 
 
+def connect_reader(database: str | Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection; if this process already holds the file open for writing, a connection with that
+    configuration (DuckDB refuses a second configuration in one process). That happens after an in-process run whose
+    step failed: the warehouse resource does not close its connection when the step raises.
+    """
+    try:
+        return duckdb.connect(str(database), read_only=True)
+    except duckdb.ConnectionException:
+        pass
+    try:
+        return duckdb.connect(str(database))
+    except duckdb.ConnectionException:
+        return duckdb.connect(str(database), config={"custom_user_agent": "dagster"})  # DuckDBResource's config
+
+
 def read_snapshot_file(database: str | Path) -> Snapshot:
     """`read_snapshot` on a read-only connection; a locked or missing file raises WarehouseBusy with the reason."""
     path = Path(database)
     if not path.exists():
         raise WarehouseBusy(f"the warehouse {path.name} does not exist yet: nothing has been cleaned or released")
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        con = connect_reader(path)
     except duckdb.Error as e:  # IOException "Could not set lock on file" while a run holds the write lock
         raise WarehouseBusy(f"the warehouse is locked by a running run ({str(e).splitlines()[0][:160]}); "
                             f"will look again on the next tick") from e
@@ -319,14 +334,15 @@ def run_state_lookup(instance) -> Callable[[str], str | None]:
 
 
 def refreshed_at_lookup(instance, asset_graph) -> Callable[[Sequence[str]], float | None]:
+    """entities -> when everything downstream of them that exists was last rebuilt (the oldest of their latest
+    materializations), None if nothing downstream was ever materialized. An asset never materialized is left to the
+    regular pipeline: refreshing means rebuilding what readers already see."""
     def lookup(entities: Sequence[str]) -> float | None:
-        times = []
-        for k in refresh_selection(asset_graph, entities):
-            ev = instance.get_latest_materialization_event(k)
-            if ev is None:
-                return None
-            times.append(ev.timestamp)
-        return min(times) if times else float("inf")  # nothing downstream: nothing to refresh
+        keys_ = refresh_selection(asset_graph, entities)
+        if not keys_:
+            return float("inf")  # nothing downstream: nothing to refresh
+        times = [ev.timestamp for k in keys_ if (ev := instance.get_latest_materialization_event(k)) is not None]
+        return min(times) if times else None
 
     return lookup
 
@@ -360,7 +376,7 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
         definitions = build_definitions()
     instance = instance or dg.DagsterInstance.get()
     graph = definitions.resolve_asset_graph()
-    with duckdb.connect(str(database)) as con:
+    with connect_reader(database) as con:
         snap = read_snapshot(con)
     out = BackfillOutcome(pending_before=len(snap.pending))
     if snap.pending:
@@ -374,7 +390,7 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
                           tags={**req.tags, TAG_TRIGGER: "cli"}, defs=definitions)
             out.runs.append((req, res.run_id, res.success))
     if refresh:
-        with duckdb.connect(str(database), read_only=True) as con:
+        with connect_reader(database) as con:
             after = read_snapshot(con)
         lookup = refreshed_at_lookup(instance, graph)
         since = {e: lookup([e]) for e in {a.entity for a in after.applied}}
@@ -387,7 +403,7 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
             res = run_job(keys.REPAIR_BACKFILL_JOB, instance=instance, run_config=run_config,
                           asset_selection=refresh_selection(graph, ents), tags=tags, defs=definitions)
             out.runs.append((req, res.run_id, res.success))
-    with duckdb.connect(str(database), read_only=True) as con:
+    with connect_reader(database) as con:
         final = read_snapshot(con)
     pend = {p.quarantine_id for p in snap.pending}
     out.applied = sum(1 for a in final.applied if a.quarantine_id in pend)

@@ -527,7 +527,9 @@ def _incidents(con, contract: EntityContract, day: str, rep: CleanReport) -> Non
     if rep.blocked:
         title = (f"{e} for {day} not published: {rep.counts.get('range', 0)} value(s) out of range "
                  f"(contract {e}@{contract.version}); {rep.held} row(s) held")
-        iid, new = open_incident(con, severity="SEV2", origin="contract", asset_key=f"clean/{e}", rule="range",
+        # Spec §3: out of range -> "block publish; notify owner". A notification, not a page: SEV3 (the metric
+        # layer's block_publish_and_page_owner is the SEV2 case).
+        iid, new = open_incident(con, severity="SEV3", origin="contract", asset_key=f"clean/{e}", rule="range",
                                  title=title, details={"samples": rep.samples.get("range", [])},
                                  owner=contract.owner, dedup_key=prefix + "block_publish")
         rep.incidents.append(iid)

@@ -42,7 +42,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             description="Recompute everything built over all days (conservation ledger, metric layer, decisions).",
         ),
     ]
-    return dg.Definitions.merge(stages, dg.Definitions(jobs=jobs, resources=default_resources(settings)))
-
+    # Every step writes the same DuckDB file, which takes one writing process at a time: running a run's steps in
+    # one process (also for runs launched from the UI) avoids lock waits and per-step start-up cost.
+    cross_cutting = dg.Definitions(jobs=jobs, resources=default_resources(settings), executor=dg.in_process_executor)
+    return dg.Definitions.merge(stages, cross_cutting)
 
 defs = build_definitions()

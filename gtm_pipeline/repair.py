@@ -38,7 +38,7 @@ from gtm_pipeline.clean import _PRECEDENCE, QUARANTINE_DDL, Violation, rule_kind
 from gtm_pipeline.entity_contracts import WARN, EntityContract, quote_ident, slug
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.repair_overlay import (
-    APPLIED, MISSING_OWNER_TABLE, OPEN, RELEASED, REPAIRED, STATUSES, ensure_repair_columns,
+    MISSING_OWNER_TABLE, OPEN, RELEASED, REPAIRED, STATUSES, ensure_repair_columns,
 )
 from gtm_pipeline.warehouse import ensure_base, table_exists, utcnow
 
@@ -602,7 +602,7 @@ def applied_rows(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityC
     return rows[["quarantine_id", "entity", "_partition", "status", "applied_run_id", "applied_at"]]
 
 
-__all__ = ["APPLIED", "Filters", "RepairReport", "ReleaseReport", "ensure_repair_tables", "select_rows",
+__all__ = ["Filters", "RepairReport", "ReleaseReport", "ensure_repair_tables", "select_rows",
            "summarize", "samples", "show", "export_template", "repair_by_route", "repair_by_enum_map",
            "repair_by_csv", "repair_from_replay", "release", "load_enum_map", "read_corrections", "revalidate",
            "default_actor", "effective_payload", "repair_counts", "applied_rows"]

@@ -75,7 +75,7 @@ def test_out_of_range_blocks_the_day_keeps_the_previous_version_and_notifies_the
     assert con.execute("SELECT opportunity_id, amount FROM clean.opportunity ORDER BY 1").fetchall() == published_before
     statuses = dict(con.execute("SELECT status, count(*) FROM quarantine.opportunity GROUP BY 1").fetchall())
     assert statuses == {"open": 1, "held": 2}
-    assert con.execute("SELECT severity FROM ops.incidents WHERE status = 'open'").fetchall() == [("SEV2",)]
+    assert con.execute("SELECT severity, rule FROM ops.incidents WHERE status = 'open'").fetchall() == [("SEV3", "range")]
     recipient, subject = con.execute("SELECT recipient, subject FROM ops.notifications").fetchone()
     assert recipient == "RevOps" and "not published" in subject
     # The fixed re-delivery publishes, releases the held rows and resolves the incident.

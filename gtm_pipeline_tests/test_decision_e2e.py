@@ -100,8 +100,15 @@ def test_each_node_proposes_what_the_thresholds_imply(dc):
     [o] = results["icp.update"].outcomes
     assert o.action["enforce_dq_gates"] is True
     assert o.figures["dq_reason_coverage"] >= 0.98
-    assert any(r.startswith("industry=fintech: ") and ("wins more" in r or "add" in r) for r in o.reasons)
-    assert any(r.startswith("industry=retail: ") and ("wins less" in r or "remove" in r) for r in o.reasons)
+    base_pb = o.figures["baseline_payback_months"]
+    for item, fig in o.figures["values"].items():
+        diffs, pb = fig["win_rate_diff_pp"], fig["payback_months"]
+        should_add = bool(diffs) and all(d >= 5 for d in diffs) and pb is not None and pb <= base_pb - 1
+        should_remove = bool(diffs) and all(d <= -5 for d in diffs) and pb is not None and pb >= base_pb + 1
+        assert (item in o.action["add"], item in o.action["remove"]) == (should_add, should_remove), item
+    wr = {r["value"]: r["won"] / r["closed"] for r in q(con, """SELECT value, won, closed FROM metrics.win_rate_by_segment
+          WHERE month = 'all' AND value IN ('fintech', 'retail', 'all') AND dimension IN ('industry', 'all')""")}
+    assert wr["fintech"] > wr["all"] + 0.05 and wr["retail"] < wr["all"] - 0.05      # ground truth
 
     # routing.policy: the shipped candidate v2 against v1, promoted only as the thresholds say
     [o] = results["routing.policy"].outcomes

@@ -262,7 +262,23 @@ def _payback(con):
     return out, {t.name: t for t in out.tests}, rows
 
 
-def test_payback_publishes_with_positive_cm(con):
+@pytest.fixture
+def single_customer_cells(monkeypatch):
+    """These tests check the formula row by row on one-customer cohorts, below the production minimum of 3."""
+    from gtm_pipeline.metrics import unit_economics
+
+    monkeypatch.setattr(unit_economics, "MIN_COHORT_CUSTOMERS", 1)
+
+
+def test_payback_small_cohort_cells_are_not_reported_but_count_in_rollups(con):
+    _payback_inputs(con, 100.0)
+    out, tests, _ = _payback(con)
+    assert out.published
+    got = {(r[0], r[1], r[2]) for r in con.execute("SELECT segment, channel, cohort_month FROM metrics.payback").fetchall()}
+    assert ("smb", "paid_search", "2026-03") not in got and ("smb", "paid_search", "all") in got
+
+
+def test_payback_publishes_with_positive_cm(con, single_customer_cells):
     _payback_inputs(con, 100.0)
     out, tests, _ = _payback(con)
     assert out.published and all(t.passed for t in tests.values())
@@ -275,7 +291,7 @@ def test_payback_publishes_with_positive_cm(con):
     assert got[("smb", "all", "all")] == pytest.approx(650 / 150)
 
 
-def test_payback_zero_cm_fails_its_own_check_not_only_the_bound(con):
+def test_payback_zero_cm_fails_its_own_check_not_only_the_bound(con, single_customer_cells):
     _payback_inputs(con, 0.0)
     out, tests, rows = _payback(con)
     assert not out.published
@@ -288,7 +304,7 @@ def test_payback_zero_cm_fails_its_own_check_not_only_the_bound(con):
     assert "denominator_positive" in con.execute("SELECT rule FROM ops.incidents").fetchone()[0]
 
 
-def test_payback_negative_cm_fails_positive_values_and_its_own_check(con):
+def test_payback_negative_cm_fails_positive_values_and_its_own_check(con, single_customer_cells):
     _payback_inputs(con, -50.0)
     out, tests, _ = _payback(con)
     assert not out.published and not tests["positive_values"].passed

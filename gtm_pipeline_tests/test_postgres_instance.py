@@ -175,7 +175,8 @@ def test_postgres_backed_instance(tmp_path, pg_server, monkeypatch):
         assert sensor_runs, f"landing_sensor launched no run:\n{log_tail(daemon_log)}"
         run = sensor_runs[0]
         assert len(sensor_runs) == 1
-        assert run.status == dg.DagsterRunStatus.SUCCESS, f"sensor run {run.run_id} {run.status}:\n{log_tail(daemon_log)}"
+        assert run.status == dg.DagsterRunStatus.SUCCESS, \
+            f"sensor run {run.run_id} {run.status}:\n{log_tail(daemon_log)}"
         assert run.job_name == keys.DAILY_JOB
         assert run.tags["dagster/asset_partition_range_start"] == DAYS[2]
         assert run.tags["dagster/asset_partition_range_end"] == DAYS[2]

@@ -106,7 +106,8 @@ def resolve(root: click.Command, program: str, args: list[str]) -> str | None:
         if isinstance(cmd, click.Group):
             sub = cmd.get_command(click.Context(cmd), tok)
             if sub is None:
-                return f"`{where}` has no sub-command {tok!r}; it has: {', '.join(sorted(cmd.list_commands(click.Context(cmd))))}"
+                known = ", ".join(sorted(cmd.list_commands(click.Context(cmd))))
+                return f"`{where}` has no sub-command {tok!r}; it has: {known}"
             cmd, where = sub, f"{where} {tok}"
         i += 1
     if isinstance(cmd, click.Group) and not cmd.invoke_without_command and where != program:

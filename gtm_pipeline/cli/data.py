@@ -13,7 +13,9 @@ from gtm_pipeline.errors import GtmPipelineError
 
 
 def _quiet_run_config() -> dict:
-    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # Dagster logs each expected finding (a blocked publication is a failed blocking check, with its stack trace);
+    # the command prints its own summary instead, and the full logs are in the Dagster UI.
+    return {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @click.command()

@@ -210,8 +210,17 @@ def ltv(con, ctx: BuildContext) -> str:
         FROM {t} WHERE month = (SELECT max(month) FROM {t}) GROUP BY ALL"""
 
 
+# A payback needs a cohort, not an anecdote: a cell with one or two new customers divides a whole month of spend by
+# one early win (deals close weeks after the spend), which says nothing about the channel and would trip the spec's
+# 36-month bound on noise. Such cohort-month cells get no row of their own; their cost and customers still count in
+# the segment and channel rollups ('all'), which are reported from one customer up.
+MIN_COHORT_CUSTOMERS = 3
+
+
 def _payback_sql(ctx: BuildContext, dims: tuple[str, ...], grouping_sets: str) -> str:
     daily, cm = ctx.table("cac_by_channel_daily"), ctx.table("cm_by_account_monthly")
+    min_customers = (f"CASE WHEN GROUPING(cohort_month) = 0 THEN {MIN_COHORT_CUSTOMERS} ELSE 1 END"
+                     if "cohort_month" in dims else "1")
     return f"""
         WITH cost AS (
             SELECT segment, channel, strftime(day, '%Y-%m') AS cohort_month, sum(marketing_cost) AS cost
@@ -229,7 +238,7 @@ def _payback_sql(ctx: BuildContext, dims: tuple[str, ...], grouping_sets: str) -
             SELECT {', '.join(label(d) for d in dims)}, sum(cost) AS cost, sum(customers) AS customers,
                    sum(cm) AS cm
             FROM j GROUP BY GROUPING SETS {grouping_sets}
-            HAVING sum(customers) > 0)
+            HAVING sum(customers) >= {min_customers})
         SELECT {', '.join(dims)}, CAST(cost / customers AS DOUBLE) AS cac,
                CAST(cm / customers AS DOUBLE) AS monthly_cm, CAST(cost AS DOUBLE) AS marketing_cost,
                CAST(customers AS BIGINT) AS customers, CAST(cm AS DOUBLE) AS cohort_cm
