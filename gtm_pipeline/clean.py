@@ -35,6 +35,7 @@ from gtm_pipeline.entity_contracts import (
     BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE, REJECT_DUPLICATE, WARN, EntityContract, quote_ident, type_label,
     typed_sql,
 )
+from gtm_pipeline.expressions import assertion_sql
 from gtm_pipeline.landing import LandingSpec
 from gtm_pipeline.repair_overlay import (
     MISSING_OWNER_TABLE, QUARANTINED_SQL, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state,
@@ -44,8 +45,9 @@ from gtm_pipeline.warehouse import ensure_base, notify_owner, open_incident, rec
 
 LINEAGE = ("_source", "_table", "_file", "_line", "_partition")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-# Rows of one clean call held in pandas at once: days are batched up to this many candidate rows.
-MAX_BATCH_ROWS = 250_000
+# Candidate rows of one clean call (one temp table in DuckDB, one transaction): days are batched up to this many.
+# Only the rows flagged by suspect_sql reach pandas, so the limit bounds DuckDB's working set, not pandas'.
+MAX_BATCH_ROWS = 2_000_000
 SAMPLE_SIZE = 5
 # Where a row goes when it broke several rules: the strongest action wins.
 _PRECEDENCE = (REJECT_DUPLICATE, BLOCK_PUBLISH, QUARANTINE, MISSING_OWNER, WARN)
@@ -134,15 +136,14 @@ def _days_sql(days: list[str]) -> str:
     return "(" + ", ".join(f"DATE '{d}'" for d in days) + ")"
 
 
-def _typed_frame(con, spec: LandingSpec, contract: EntityContract, days: list[str]) -> pd.DataFrame:
+def _typed_sql(con, spec: LandingSpec, contract: EntityContract, days: list[str]) -> str | None:
+    """SQL of the typed candidate rows of ``days`` (typed columns, ``__raw_<col>`` text, lineage, ``_dup_of``), in no
+    particular order; None when no source table of the entity exists yet."""
     cand = _candidate_sql(con, spec, contract)
-    if cand is not None:
-        cand = cand.replace("{days}", _days_sql(days))
-    cols = list(contract.columns)
     if cand is None:
-        empty = {c: pd.Series(dtype="object") for c in cols}
-        return pd.DataFrame({**empty, **{f"__raw_{c}": pd.Series(dtype="object") for c in cols},
-                             **{k: pd.Series(dtype="object") for k in (*LINEAGE, "_dup_of")}})
+        return None
+    cand = cand.replace("{days}", _days_sql(days))
+    cols = list(contract.columns)
     key = contract.key
     if key:
         kcols = ", ".join(f"t.{quote_ident(k)}" for k in key)
@@ -159,18 +160,56 @@ def _typed_frame(con, spec: LandingSpec, contract: EntityContract, days: list[st
                         WHEN r._rn > 1 THEN r._first
                         ELSE (SELECT min(p._file || ':' || p._line) FROM clean.{contract.entity} p
                               WHERE {join.replace('t.', 'r.')} AND p._partition NOT IN {_days_sql(days)}) END AS _dup_of
-            FROM ranked r ORDER BY r._partition, r._file, r._line"""
+            FROM ranked r"""
     else:
-        dedup = "SELECT *, NULL::VARCHAR AS _dup_of FROM typed ORDER BY _partition, _file, _line"
+        dedup = "SELECT *, NULL::VARCHAR AS _dup_of FROM typed"
     # Released repairs replace the raw values of their records (by lineage) before typing: see repair_overlay.
     overlaid = ", ".join(f"CASE WHEN o._file IS NULL THEN c0.{quote_ident(c)} "
                          f"ELSE json_extract_string(o.released_payload, {_json_path(c)}) END AS {quote_ident(c)}"
                          for c in cols)
     cand = (f"SELECT {overlaid}, {', '.join('c0.' + x for x in LINEAGE)} FROM ({cand}) c0 "
             f"LEFT JOIN ({overlay_sql(contract.entity, _days_sql(days))}) o ON o._file = c0._file AND o._line = c0._line")
-    sql = (f"WITH c AS ({cand}), typed AS (SELECT {_typed_select(contract)}, {', '.join('c.' + x for x in LINEAGE)} "
-           f"FROM c)" + dedup)
-    return con.execute(sql).df()
+    return (f"WITH c AS ({cand}), typed AS (SELECT {_typed_select(contract)}, {', '.join('c.' + x for x in LINEAGE)} "
+            f"FROM c)" + dedup)
+
+
+def suspect_sql(contract: EntityContract) -> str:
+    """Boolean SQL over a typed candidate row (typed columns and ``__raw_<col>``): TRUE when the row breaks a rule of
+    its contract, by the same rules `find_violations` checks with pandera (type, required, enum, range, row checks).
+
+    The clean stage validates only these rows in pandas and publishes the others with one ``INSERT ... SELECT``
+    inside DuckDB. It may flag a row pandera then passes (that row is simply published from pandas), but must never
+    miss one: ``test_clean.py::test_sql_prefilter_flags_exactly_the_rows_pandera_fails`` holds the two together.
+    """
+    terms = []
+    for col in contract.columns.values():
+        c, raw = quote_ident(col.name), quote_ident("__raw_" + col.name)
+        # pandas reads a DOUBLE NaN as missing, so pandera treats it as NULL (and its range check skips it).
+        missing = f"({c} IS NULL OR isnan({c}))" if col.type == "decimal" else f"({c} IS NULL)"
+        if col.type not in ("string", "enum"):
+            # find_violations: raw text present (not blank) but the typed value is missing. trim() strips less than
+            # Python's str.strip(), so this flags a superset (e.g. a tab-only value), never fewer rows.
+            terms.append(f"({missing} AND {raw} IS NOT NULL AND trim({raw}) <> '')")
+        if col.required:
+            terms.append(missing)
+        if col.type == "enum":
+            values = ", ".join("'" + v.replace("'", "''") + "'" for v in col.values)
+            terms.append(f"({c} IS NOT NULL AND {c} NOT IN ({values}))")
+        if col.min is not None or col.max is not None:
+            out = [f"{c} < {float(col.min)!r}"] if col.min is not None else []
+            out += [f"{c} > {float(col.max)!r}"] if col.max is not None else []
+            terms.append(f"(NOT {missing} AND ({' OR '.join(out)}))")
+    for rc in contract.row_checks:
+        terms.append(f"(NOT {assertion_sql(rc.expression)})")
+    return "(" + " OR ".join(terms) + ")" if terms else "FALSE"
+
+
+def late_sql(contract: EntityContract) -> str:
+    """Boolean SQL: the record's event day is more than ``late_after_days`` before its delivery day (``_late``)."""
+    if not (contract.event_time and contract.late_after_days is not None):
+        return "FALSE"
+    et = quote_ident(contract.event_time)
+    return f"coalesce(CAST({et} AS DATE) < _partition - {int(contract.late_after_days)}, FALSE)"
 
 
 def _json_path(column: str) -> str:
@@ -345,38 +384,43 @@ def _batches(con, spec: LandingSpec, contract: EntityContract, days: list[str], 
 def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[str], run_id: str | None,
                  now: datetime) -> list[CleanReport]:
     e = contract.entity
-    df = _typed_frame(con, spec, contract, days).reset_index(drop=True)
     cols = list(contract.columns)
-    day_of = (pd.to_datetime(df["_partition"]).dt.strftime("%Y-%m-%d") if len(df)
-              else pd.Series(dtype="object", index=df.index))
-
-    dup_rows = df.index[df["_dup_of"].notna()] if len(df) else pd.Index([])
-    dup_set = set(dup_rows)
-    violations = [v for v in find_violations(contract, df) if v.row not in dup_set]
-    by_row: dict[int, list[Violation]] = {}
-    for v in violations:
-        by_row.setdefault(v.row, []).append(v)
-
-    def action_of(vs: list[Violation]) -> str:
-        acts = {v.action for v in vs}
-        return next(a for a in _PRECEDENCE if a in acts)
-
-    dest = pd.Series("clean", index=df.index, dtype="object")
-    for i, vs in by_row.items():
-        dest[i] = {BLOCK_PUBLISH: "blocking", QUARANTINE: "quarantine", MISSING_OWNER: "missing_owner",
-                   WARN: "clean"}[action_of(vs)]
-    dest[dup_rows] = "duplicate"
-    blocked_days = set(day_of[dest == "blocking"])
-    dest[(dest == "clean") & day_of.isin(blocked_days)] = "held"
     state: dict = {}
     for d in days:
         state.update(load_state(con, e, d))  # quarantine rows that carry repairs (usually none)
+    # Row work stays in DuckDB: the typed candidates go to a temp table with a flag for every row that may break a
+    # rule (suspect_sql), is a duplicate or carries repair state. Only flagged rows (and, on a blocked day, that
+    # day's rows, which wait in quarantine as held) come to pandas, where pandera decides; the others are
+    # published below with one INSERT ... SELECT.
+    staged = _stage_candidates(con, spec, contract, days, state)
+    blocked_days: set[str] = set()
+    while True:
+        df = _flagged_frame(con, contract, staged, blocked_days)
+        day_of = (pd.to_datetime(df["_partition"]).dt.strftime("%Y-%m-%d") if len(df)
+                  else pd.Series(dtype="object", index=df.index))
 
-    late = pd.Series(False, index=df.index)
-    if contract.event_time and contract.late_after_days is not None and len(df):
-        et = pd.to_datetime(df[contract.event_time], errors="coerce")
-        cutoff = pd.to_datetime(day_of) - pd.Timedelta(days=contract.late_after_days)
-        late = et.notna() & (et.dt.normalize() < cutoff)
+        dup_rows = df.index[df["_dup_of"].notna()] if len(df) else pd.Index([])
+        dup_set = set(dup_rows)
+        violations = [v for v in find_violations(contract, df) if v.row not in dup_set]
+        by_row: dict[int, list[Violation]] = {}
+        for v in violations:
+            by_row.setdefault(v.row, []).append(v)
+
+        def action_of(vs: list[Violation]) -> str:
+            acts = {v.action for v in vs}
+            return next(a for a in _PRECEDENCE if a in acts)
+
+        dest = pd.Series("clean", index=df.index, dtype="object")
+        for i, vs in by_row.items():
+            dest[i] = {BLOCK_PUBLISH: "blocking", QUARANTINE: "quarantine", MISSING_OWNER: "missing_owner",
+                       WARN: "clean"}[action_of(vs)]
+        dest[dup_rows] = "duplicate"
+        found = set(day_of[dest == "blocking"])
+        if found <= blocked_days:
+            break
+        blocked_days |= found  # fetch the blocked days' other rows too: they are held, with their payloads
+    dest[(dest == "clean") & day_of.isin(blocked_days)] = "held"
+    late = df["_late"].astype(bool) if len(df) else pd.Series(False, index=df.index)
 
     # Quarantine rows: one per record, with every rule it broke.
     q_rows = []
@@ -434,6 +478,13 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
         rep.held = int((group == "held").sum())
         rep.rejected = int((group == "duplicate").sum())
         rep.late = int((late[group.index] & (group == "clean")).sum())
+    if staged and published:  # the unflagged rows: published as they are
+        for d, n, n_late in con.execute(
+                f"SELECT strftime(_partition, '%Y-%m-%d'), count(*), count(*) FILTER (WHERE _late) FROM {_CANDIDATES} "
+                f"WHERE NOT _flag AND _partition IN {_days_sql(published)} GROUP BY 1").fetchall():
+            reports[d].candidates += n
+            reports[d].clean += n
+            reports[d].late += n_late
     for v in violations:  # counts and samples per rule kind, for asset-check metadata and the CLI
         rep = reports[day_of[v.row]]
         kind = rule_kind(v.rule)
@@ -477,6 +528,11 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
             con.executemany("INSERT INTO raw.rejects VALUES (?, ?, ?, ?, ?::DATE, ?, ?, ?, ?, ?)", reject_rows)
         if published:
             con.execute(f"DELETE FROM clean.{e} WHERE _partition IN {_days_sql(published)}")
+            if staged:  # the unflagged rows, straight from the temp table
+                names = ", ".join(quote_ident(c) for c in (*cols, *LINEAGE))
+                con.execute(f"INSERT INTO clean.{e} ({names}, _late, _contract_version, _published_at) "
+                            f"SELECT {names}, _late, ?, ? FROM {_CANDIDATES} "
+                            f"WHERE NOT _flag AND _partition IN {_days_sql(published)}", [contract.version, now])
             if len(clean_df):
                 con.register("_clean_df", clean_df)
                 names = ", ".join(quote_ident(c) for c in clean_df.columns)
@@ -505,7 +561,41 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
     except Exception:
         con.execute("ROLLBACK")
         raise
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS temp.{_CANDIDATES}")
     return [reports[d] for d in days]
+
+
+_CANDIDATES = "_clean_candidates"
+
+
+def _stage_candidates(con, spec: LandingSpec, contract: EntityContract, days: list[str], state: dict) -> bool:
+    """Create the temp table of typed candidates with ``_flag`` (may break a rule, duplicate, or repair state) and
+    ``_late``; False when the entity has no source table yet."""
+    con.execute(f"DROP TABLE IF EXISTS temp.{_CANDIDATES}")
+    sql = _typed_sql(con, spec, contract, days)
+    if sql is None:
+        return False
+    con.execute(f"CREATE TEMP TABLE {_CANDIDATES} AS SELECT *, ({suspect_sql(contract)} OR _dup_of IS NOT NULL) "
+                f"AS _flag, {late_sql(contract)} AS _late FROM ({sql})")
+    if state:  # records with repair state are merged in pandas (merge_state needs their fate)
+        con.execute(f"UPDATE {_CANDIDATES} SET _flag = TRUE FROM (SELECT unnest(?::VARCHAR[]) AS f, "
+                    f"unnest(?::BIGINT[]) AS l) s WHERE _file = s.f AND _line = s.l",
+                    [[r["_file"] for r in state.values()], [int(r["_line"]) for r in state.values()]])
+    return True
+
+
+def _flagged_frame(con, contract: EntityContract, staged: bool, blocked_days: set[str]) -> pd.DataFrame:
+    """Flagged candidates (and every candidate of ``blocked_days``) in (day, file, line) order, indexed 0..n-1."""
+    cols = list(contract.columns)
+    if not staged:
+        empty = {c: pd.Series(dtype="object") for c in cols}
+        return pd.DataFrame({**empty, **{f"__raw_{c}": pd.Series(dtype="object") for c in cols},
+                             **{k: pd.Series(dtype="object") for k in (*LINEAGE, "_dup_of")},
+                             "_late": pd.Series(dtype="bool")})
+    where = "_flag" + (f" OR _partition IN {_days_sql(sorted(blocked_days))}" if blocked_days else "")
+    return con.execute(f"SELECT * EXCLUDE (_flag) FROM {_CANDIDATES} WHERE {where} "
+                       f"ORDER BY _partition, _file, _line").df().reset_index(drop=True)
 
 
 def _incidents(con, contract: EntityContract, day: str, rep: CleanReport) -> None:

@@ -116,7 +116,10 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
     metrics = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'metrics' ORDER BY 1")
     if metrics:
         lines.append(f"metrics:    {len(metrics)} tables in schema metrics")
-    decisions = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'decisions' ORDER BY 1")
-    if decisions:
-        lines.append(f"decisions:  {len(decisions)} tables in schema decisions")
+    proposals = q("SELECT node, chosen_action FROM decisions.log WHERE event = 'proposed' ORDER BY entry_id")
+    if proposals:
+        lines.append(f"decisions:  {len(proposals)} proposal(s) in the decision log (gtm-pipeline decisions list):")
+        lines.extend(f"            {node}: {action}" for node, action in proposals)
+    elif q("SELECT 1 FROM information_schema.tables WHERE table_schema = 'decisions' AND table_name = 'log'"):
+        lines.append("decisions:  no proposal (the thresholds imply none, or a pre-check failed: see the run's log)")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ version); every check, job, schedule and sensor explains itself."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -13,6 +14,8 @@ from conftest import REPO
 from procs import venv_tool
 
 STAGES = ("ingest", "clean", "contracts", "metrics", "decisions", "slo")
+# How descriptions state their grain: "Grain: ...", "one row per ...", "one evaluation per ...".
+GRAIN = re.compile(r"\bgrain\b|\bone row\b|\bone\b[^.]{0,80}\bper\b", re.I)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +48,14 @@ def test_every_asset_is_documented_for_the_ui(asset_graph):
         name = key.to_user_string()
         if node.is_external:
             continue
-        if not (node.description or "").strip():
+        desc = node.description or ""
+        if not desc.strip():
             problems.append(f"{name}: no description (state the grain, the source and the owner)")
+        else:
+            if not GRAIN.search(desc):
+                problems.append(f"{name}: the description does not state the grain ('Grain: ...', 'one row per ...')")
+            if not re.search(r"\bowner", desc, re.I):
+                problems.append(f"{name}: the description does not name the owner")
         if node.group_name != key.path[0]:
             problems.append(f"{name}: group {node.group_name!r} differs from its key prefix {key.path[0]!r}")
         if not node.owners:
