@@ -166,8 +166,8 @@ def decide(snap: Snapshot, cursor: Mapping | None, run_state: Callable[[str], st
 
     ``cursor``: ``{"batches": {batch_id: {"releases": [...], "attempt": n}}}`` from the previous tick.
     ``run_state(run_key)``: None (no such run), IN_FLIGHT, SUCCEEDED or FAILED.
-    ``refreshed_at(entities)``: epoch seconds of the oldest latest materialization among the unpartitioned assets
-    downstream of the entities (None if one was never materialized).
+    ``refreshed_at(entities)``: epoch seconds of the oldest latest materialization among the materialized assets
+    downstream of the entities (None if none was ever materialized; see `refreshed_at_lookup`).
     """
     batches: dict[str, dict] = {k: dict(v) for k, v in dict((cursor or {}).get("batches", {})).items()}
     pending_by_release: dict[str, list[Pending]] = {}
@@ -350,6 +350,7 @@ def refreshed_at_lookup(instance, asset_graph) -> Callable[[Sequence[str]], floa
 @dataclass
 class BackfillOutcome:
     runs: list[tuple[Request, str, bool]] = field(default_factory=list)  # (request, run_id, success)
+    failed_steps: dict[str, list[str]] = field(default_factory=dict)      # run_id -> steps that failed
     pending_before: int = 0
     applied: int = 0
 
@@ -389,6 +390,8 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
                           asset_selection=partition_selection(graph, ents),
                           tags={**req.tags, TAG_TRIGGER: "cli"}, defs=definitions)
             out.runs.append((req, res.run_id, res.success))
+            if res.failed_steps:
+                out.failed_steps[res.run_id] = res.failed_steps
     if refresh:
         with connect_reader(database) as con:
             after = read_snapshot(con)
@@ -403,6 +406,8 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
             res = run_job(keys.REPAIR_BACKFILL_JOB, instance=instance, run_config=run_config,
                           asset_selection=refresh_selection(graph, ents), tags=tags, defs=definitions)
             out.runs.append((req, res.run_id, res.success))
+            if res.failed_steps:
+                out.failed_steps[res.run_id] = res.failed_steps
     with connect_reader(database) as con:
         final = read_snapshot(con)
     pend = {p.quarantine_id for p in snap.pending}

@@ -179,7 +179,7 @@ def suspect_sql(contract: EntityContract) -> str:
 
     The clean stage validates only these rows in pandas and publishes the others with one ``INSERT ... SELECT``
     inside DuckDB. It may flag a row pandera then passes (that row is simply published from pandas), but must never
-    miss one: ``test_clean.py::test_sql_prefilter_flags_exactly_the_rows_pandera_fails`` holds the two together.
+    miss one: ``test_clean_prefilter.py`` holds the two together on generated data.
     """
     terms = []
     for col in contract.columns.values():
@@ -478,6 +478,7 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
         rep.held = int((group == "held").sum())
         rep.rejected = int((group == "duplicate").sum())
         rep.late = int((late[group.index] & (group == "clean")).sum())
+    published = [d for d in days if d not in blocked_days]
     if staged and published:  # the unflagged rows: published as they are
         for d, n, n_late in con.execute(
                 f"SELECT strftime(_partition, '%Y-%m-%d'), count(*), count(*) FILTER (WHERE _late) FROM {_CANDIDATES} "
@@ -509,7 +510,6 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
             if d in reports:
                 reports[d].applied += 1
 
-    published = [d for d in days if d not in blocked_days]
     tables = [(t.source, t.name) for t in spec.tables_for_entity(e)]
     all_days = _days_sql(days)
     con.execute("BEGIN TRANSACTION")

@@ -32,6 +32,9 @@ class Settings:
     start_date: str
     # Freshness SLOs (docs/slo.md): the SLO file, the evaluation history (SQLite, deliberately not in DuckDB so the
     # sensor and the exporter never wait for the warehouse's write lock) and the alert webhooks.
+    # DuckDB's memory limit for the pipeline's connections: beyond it DuckDB spills to disk instead of holding a whole
+    # backfill's transaction in memory (docs/bench.md; DuckDB's own default is 80% of the machine's RAM).
+    duckdb_memory_limit: str = "1GB"
     slo_file: Path | None = None
     slo_history_path: Path | None = None
     alert_webhook_url: str | None = None
@@ -52,6 +55,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         duckdb_path=Path(env.get("GTM_PIPELINE_DUCKDB", str(data_dir / "gtm.duckdb"))),
         contracts_dir=Path(env.get("GTM_PIPELINE_CONTRACTS_DIR", str(CONTRACTS_DIR_DEFAULT))),
         start_date=env.get("GTM_PIPELINE_START_DATE", DEFAULT_START_DATE),
+        duckdb_memory_limit=env.get("GTM_PIPELINE_DUCKDB_MEMORY_LIMIT", "1GB"),
         slo_file=Path(env.get("GTM_PIPELINE_SLO_FILE")
                       or Path(env.get("GTM_PIPELINE_CONTRACTS_DIR", str(CONTRACTS_DIR_DEFAULT))) / "slos.yaml"),
         slo_history_path=Path(env.get("GTM_PIPELINE_SLO_HISTORY") or data_dir / "slo" / "history.sqlite"),

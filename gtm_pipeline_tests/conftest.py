@@ -32,6 +32,18 @@ def require(condition: bool, what: str) -> None:
     pytest.skip(f"{what} is not available here")
 
 
+@pytest.fixture(autouse=True)
+def _no_dagster_instance_leaks_between_tests():
+    """Entering a Dagster instance (directly or through a sensor/schedule context) sets a process-wide "current"
+    state storage that is only reset on exit; a test that forgets to exit would break every later test that builds
+    Definitions ("undefined DagsterInstance weakref"). Restore it after each test."""
+    from dagster._core.storage.defs_state.base import _current_storage  # no public API resets it
+
+    token = _current_storage.set(None)
+    yield
+    _current_storage.reset(token)
+
+
 @pytest.fixture
 def env_settings(tmp_path, monkeypatch):
     """Point every setting at tmp_path; returns the resolved Settings."""

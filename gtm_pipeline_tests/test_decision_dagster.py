@@ -60,9 +60,12 @@ def test_materialize_pricing_node_with_the_slo_precheck(env_settings):
 
 
 def _tick(schedule, when: datetime):
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
-        return list(schedule.evaluate_tick(ctx).run_requests or []), schedule.evaluate_tick(ctx).skip_message
+    # The context must be exited: evaluating a tick enters the instance through it, and an un-exited context leaves
+    # Dagster's current-instance state pointing at this (soon disposed) test instance for later tests.
+    with dg.instance_for_test() as instance, \
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+        result = schedule.evaluate_tick(ctx)
+        return list(result.run_requests or []), result.skip_message
 
 
 def test_schedules_are_in_eastern_time():

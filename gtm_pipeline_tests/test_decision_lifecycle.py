@@ -273,3 +273,16 @@ def test_routing_promotes_then_auto_reverses_on_breach(routing_dc):
     assert dc.con.execute("SELECT status FROM ops.routing_dlq").fetchone()[0] == "replayed"
     assert [e.event for e in d.entries][-2:] == ["monitored", "reversed"]
     assert log.verify(dc.con, dc.head).ok
+
+
+def test_a_node_whose_inputs_were_never_published_proposes_nothing_and_says_why(env_settings, tmp_path):
+    con = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    try:
+        dc = open_context(con, env_settings, clock=Clock())
+        for name, pb in dc.playbooks.items():
+            r = nodes.evaluate_node(dc, pb, green)
+            assert not r.proposals and not r.prechecks_passed, name
+            failed = [p for p in r.prechecks if not p.passed]
+            assert failed[-1].name == "inputs_published" and "not published yet" in failed[-1].detail, name
+    finally:
+        con.close()

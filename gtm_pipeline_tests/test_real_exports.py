@@ -17,8 +17,10 @@ CASES = {
     # mapping file -> (data set folder, {entity: minimum clean rows expected})
     "maven_crm.yaml": ("maven_crm_sales_opportunities", {"owner": 35, "account": 60, "opportunity": 4000,
                                                          "opportunity_stage": 6711}),
+    # Olist: 797 of 842 won deals declare no revenue, so their closed_won stage events break the contract's
+    # won_has_amount row check and wait in quarantine; the 45 with an amount (less two out of range) are clean.
     "olist_marketing_funnel.yaml": ("olist_marketing_funnel", {"lead": 6000, "opportunity": 600,
-                                                               "opportunity_stage": 842}),
+                                                               "opportunity_stage": 40}),
 }
 
 

@@ -6,12 +6,21 @@ from __future__ import annotations
 import re
 import shutil
 
+import dagster as dg
 import duckdb
 import pytest
 from click.testing import CliRunner
 
 from gtm_pipeline.cli import main
 from repair_landing import DAYS, MISSING_DAY, write_landing
+
+
+@pytest.fixture(autouse=True)
+def live_dagster_context():
+    """Resolve definitions inside a live instance context: a test elsewhere that leaves Dagster's definitions-state
+    context pointing at a disposed instance would otherwise break `Definitions.get_repository_def()` here."""
+    with dg.DagsterInstance.ephemeral():
+        yield
 
 
 @pytest.fixture(scope="module")

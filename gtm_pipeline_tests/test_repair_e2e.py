@@ -24,6 +24,14 @@ BAD_DAY = "2026-08-09"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
+@pytest.fixture(autouse=True)
+def live_dagster_context():
+    """Resolve definitions inside a live instance context: a test elsewhere that leaves Dagster's definitions-state
+    context pointing at a disposed instance would otherwise break `Definitions.get_repository_def()` here."""
+    with dg.DagsterInstance.ephemeral():
+        yield
+
+
 def drop_owners(path, n: int) -> list[tuple[str, float]]:
     """Blank the owner_id of the first ``n`` opportunities of a CRM export; returns their (id, amount)."""
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
@@ -46,9 +54,9 @@ def q(db, sql, params=()):
 def execute(defs, instance, req: dg.RunRequest, must_succeed: bool = True):
     """Run a sensor's request in-process, as the daemon would launch it."""
     job = defs.resolve_job_def(req.job_name)
-    res = job.execute_in_process(instance=instance, partition_key=req.partition_key, asset_selection=req.asset_selection,
-                                 tags={**req.tags, "dagster/run_key": req.run_key}, run_config=QUIET,
-                                 raise_on_error=False)
+    res = job.execute_in_process(instance=instance, partition_key=req.partition_key,
+                                 asset_selection=req.asset_selection, run_config=QUIET, raise_on_error=False,
+                                 tags={**req.tags, "dagster/run_key": req.run_key})
     assert res.success or not must_succeed
     return res
 

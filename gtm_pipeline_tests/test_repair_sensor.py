@@ -39,6 +39,14 @@ def states(mapping):
     return lambda key: mapping.get(key)
 
 
+@pytest.fixture(autouse=True)
+def live_dagster_context():
+    """Resolve definitions inside a live instance context: a test elsewhere that leaves Dagster's definitions-state
+    context pointing at a disposed instance would otherwise break `Definitions.get_repository_def()` here."""
+    with dg.DagsterInstance.ephemeral():
+        yield
+
+
 # ---- the tick as a plain function --------------------------------------------------------------------------------
 
 def test_new_releases_make_one_batch_with_one_run_per_affected_day():

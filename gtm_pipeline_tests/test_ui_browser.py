@@ -32,6 +32,7 @@ STAGE_ORDER = ("ingest", "clean", "contracts", "metrics", "decisions")
 SIDE_GROUPS = ("slo",)
 REQUIRED_STAGES = ("ingest", "clean", "contracts")
 STRICT_FULL_LINEAGE = True
+VIEWPORT = {"width": 1600, "height": 900}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
@@ -81,8 +82,10 @@ def demo_env(tmp_path) -> dict[str, str]:
                 "GTM_PIPELINE_LANDING_DIR": str(data / "landing"), "GTM_PIPELINE_DUCKDB": str(data / "gtm.duckdb"),
                 "PYTHONUNBUFFERED": "1"})
     cli = venv_tool("gtm-pipeline")
-    # A small demo: four days at a fifth of the default volume, then the README's own command.
-    run_checked([cli, "generate", "--days", "4", "--scale", "0.2", "--seed", "7", "--out", str(data / "landing"),
+    # A smaller demo than the README's 90 days at full volume, then the README's own command. Ten days is enough:
+    # every asset materializes (a metric whose audit a short history fails keeps its state and says so, and a
+    # decision node without published inputs proposes nothing and says why).
+    run_checked([cli, "generate", "--days", "10", "--scale", "0.3", "--seed", "7", "--out", str(data / "landing"),
                  "--no-progress"], env=env, cwd=REPO)
     out = run_checked([cli, "demo"], env=env, cwd=REPO, timeout=600)
     assert "What landed where" in out
@@ -149,10 +152,30 @@ def _scale(page) -> float:
     return float(m.group(1)) if m else 1.0
 
 
+def _settle(page) -> None:
+    """Wait until the graph's pan/zoom transform stops changing (the UI animates its initial centring)."""
+    last, same = None, 0
+    for _ in range(40):
+        style = page.locator(GRAPH_SVG).evaluate("s => s.parentElement.getAttribute('style') || ''")
+        same = same + 1 if style == last else 0
+        if same >= 3:
+            return
+        last = style
+        page.wait_for_timeout(150)
+
+
 def _zoom_to_fit(page) -> None:
-    """Zoom out with the graph's own zoom-out button until the whole graph fits the viewport."""
+    """Make the whole graph visible with readable node labels. The UI stops drawing labels below a zoom of about
+    0.2, so the window first grows with the graph (up to 6000 px) and the page is reloaded, so that the UI centres
+    the graph in the final window; then the graph's own zoom-out button (which zooms about the window's centre) is
+    clicked until the graph fits."""
     svg = page.locator(GRAPH_SVG)
     w, h = svg.evaluate("s => [s.width.baseVal.value, s.height.baseVal.value]")
+    height = min(6000, max(VIEWPORT["height"], int(h * 0.3) + 250))
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+    page.reload()
+    svg.wait_for()
+    _settle(page)
     box = svg.locator("xpath=../..").bounding_box()
     fit = min(box["width"] / w, box["height"] / h) * 0.95
     zoom_out = page.locator('button:has([aria-label="zoom_out"])')
@@ -161,7 +184,7 @@ def _zoom_to_fit(page) -> None:
             break
         zoom_out.click()
         page.wait_for_timeout(30)
-    page.wait_for_timeout(800)
+    _settle(page)
 
 
 def _dismiss_welcome_dialog(page) -> None:
@@ -196,12 +219,13 @@ def test_lineage_in_a_real_browser(dagster_dev):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(60_000)
 
             # 1. Global asset lineage: one node per stage, with live statuses.
             page.goto(f"{base}/asset-groups")
             page.locator(GRAPH_SVG).wait_for()
+
             def statuses_loaded():
                 ls = page.evaluate(NODE_LABELS_JS)
                 return ls if ls and not any("fetching statuses" in t for t in ls) else None
@@ -233,6 +257,7 @@ def test_lineage_in_a_real_browser(dagster_dev):
                 page.screenshot(path=str(ARTIFACTS / f"lineage_{stage}.png"))
 
             # 3. Each stage's checks, as the asset page lists them (the asset of the stage with the most checks).
+            page.set_viewport_size(VIEWPORT)
             for stage in stages:
                 with_checks = [(len(n["assetChecksOrError"]["checks"]), k) for k, n in by_key.items()
                                if n["groupName"] == stage and n["assetChecksOrError"]["checks"]]

@@ -271,7 +271,9 @@ def backfill_cmd(no_refresh):
     for req, run_id, ok in out.runs:
         ents = ", ".join(req.entities)
         what = f"day {req.day}: {ents}" if req.day else f"refresh downstream of {ents}"
-        click.echo(f"  {'ok    ' if ok else 'FAILED'} {what} (run {run_id})")
+        failed = out.failed_steps.get(run_id)
+        click.echo(f"  {'ok    ' if ok else 'FAILED'} {what} (run {run_id})"
+                   + (f"; failed steps: {', '.join(failed)}" if failed else ""))
     click.echo(f"{out.applied} of {out.pending_before} released row(s) taken in")
     if not out.ok:
         raise GtmPipelineError("quarantine backfill: a run failed; open it in the Dagster UI for the failing step")

@@ -36,10 +36,14 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) 
     return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
+class InputsNotPublished(GtmPipelineError):
+    """A metric table a node reads has never been published (e.g. too little history yet): no decision, not a crash."""
+
+
 def require_tables(con: duckdb.DuckDBPyConnection, names: list[str] | tuple[str, ...], node: str) -> None:
     missing = [n for n in names if not table_exists(con, "metrics", n)]
     if missing:
-        raise GtmPipelineError(
+        raise InputsNotPublished(
             f"{node}: metric table(s) {', '.join('metrics.' + m for m in missing)} not published yet; run the metric "
             f"layer first ('gtm-pipeline refresh', or the refresh_job in Dagster)")
 

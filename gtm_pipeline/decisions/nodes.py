@@ -124,7 +124,14 @@ def evaluate_node(dc: lifecycle.DecisionContext, pb: Playbook, health_fn: Health
            incident_precheck(dc.con, pb.max_open_incident, deps)]
     fn = {"pricing.change": _pricing, "channel.invest": _channel, "icp.update": _icp,
           "routing.policy": _routing}[pb.node]
-    return fn(dc, pb, pre)
+    try:
+        return fn(dc, pb, pre)
+    except adapter.InputsNotPublished as e:
+        # Not enough published inputs to decide (a young warehouse, or a metric blocked since it first ran): the
+        # node proposes nothing and says why, like any failed pre-check, instead of failing the run.
+        result = NodeResult(pb.node, [*pre, Precheck("inputs_published", False, str(e))])
+        result.note = f"pre-check failed: no proposal (inputs_published: FAIL -- {e})"
+        return result
 
 
 def _finish(dc, pb, result: NodeResult, items: list[tuple[rules.Outcome, dict, str, dict, dict]]) -> NodeResult:

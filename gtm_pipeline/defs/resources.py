@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline.config import Settings, load_settings
+
+
+class WarehouseResource(DuckDBResource):
+    """DuckDBResource with a memory limit, so a long backfill spills to disk instead of growing without bound.
+
+    Set with ``SET`` after connecting rather than in ``connection_config``: DuckDB refuses a second connection to an
+    open database with a different configuration, and other code opens the same file with DuckDBResource's own."""
+
+    memory_limit: str = "1GB"
+
+    @contextmanager
+    def get_connection(self):
+        # Upstream closes the connection only when the body returns normally: a step that raises would keep the file
+        # open (and its write lock) for the rest of the process. Leaving the upstream context manager without the
+        # exception makes it close the connection either way; the exception still propagates.
+        upstream = super().get_connection()
+        con = upstream.__enter__()
+        try:
+            con.execute(f"SET memory_limit = '{self.memory_limit.replace(chr(39), '')}'")
+            yield con
+        finally:
+            upstream.__exit__(None, None, None)
 
 
 class GtmProject(dg.ConfigurableResource):
@@ -45,7 +68,7 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
     s = settings or load_settings()
     s.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     return {
-        "warehouse": DuckDBResource(database=str(s.duckdb_path)),
+        "warehouse": WarehouseResource(database=str(s.duckdb_path), memory_limit=s.duckdb_memory_limit),
         "project": GtmProject(landing_dir=str(s.landing_dir), contracts_dir=str(s.contracts_dir)),
         "decisions": DecisionStore(contracts_dir=str(s.contracts_dir), data_dir=str(s.data_dir)),
     }

@@ -23,9 +23,6 @@ from gtm_pipeline.defs.resources import GtmProject
 from gtm_pipeline.landing import landing_days, load_landing_spec
 
 LANDING_SENSOR = "landing_sensor"
-# One process per run: the steps all write the same DuckDB file, which takes one writing process at a time, so a
-# process per step (Dagster's default multiprocess executor) only adds start-up cost and lock waits.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 def day_fingerprints(landing_dir: Path, sources: list[str]) -> dict[str, str]:
@@ -110,7 +107,6 @@ def landing_sensor(context: dg.SensorEvaluationContext, project: GtmProject):
         fp = hashlib.sha256("".join(f"{d}={current[d]};" for d in group).encode()).hexdigest()[:16]
         run_requests.append(dg.RunRequest(
             run_key=f"landing:{group[0]}..{group[-1]}:{fp}",
-            run_config=IN_PROCESS,
             tags={"dagster/asset_partition_range_start": group[0],
                   "dagster/asset_partition_range_end": group[-1],
                   "gtm/trigger": LANDING_SENSOR},
