@@ -41,7 +41,7 @@ from gtm_pipeline.repair_overlay import (
     MISSING_OWNER_TABLE, QUARANTINED_SQL, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state,
     overlay_sql, sql_list,
 )
-from gtm_pipeline.warehouse import ensure_base, notify_owner, open_incident, record_publication, resolve_incidents, utcnow
+from gtm_pipeline.warehouse import ensure_base, notify_owner, open_incident, resolve_incidents, utcnow
 
 LINEAGE = ("_source", "_table", "_file", "_line", "_partition")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -73,3 +73,25 @@ def write_landing(landing: Path, days=DAYS) -> Path:
             leads.append(lead("LU1", day, owner="", region="emea", hour=11))
         (d / "leads.csv").write_text("\n".join([LEAD_HEADER, *leads]) + "\n")
     return landing
+
+
+def build_warehouse(root: Path) -> tuple[Path, Path]:
+    """The hand-made CRM days written under ``root``, ingested and cleaned (plain functions).
+
+    Returns (landing folder, DuckDB file)."""
+    import duckdb
+
+    from gtm_pipeline.clean import clean_days
+    from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
+    from gtm_pipeline.entity_contracts import load_entity_contracts
+    from gtm_pipeline.ingest import ingest_days
+    from gtm_pipeline.landing import load_landing_spec
+
+    spec, contracts = load_landing_spec(CONTRACTS_DIR_DEFAULT), load_entity_contracts(CONTRACTS_DIR_DEFAULT)
+    landing = write_landing(root / "landing")
+    db = root / "gtm.duckdb"
+    with duckdb.connect(str(db)) as con:
+        ingest_days(con, spec, landing, "crm", list(DAYS))
+        for e in ("owner", "account", "lead", "opportunity"):
+            clean_days(con, spec, contracts[e], list(DAYS))
+    return landing, db

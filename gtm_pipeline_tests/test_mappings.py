@@ -4,7 +4,6 @@ and the validation messages (asserted as text)."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from gtm_pipeline.cli import main
-from repair_landing import DAYS, MISSING_DAY, write_landing
+from repair_landing import build_warehouse, DAYS, MISSING_DAY
 
 
 @pytest.fixture(autouse=True)
@@ -26,20 +26,8 @@ def live_dagster_context():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The hand-made CRM days ingested and cleaned once (plain functions)."""
-    from gtm_pipeline.clean import clean_partition
-    from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-    from gtm_pipeline.entity_contracts import load_entity_contracts
-    from gtm_pipeline.ingest import ingest_day
-    from gtm_pipeline.landing import load_landing_spec
-
     root = tmp_path_factory.mktemp("cli_wh")
-    spec, contracts = load_landing_spec(CONTRACTS_DIR_DEFAULT), load_entity_contracts(CONTRACTS_DIR_DEFAULT)
-    landing = write_landing(root / "landing")
-    with duckdb.connect(str(root / "gtm.duckdb")) as con:
-        for d in DAYS:
-            ingest_day(con, spec, landing, "crm", d)
-            for e in ("owner", "account", "lead", "opportunity"):
-                clean_partition(con, spec, contracts[e], d)
+    build_warehouse(root)
     return root
 
 

@@ -15,12 +15,9 @@ from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import backfill, keys, repair, routing
 from gtm_pipeline.backfill import FAILED, IN_FLIGHT, SUCCEEDED, Applied, Pending, Snapshot, decide
-from gtm_pipeline.clean import clean_partition
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.entity_contracts import load_entity_contracts
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import load_landing_spec
-from repair_landing import DAYS, MISSING_DAY, write_landing
+from repair_landing import build_warehouse, MISSING_DAY
 
 P = [Pending("q1", "opportunity", "2026-08-02", "REL-a"), Pending("q2", "opportunity", "2026-08-03", "REL-a"),
      Pending("q3", "lead", "2026-08-02", "REL-a")]
@@ -136,13 +133,9 @@ def test_cursor_round_trip_and_garbage():
 def released_warehouse(tmp_path_factory):
     """Hand-made days cleaned, the missing owners routed and released (plain functions)."""
     root = tmp_path_factory.mktemp("sensor_wh")
-    spec, contracts = load_landing_spec(CONTRACTS_DIR_DEFAULT), load_entity_contracts(CONTRACTS_DIR_DEFAULT)
-    landing = write_landing(root / "landing")
+    contracts = load_entity_contracts(CONTRACTS_DIR_DEFAULT)
+    build_warehouse(root)
     with duckdb.connect(str(root / "gtm.duckdb")) as con:
-        for d in DAYS:
-            ingest_day(con, spec, landing, "crm", d)
-            for e in ("owner", "account", "lead", "opportunity"):
-                clean_partition(con, spec, contracts[e], d)
         repair.ensure_repair_tables(con, contracts)
         rows = repair.select_rows(con, contracts, repair.Filters(table="missing_owner"))
         repair.repair_by_route(con, contracts, rows, routing.current_rule_set(CONTRACTS_DIR_DEFAULT), actor="t")
