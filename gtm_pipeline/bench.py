@@ -279,7 +279,7 @@ def _size_run(cfg: BenchConfig, root: Path, rows: int, days: int, echo: Echo) ->
     res.event_seconds, res.events, res.stage_peak_rss = pipe["event_seconds"], pipe["events"], pipe["stage_peak_rss"]
     res.total = sum(res.stages.values())
     res.rows_per_second = res.raw_rows / res.total if res.total else 0.0
-    res.peak_rss = max(peak, pipe["ru_maxrss"])
+    res.peak_rss = max(peak, pipe["ru_maxrss"], *res.stage_peak_rss.values())
     res.ratio = res.total / res.floor if res.floor else math.inf
     echo(size_table(res))
     if not cfg.keep:
