@@ -228,8 +228,15 @@ def _ingest_csv(con, table: Table, path: Path, rel: str, day: str, now: datetime
     for line, bpos, etype, emsg, csv_line in rej:
         text = _line_bytes(path, bpos) if etype == "INVALID ENCODING" else (csv_line or "").rstrip("\n")
         reason = _reject_reason(etype, emsg)
-        reject_rows.append((int(line), "parse", reason, text))
-        spans.append((int(line), (csv_line or "").rstrip("\n").count("\n") + 1))
+        # A quote left open swallows the following lines into one rejected record: reject each physical line on its
+        # own, so every line of the file is accounted for once and can be found by its number.
+        parts = text.split("\n") if text else [text]
+        start = int(line)
+        reject_rows.append((start, "parse", reason, parts[0]))
+        for k, part in enumerate(parts[1:], start=1):
+            reject_rows.append((start + k, "parse", f"read as part of the record that starts on line {start} "
+                                                    f"({reason})", part))
+        spans.append((start, len(parts)))
     con.execute(f"DROP TABLE IF EXISTS {rj}; DROP TABLE IF EXISTS {rs}")
     _insert_rejects(con, table, rel, day, now, reject_rows)
     total_lines = _count_lines(path)

@@ -53,8 +53,10 @@ def test_csv_rows_keep_their_physical_line_and_bad_lines_are_rejected_with_reaso
     assert by_line[4][0].startswith("not valid UTF-8") and "M\\xfcller" in by_line[4][1]
     assert by_line[5][0].startswith("extra field(s)")
     assert "quote" in by_line[7][0]
-    # Nothing lost: every data record is either a raw row or a reject (the unterminated quote swallows line 8).
-    assert t.rows + t.rejected == 6 and t.rows == 2
+    # The unterminated quote on line 7 swallows line 8; line 8 is rejected on its own, naming line 7.
+    assert by_line[8] == (f"read as part of the record that starts on line 7 ({by_line[7][0]})", GOOD.format(n=7))
+    # Nothing lost: every data line is either a raw row or a reject.
+    assert t.rows + t.rejected == 7 and t.rows == 2
 
 
 def test_reingesting_a_day_replaces_it_exactly(tmp_path, spec, con):
