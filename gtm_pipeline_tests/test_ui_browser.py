@@ -207,6 +207,7 @@ def _wait_for(predicate, what: str, page, budget: float = 45.0):
 def test_lineage_in_a_real_browser(dagster_dev):
     require(Path(CHROMIUM).exists(), "Debian chromium (apt-get install chromium) at /usr/bin/chromium")
     try:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "the playwright package (pip install -e '.[test]')")
@@ -257,7 +258,8 @@ def test_lineage_in_a_real_browser(dagster_dev):
                 page.screenshot(path=str(ARTIFACTS / f"lineage_{stage}.png"))
 
             # 3. Each stage's checks, as the asset page lists them (the asset of the stage with the most checks).
-            page.set_viewport_size(VIEWPORT)
+            # Tall enough that the (virtualised) checks list renders every row without scrolling.
+            page.set_viewport_size({"width": VIEWPORT["width"], "height": 2400})
             for stage in stages:
                 with_checks = [(len(n["assetChecksOrError"]["checks"]), k) for k, n in by_key.items()
                                if n["groupName"] == stage and n["assetChecksOrError"]["checks"]]
@@ -268,7 +270,11 @@ def test_lineage_in_a_real_browser(dagster_dev):
                 page.goto(f"{base}/assets/{key}?view=checks")
                 page.get_by_text(f"Checks ({len(check_names)})").wait_for()
                 for name in check_names:
-                    assert page.get_by_text(name, exact=True).first.is_visible(), f"{key}: check {name} not shown"
+                    # The rows render after the "Checks (N)" header: wait for each one, within a bound.
+                    try:
+                        page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=20_000)
+                    except PlaywrightTimeout:
+                        raise AssertionError(f"{key}: check {name} not shown") from None
                 page.screenshot(path=str(ARTIFACTS / f"checks_{stage}.png"))
         finally:
             browser.close()
