@@ -54,6 +54,8 @@ QUICK_DAYS = 3
 QUICK_HISTORY = (2, 4)
 QUICK_HISTORY_SCALE = 0.2
 SAMPLE_SECONDS = 0.1
+FLOOR_ROUNDS = 3       # reads of the landing files for the floor (the fastest counts)
+INCREMENT_ROUNDS = 3   # timings of the new day per history (the first right after the history is materialized)
 
 Echo = Callable[[str], None]
 
@@ -98,6 +100,8 @@ class IncrementResult:
     daily_steps: dict[str, float] = field(default_factory=dict)    # step -> seconds, from the run's event log
     refresh_steps: dict[str, float] = field(default_factory=dict)
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    new_day: str = ""
+    attempts: list[dict] = field(default_factory=list)  # every timing of the new day (the fastest one counts)
 
 
 @dataclass
@@ -111,6 +115,7 @@ class BenchConfig:
     keep: bool = False
     skip_sizes: bool = False
     skip_increment: bool = False
+    increment_rounds: int = INCREMENT_ROUNDS
 
 
 # ---- planning ---------------------------------------------------------------------------------------------------
@@ -269,7 +274,8 @@ def _size_run(cfg: BenchConfig, root: Path, rows: int, days: int, echo: Echo) ->
     floor, floor_peak = _run_child({"kind": "floor", "landing": str(work / "landing")}, None, work)
     res.floor, res.floor_rows = floor["seconds"], floor["rows"]
     res.floor_peak_rss = max(floor_peak, floor["ru_maxrss"])
-    echo(f"   floor: DuckDB read all {res.files:,} files in {res.floor:.2f}s ({res.floor_rows:,} rows)")
+    echo(f"   floor: DuckDB read all {res.files:,} files in {res.floor:.2f}s, best of {FLOOR_ROUNDS} "
+         f"({res.floor_rows:,} rows)")
     pipe, peak = _run_child({"kind": "pipeline", "first": start.isoformat(),
                              "last": (start + timedelta(days=days - 1)).isoformat()},
                             _child_env(work, start), work)
@@ -314,18 +320,34 @@ def _increment_run(cfg: BenchConfig, root: Path, history: int, echo: Echo) -> In
                          "last": (start + timedelta(days=history - 1)).isoformat(), "new_day": new_day,
                          "generated": str(gen_dir), "landing": str(landing)},
                         _child_env(work, start), work)
-    res.setup, res.daily, res.refresh = out["setup"], out["daily"], out["refresh"]
-    res.daily_steps, res.refresh_steps = out["daily_steps"], out["refresh_steps"]
-    res.daily_event_seconds, res.refresh_event_seconds = out["daily_event_seconds"], out["refresh_event_seconds"]
-    res.total = res.daily + res.refresh
-    res.load = os.getloadavg()
+    res.setup = out["setup"]
+    res.new_day = new_day
     echo(f"   history {res.history_rows:,} rows materialized in {res.setup:.1f}s (not counted); new day {new_day}: "
          f"{res.day_rows:,} rows")
-    echo(f"   new day: daily_ingest_job {res.daily:.2f}s + refresh_job {res.refresh:.2f}s = {res.total:.2f}s  "
-         f"(largest refresh steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in list(res.refresh_steps.items())[:4]) + ")")
-    if not cfg.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    _record_attempt(res, out, echo)
     return res
+
+
+def _record_attempt(res: IncrementResult, out: dict, echo: Echo) -> None:
+    """Keep the fastest attempt: the one least disturbed by other work on the machine."""
+    total = out["daily"] + out["refresh"]
+    load = os.getloadavg()
+    res.attempts.append({"total": round(total, 3), "load": load[0]})
+    echo(f"   new day ({res.history_days}d): daily_ingest_job {out['daily']:.2f}s + refresh_job {out['refresh']:.2f}s "
+         f"= {total:.2f}s, load average {_fmt_load(load)}  (largest refresh steps: "
+         + ", ".join(f"{k} {v:.2f}s" for k, v in list(out["refresh_steps"].items())[:3]) + ")")
+    if res.total and res.total <= total:
+        return
+    res.daily, res.refresh, res.total, res.load = out["daily"], out["refresh"], total, load
+    res.daily_steps, res.refresh_steps = out["daily_steps"], out["refresh_steps"]
+    res.daily_event_seconds, res.refresh_event_seconds = out["daily_event_seconds"], out["refresh_event_seconds"]
+
+
+def _retime(root: Path, res: IncrementResult, echo: Echo) -> None:
+    work = root / f"increment-{res.history_days}d"
+    out, _ = _run_child({"kind": "retime", "new_day": res.new_day},
+                        _child_env(work, start_for(res.history_days + 1)), work)
+    _record_attempt(res, out, echo)
 
 
 def run_bench(cfg: BenchConfig, echo: Echo = print) -> dict:
@@ -345,6 +367,15 @@ def run_bench(cfg: BenchConfig, echo: Echo = print) -> dict:
     if not cfg.skip_increment:
         for h in cfg.history:
             increments.append(_increment_run(cfg, root, h, echo))
+        # Then the same new day again on each history, interleaved, so every history meets the same load; the
+        # fastest attempt counts (re-running a day replaces it).
+        echo(f"\n== the new day again, {cfg.increment_rounds - 1} more round(s), histories interleaved")
+        for _ in range(cfg.increment_rounds - 1):
+            for inc in increments:
+                _retime(root, inc, echo)
+        if not cfg.keep:
+            for inc in increments:
+                shutil.rmtree(root / f"increment-{inc.history_days}d", ignore_errors=True)
     echo("")
     if sizes:
         echo(summary_table(sizes))
@@ -394,7 +425,8 @@ def size_table(r: SizeResult) -> str:
         f"   load average {_fmt_load(r.load_before)} before, {_fmt_load(r.load_after)} after",
     ]
     if r.failed_steps:
-        lines.append(f"   steps that stopped (blocked publications of generated defects): {', '.join(r.failed_steps)}")
+        lines.append(f"   failed steps: {', '.join(r.failed_steps)} (clean_opportunity is expected: the generated "
+                     f"out-of-range day blocks its publication; see the run's log in the work folder otherwise)")
     return "\n".join(lines)
 
 
@@ -423,7 +455,7 @@ def scaling_lines(sizes: list[SizeResult]) -> str:
 
 
 def increment_table(incs: list[IncrementResult]) -> str:
-    lines = ["incremental cost of one new day",
+    lines = [f"incremental cost of one new day (fastest of {len(incs[0].attempts) if incs else 0} attempts)",
              f"{'history':>8} {'history rows':>13} {'day rows':>9} {'daily s':>8} {'refresh s':>10} {'total s':>8}"
              f"  load avg (1m)"]
     for i in incs:
@@ -490,17 +522,19 @@ def floor_queries(landing: Path) -> list[str]:
 
 
 def _job_floor(job: dict) -> dict:
+    """The floor, best of FLOOR_ROUNDS reads (each on a fresh connection): a floor is a lower bound, and the fastest
+    read is the one least disturbed by other work on the machine."""
     import duckdb
 
     queries = floor_queries(Path(job["landing"]))
-    t0 = time.perf_counter()
-    con = duckdb.connect()
-    rows = 0
-    for sql in queries:
-        rows += con.execute(sql).fetchone()[0]
-    con.close()
-    return {"seconds": time.perf_counter() - t0, "rows": int(rows), "queries": len(queries),
-            "ru_maxrss": _ru_maxrss()}
+    best, rows = math.inf, 0
+    for _ in range(FLOOR_ROUNDS):
+        t0 = time.perf_counter()
+        con = duckdb.connect()
+        rows = sum(con.execute(sql).fetchone()[0] for sql in queries)
+        con.close()
+        best = min(best, time.perf_counter() - t0)
+    return {"seconds": best, "rows": int(rows), "queries": len(queries), "ru_maxrss": _ru_maxrss()}
 
 
 def stage_selections(defs) -> dict[str, list]:
@@ -619,6 +653,11 @@ def _job_increment(job: dict) -> dict:
     for src in (p for p in gen.iterdir() if p.is_dir()):
         if (src / day).is_dir():
             shutil.copytree(src / day, landing / src.name / day)
+    return {"setup": setup, **_time_new_day(day)}
+
+
+def _time_new_day(day: str) -> dict:
+    """``daily_ingest_job`` for ``day`` then ``refresh_job``, timed (re-running a day replaces it: idempotent)."""
     import dagster as dg
 
     from gtm_pipeline import keys
@@ -632,9 +671,19 @@ def _job_increment(job: dict) -> dict:
     t1, e1 = time.perf_counter(), clock.seconds
     refresh = run_job(keys.REFRESH_JOB, run_config=_quiet(), instance=instance, defs=defs)
     t2 = time.perf_counter()
-    return {"setup": setup, "daily": t1 - t0, "refresh": t2 - t1, "daily_event_seconds": e1,
+    return {"daily": t1 - t0, "refresh": t2 - t1, "daily_event_seconds": e1,
             "refresh_event_seconds": clock.seconds - e1,
             "daily_steps": step_seconds(instance, daily.run_id), "refresh_steps": step_seconds(instance, refresh.run_id)}
+
+
+def _job_retime(job: dict) -> dict:
+    from gtm_pipeline.config import load_settings
+    from gtm_pipeline.runner import ensure_dagster_home
+
+    ensure_dagster_home(load_settings())
+    import gtm_pipeline.definitions  # noqa: F401
+
+    return _time_new_day(job["new_day"])
 
 
 def step_seconds(instance, run_id: str) -> dict[str, float]:
@@ -652,7 +701,8 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-_JOBS = {"generate": _job_generate, "floor": _job_floor, "pipeline": _job_pipeline, "increment": _job_increment}
+_JOBS = {"generate": _job_generate, "floor": _job_floor, "pipeline": _job_pipeline, "increment": _job_increment,
+         "retime": _job_retime}
 
 
 def _main(argv: list[str]) -> int:

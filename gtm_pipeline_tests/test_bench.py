@@ -81,6 +81,7 @@ def test_quick_bench_prints_the_tables_and_consistent_numbers(tmp_path):
     for i in result["increments"]:
         assert i["daily"] > 0 and i["refresh"] > 0 and i["day_rows"] > 0
         assert i["total"] == pytest.approx(i["daily"] + i["refresh"])
+        assert len(i["attempts"]) == 2 and i["total"] == pytest.approx(min(a["total"] for a in i["attempts"]), abs=1e-3)
     a, b = result["increments"]
     assert b["history_rows"] > a["history_rows"]
     assert result["increment_ratio"] == pytest.approx(b["total"] / a["total"])

@@ -44,7 +44,7 @@ def bench(sizes, days, history, history_scale, seed, out_dir, keep, quick, skip_
 
     if quick:
         cfg = b.BenchConfig(sizes=b.QUICK_SIZES, days=b.QUICK_DAYS, history=b.QUICK_HISTORY,
-                            history_scale=b.QUICK_HISTORY_SCALE,
+                            history_scale=b.QUICK_HISTORY_SCALE, increment_rounds=2,
                             seed=seed, out=out_dir, keep=keep, skip_sizes=skip_sizes, skip_increment=skip_increment)
     else:
         cfg = b.BenchConfig(sizes=b.parse_sizes(sizes), days=days, history=b.parse_days_list(history),

@@ -54,9 +54,14 @@ def fact_pipeline(con, ctx: BuildContext) -> str:
             JOIN {opp} o ON o.created_at::DATE <= s.snapshot_date
             LEFT JOIN closing c USING (opportunity_id)
             WHERE c.closed_at IS NULL OR c.closed_at::DATE >= s.snapshot_date),
+        -- The stage as of the end of each day: the latest change before day_end. An equi-join on the opportunity
+        -- plus a pick of the latest change, not an ASOF join: an opportunity has a few changes, and DuckDB's ASOF join
+        -- took 219 s against 1 s for this at 25M raw rows (1.3M snapshot rows; docs/bench.md).
         staged AS (
             SELECT r.*, e.to_stage AS stage_then FROM rows r
-            ASOF LEFT JOIN {ev} e ON e.opportunity_id = r.opportunity_id AND r.day_end > e.changed_at)
+            LEFT JOIN {ev} e ON e.opportunity_id = r.opportunity_id AND e.changed_at < r.day_end
+            QUALIFY row_number() OVER (PARTITION BY r.snapshot_date, r.opportunity_id
+                                       ORDER BY e.changed_at DESC NULLS LAST) = 1)
         SELECT snapshot_date, opportunity_id, account_id, owner_id, coalesce(segment, 'unknown') AS segment,
                coalesce(industry, 'unknown') AS industry, coalesce(size_band, 'unknown') AS size_band,
                coalesce(region, 'unknown') AS region, coalesce(channel, 'unknown') AS channel,
