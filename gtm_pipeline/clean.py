@@ -31,6 +31,7 @@ import duckdb
 import pandas as pd
 import pandera.pandas as pa
 
+from gtm_pipeline.datatime import BLOCKED, PUBLISHED, clean_day_cutoffs, record_partitions
 from gtm_pipeline.entity_contracts import (
     BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE, REJECT_DUPLICATE, WARN, EntityContract, quote_ident, type_label,
     typed_sql,
@@ -41,7 +42,9 @@ from gtm_pipeline.repair_overlay import (
     MISSING_OWNER_TABLE, QUARANTINED_SQL, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state,
     overlay_sql, sql_list,
 )
-from gtm_pipeline.warehouse import ensure_base, notify_owner, open_incident, resolve_incidents, utcnow
+from gtm_pipeline.warehouse import (
+    ensure_base, notify_owner, open_incident, record_publication, resolve_incidents, utcnow,
+)
 
 LINEAGE = ("_source", "_table", "_file", "_line", "_partition")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -554,9 +557,14 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
             rep = reports[d]
             if rep.quarantined or rep.blocked or d in open_days:  # nothing to open or resolve otherwise
                 _incidents(con, contract, d, rep)
+        cutoffs = clean_day_cutoffs(con, spec, e, days)
         if published:
-            con.executemany("INSERT INTO ops.publications VALUES (?, ?, ?, ?, ?, ?)",
-                            [(f"clean/{e}", d, now, reports[d].clean, contract.version, run_id) for d in published])
+            for d in published:
+                record_publication(con, asset_key=f"clean/{e}", partition_key=d, row_count=reports[d].clean,
+                                   version=contract.version, run_id=run_id, published_at=now,
+                                   data_time=cutoffs.get(d))
+        record_partitions(con, f"clean/{e}", [(d, BLOCKED if d in blocked_days else PUBLISHED, cutoffs.get(d))
+                                              for d in days], run_id=run_id, now=now)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

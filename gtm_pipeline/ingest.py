@@ -22,6 +22,7 @@ import duckdb
 
 from gtm_pipeline.errors import IngestError
 from gtm_pipeline.landing import LandingSpec, Table
+from gtm_pipeline.datatime import PUBLISHED, delivery_cutoff, record_partitions
 from gtm_pipeline.warehouse import ensure_base, utcnow
 
 LINEAGE_COLUMNS = ("_source", "_table", "_file", "_line", "_partition", "_ingested_at", "_extra")
@@ -413,6 +414,8 @@ def ingest_days(con: duckdb.DuckDBPyConnection, spec: LandingSpec, landing_dir: 
                         f"AND stage = 'ingest'", [source, table.name])
             con.execute(f"DELETE FROM raw.schema_drift WHERE _source = ? AND _table = ? AND _partition IN {in_days}",
                         [source, table.name])
+        con.execute(f"DELETE FROM ops.partition_status WHERE asset_key = ? AND partition_key IN {in_days}",
+                    [f"raw/{source}"])
         for n, day in enumerate(days, 1):
             report = IngestReport(source=source, day=day)
             for table in tables:
@@ -427,6 +430,9 @@ def ingest_days(con: duckdb.DuckDBPyConnection, spec: LandingSpec, landing_dir: 
                                 [source, table.name, rel, day, rep.drift.missing, rep.drift.unexpected,
                                  rep.drift.renamed, now])
                 report.tables.append(rep)
+            if any(t.file for t in report.tables):  # a day with no file delivered is not a delivery
+                record_partitions(con, f"raw/{source}", [(day, PUBLISHED, delivery_cutoff(
+                    con, spec.sources[source], day, now))], run_id=None, now=now)
             reports.append(report)
             if progress:
                 progress(n, len(days))

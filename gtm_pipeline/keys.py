@@ -48,6 +48,9 @@ REFRESH_JOB = "refresh_job"
 # Freshness SLOs (contracts/slos.yaml): one external asset per SLO, downstream of the assets it covers, whose
 # materializations (reported by the SLO sensor) carry attainment, error budget and burn rates for the UI.
 SLO_SENSOR = "slo_freshness_sensor"
+# The freshness verdict the Dagster UI shows on every SLO-covered asset: data age from the SLO engine (docs/slo.md).
+CHECK_DATA_FRESHNESS = "data_freshness"
+SLO_FRESHNESS_CHECKS = "slo_data_freshness"
 
 
 def slo_key(slo_name: str) -> dg.AssetKey:

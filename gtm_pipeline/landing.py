@@ -15,8 +15,11 @@ import yaml
 from gtm_pipeline.errors import ContractError
 
 FORMATS = ("csv", "jsonl", "parquet")
-_SOURCE_KEYS = {"description", "owner", "tables"}
-_TABLE_KEYS = {"format", "columns", "aliases", "entity", "to_entity", "description"}
+_SOURCE_KEYS = {"description", "owner", "tables", "cutoff"}
+_TABLE_KEYS = {"format", "columns", "aliases", "entity", "to_entity", "description", "event_time"}
+# How far a delivery is complete (its data time, DESIGN §6): through the end of its delivery day, or through the
+# newest event timestamp it carries (a source that syncs during the day; each table names its event_time column).
+CUTOFFS = ("end_of_day", "newest_event")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Table:
     to_entity: dict[str, str | tuple[str, str]]
     # canonical column -> accepted alternative names
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    event_time: str | None = None   # landing column of the event timestamp (the newest_event cut-off reads it)
 
     @property
     def raw_table(self) -> str:
@@ -50,6 +54,7 @@ class Source:
     description: str
     owner: str
     tables: tuple[Table, ...]
+    cutoff: str = "end_of_day"
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,12 @@ def _parse_table(path: Path, source: str, name: str, body: object) -> Table:
         if not isinstance(alts, list) or not all(isinstance(a, str) for a in alts):
             raise _fail(path, f"{where}.aliases.{col}", "must be a list of alternative column names")
         aliases[col] = tuple(alts)
+    event_time = body.get("event_time")
+    if event_time is not None and event_time not in columns:
+        raise _fail(path, f"{where}.event_time", f"{event_time!r} is not a column of the table; known: "
+                                                 f"{', '.join(columns)}")
     return Table(source=source, name=name, format=fmt, columns=tuple(columns), entity=entity,
-                 to_entity=to_entity, aliases=aliases)
+                 to_entity=to_entity, aliases=aliases, event_time=event_time)
 
 
 def parse_landing_spec(path: Path) -> LandingSpec:
@@ -139,8 +148,16 @@ def parse_landing_spec(path: Path) -> LandingSpec:
         tables = tuple(_parse_table(path, sname, tname, tbody) for tname, tbody in (sbody.get("tables") or {}).items())
         if not tables:
             raise _fail(path, f"sources.{sname}.tables", "a source needs at least one table")
+        cutoff = sbody.get("cutoff", "end_of_day")
+        if cutoff not in CUTOFFS:
+            raise _fail(path, f"sources.{sname}.cutoff", f"{cutoff!r} is not a cut-off; use one of {list(CUTOFFS)}")
+        if cutoff == "newest_event":
+            missing = [t.name for t in tables if not t.event_time]
+            if missing:
+                raise _fail(path, f"sources.{sname}.cutoff", f"newest_event needs event_time on every table; "
+                                                             f"missing on {missing}")
         sources[sname] = Source(name=sname, description=str(sbody.get("description", "")),
-                                owner=str(sbody.get("owner", "")), tables=tables)
+                                owner=str(sbody.get("owner", "")), tables=tables, cutoff=cutoff)
     return LandingSpec(path=path, sources=sources)
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 import duckdb
+
+from gtm_pipeline.clock import utcnow as utcnow  # re-exported: the one clock, for modules that write here
 
 SCHEMAS = ("raw", "clean", "quarantine", "metrics", "decisions", "ops")
 
@@ -32,12 +34,16 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS ops.publications (
         asset_key VARCHAR, partition_key VARCHAR, published_at TIMESTAMP, row_count BIGINT,
         version VARCHAR, run_id VARCHAR)""",
+    # Data time (DESIGN §6): how far a published version's inputs are complete, and the blocked input partitions
+    # that stopped it. Added to tables created before data time existed.
+    "ALTER TABLE ops.publications ADD COLUMN IF NOT EXISTS data_time TIMESTAMP",
+    "ALTER TABLE ops.publications ADD COLUMN IF NOT EXISTS blocked_inputs VARCHAR[]",
+    # The current state of every day partition of the raw and clean stages: published (with its data time: the
+    # delivery's cut-off) or blocked (its publication refused; the table keeps that day's previous rows).
+    """CREATE TABLE IF NOT EXISTS ops.partition_status (
+        asset_key VARCHAR, partition_key DATE, status VARCHAR, data_time TIMESTAMP, updated_at TIMESTAMP,
+        run_id VARCHAR, PRIMARY KEY (asset_key, partition_key))""",
 ]
-
-
-def utcnow() -> datetime:
-    """Naive UTC: DuckDB TIMESTAMP columns hold UTC without a zone (see notes on TIMESTAMPTZ partitions)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def ensure_base(con: duckdb.DuckDBPyConnection) -> None:
@@ -81,10 +87,14 @@ def notify_owner(con: duckdb.DuckDBPyConnection, *, owner: str, subject: str, bo
 
 
 def record_publication(con: duckdb.DuckDBPyConnection, *, asset_key: str, partition_key: str | None,
-                       row_count: int, version: str, run_id: str | None, published_at: datetime | None = None) -> None:
-    """What freshness measures: the time a version of an asset became visible to its readers."""
-    con.execute("INSERT INTO ops.publications VALUES (?, ?, ?, ?, ?, ?)",
-                [asset_key, partition_key, published_at or utcnow(), row_count, version, run_id])
+                       row_count: int, version: str, run_id: str | None, published_at: datetime | None = None,
+                       data_time: datetime | None = None, blocked_inputs: list[str] | None = None) -> None:
+    """A version of an asset became visible to its readers at ``published_at``, complete through ``data_time``
+    (what freshness measures: age = now - data time of the version in force)."""
+    con.execute("INSERT INTO ops.publications (asset_key, partition_key, published_at, row_count, version, run_id, "
+                "data_time, blocked_inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [asset_key, partition_key, published_at or utcnow(), row_count, version, run_id, data_time,
+                 list(blocked_inputs or [])])
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -43,7 +43,8 @@ def pricing_metrics(con: duckdb.DuckDBPyConnection, *, smb_elasticity: float = -
     con.execute(f"""CREATE OR REPLACE TABLE metrics.booking_rate AS SELECT *, {stamp} AS _published_at FROM (VALUES
         {', '.join(rows)}) t(segment, day, won, closed, bookings)""")
     for t in ("price_elasticity", "cm_per_seat", "gm_pct", "payback_by_segment"):
-        con.execute("INSERT INTO ops.publications VALUES (?, NULL, TIMESTAMP '2026-11-01 06:00:00', 2, '1.0.0', NULL)",
+        con.execute("INSERT INTO ops.publications (asset_key, partition_key, published_at, row_count, version, run_id) "
+                    "VALUES (?, NULL, TIMESTAMP '2026-11-01 06:00:00', 2, '1.0.0', NULL)",
                     [f"metrics/{t}"])
 
 

@@ -12,6 +12,8 @@ import dagster as dg
 import yaml
 from dagster_duckdb import DuckDBResource
 
+from gtm_pipeline.clock import to_epoch, utcnow
+
 # Enough to exercise every selector of contracts/slos.yaml: group metrics with facts and derived metrics, forecast,
 # attribution and attribution_validity.
 METRICS = ("fact_bookings", "cac_by_channel", "payback", "forecast", "attribution", "attribution_validity")
@@ -26,8 +28,10 @@ def _metric(name: str) -> dg.AssetsDefinition:
               tags={"stage": "metrics"}, code_version="1",
               description=f"Test stand-in for metrics/{name}: one row, published at materialization.")
     def _asset() -> dg.MaterializeResult:
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        return dg.MaterializeResult(metadata={"published": True, "published_at": now.isoformat()})
+        now = utcnow()
+        # Computed from data as new as the moment it ran (data time = publication time).
+        return dg.MaterializeResult(metadata={"published": True, "published_at": now.isoformat(),
+                                              "data_time": dg.MetadataValue.timestamp(to_epoch(now))})
 
     return _asset
 
@@ -46,9 +50,14 @@ def fake_definitions(settings, names=METRICS) -> dg.Definitions:
                                     database=str(settings.duckdb_path))}))
 
 
-def publish(instance: dg.DagsterInstance, name: str, at: float, *, published: bool = True) -> None:
-    """Record a (possibly simulated-time) publication of metrics/<name> in the event log."""
-    md = {"published": published, "published_at": iso(at)}
+def publish(instance: dg.DagsterInstance, name: str, at: float, *, published: bool = True,
+            data_time: float | None = None, blocked_inputs: list[str] | None = None) -> None:
+    """Record a (possibly simulated-time) publication of metrics/<name> in the event log; its data is complete
+    through ``data_time`` (default: the publication time)."""
+    md: dict = {"published": published, "published_at": iso(at),
+                "data_time": dg.MetadataValue.timestamp(at if data_time is None else data_time)}
+    if blocked_inputs:
+        md["blocked_inputs"] = dg.MetadataValue.json(blocked_inputs)
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=["metrics", name], metadata=md))
 
 

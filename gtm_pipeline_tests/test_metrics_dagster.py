@@ -136,3 +136,32 @@ def test_cli_metrics_commands(hand_db):
     assert line.split()[-1] == "2" and "never" in next(x for x in out.output.splitlines() if x.startswith("payback "))
     out = runner.invoke(main, ["metrics", "show", "paybak"])
     assert out.exit_code == 2 and 'unknown metric "paybak"; known:' in out.output
+
+
+def test_the_hourly_forecast_does_not_recompute_over_unchanged_facts():
+    """The schedule republished the forecast hourly from the same facts; now it runs only when they have news."""
+    from gtm_pipeline.definitions import defs
+    from gtm_pipeline.defs.metrics.schedules import _input_keys
+
+    schedule = defs.resolve_schedule_def(keys.FORECAST_SCHEDULE)
+
+    def report(key: dg.AssetKey, data_time: float) -> None:
+        inst.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=key, metadata={"published": True, "data_time": dg.MetadataValue.timestamp(data_time)}))
+
+    def tick():
+        return schedule.evaluate_tick(dg.build_schedule_context(instance=inst))
+
+    day = 1_790_000_000.0
+    with dg.instance_for_test() as inst:
+        assert tick().skip_message.startswith("inputs without a data time yet")
+        for k in _input_keys():
+            report(k, day)
+        assert len(tick().run_requests) == 1                 # never published: run
+        report(keys.metric_key("forecast"), day)
+        assert "no newer data" in tick().skip_message        # the next hours over the same facts: skip
+        report(keys.metric_key("fact_pipeline"), day + 3600)
+        assert "no newer data" in tick().skip_message        # one input moved, the oldest did not
+        for k in _input_keys():
+            report(k, day + 3600)
+        assert len(tick().run_requests) == 1

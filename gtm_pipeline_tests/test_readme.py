@@ -24,7 +24,7 @@ SHELL_LANGS = {"bash", "sh", "shell", "console", "zsh"}
 KNOWN_PROGRAMS = {
     "cd", "export", "source", "echo", "cat", "cp", "mv", "rm", "mkdir", "ls", "tail", "head", "grep", "chown", "env",
     "kill", "ss", "lsof", "curl", "git", "bash", "sh", "sudo", "apt-get", "runuser", "su", "pip", "python3", "python",
-    "psql", "createdb", "createuser", "pg_ctl", "initdb", "pg_ctlcluster", "duckdb", "chromium",
+    "psql", "createdb", "createuser", "pg_ctl", "initdb", "pg_ctlcluster", "duckdb", "chromium", "pyinstrument",
     "prometheus", "promtool", "prometheus-alertmanager", "amtool", "docker", "kubectl", "helm", "celery", "systemctl",
     "xdg-open", "open", "sqlite3", "unset", "pytest", "watch", "du", "find",
 }

@@ -37,9 +37,9 @@ def test_report_shows_the_burn(stale_forecast):
     assert code == 0, out
     line = next(ln for ln in out.splitlines() if ln.startswith("forecast_age "))
     cols = line.split()
-    assert cols[1:3] == ["stale", "5h00m"]
-    assert cols[4] == "92.56%"                   # budget left: 1h of the 13.44h budget spent
-    assert cols[5:8] == ["50.00", "50.00", "50.00"]   # burn 5m, 30m, 1h: the maximum at 98%
+    assert cols[1:3] == ["stale", "5h00m"]       # cols[3:5]: the data time (date, time)
+    assert cols[6] == "92.56%"                   # budget left: 1h of the 13.44h budget spent
+    assert cols[7:10] == ["50.00", "50.00", "50.00"]   # burn 5m, 30m, 1h: the maximum at 98%
     assert "metrics/forecast" in out and "metric_age" in out
     code, out = _run("report", "--json")
     data = {s["slo"]: s for s in json.loads(out)["slos"]}
@@ -51,7 +51,7 @@ def test_report_shows_the_burn(stale_forecast):
 def test_health_blocks_on_the_stale_forecast_only(stale_forecast):
     code, out = _run("health", "--asset", "metrics/forecast")
     assert code == 1
-    assert out.startswith("SLO health red: forecast_age: metrics/forecast is stale: published 5h00m ago")
+    assert out.startswith("SLO health red: forecast_age: metrics/forecast is stale: its data is 5h00m old")
     code, out = _run("health", "--asset", "metrics/payback")
     assert (code, out.strip()) == (0, "SLO health green")
 

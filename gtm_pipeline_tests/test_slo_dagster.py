@@ -1,4 +1,4 @@
-"""The Dagster side of the SLOs: freshness policies from the YAML on every covered asset, one slo/<name> asset per
+"""The Dagster side of the SLOs: a data-age freshness check on every covered asset, one slo/<name> asset per
 SLO downstream of what it covers, and the sensor (running by default) that opens and resolves incidents, posts
 each state change once and reports the figures on the SLO assets."""
 
@@ -26,15 +26,41 @@ def slo_settings(env_settings, tmp_path, monkeypatch):
     return load_settings()
 
 
-def test_freshness_policies_come_from_the_yaml(slo_settings):
-    graph = fake_definitions(slo_settings).resolve_asset_graph()
-    policies = {k.to_user_string(): graph.get(k).freshness_policy for k in graph.get_all_asset_keys()
-                if k.path[0] == "metrics"}
-    assert set(policies) == {f"metrics/{m}" for m in METRICS}
-    fails = {k: p.fail_window.to_timedelta() for k, p in policies.items()}
-    assert fails["metrics/forecast"] == timedelta(hours=4)
-    assert fails["metrics/payback"] == fails["metrics/attribution_validity"] == timedelta(hours=24)
-    assert all(isinstance(p, dg.FreshnessPolicy) for p in policies.values())
+def test_every_covered_asset_gets_a_data_freshness_check_and_no_recompute_clock(slo_settings):
+    defs = fake_definitions(slo_settings)
+    graph = defs.resolve_asset_graph()
+    metrics = {k for k in graph.get_all_asset_keys() if k.path[0] == "metrics"}
+    assert {k.to_user_string() for k in metrics} == {f"metrics/{m}" for m in METRICS}
+    checks = {ck.asset_key for ck in graph.asset_check_keys if ck.name == keys.CHECK_DATA_FRESHNESS}
+    assert checks == metrics
+    # Dagster's own policy would measure time since the last materialization (a recompute reads fresh): none here.
+    assert all(graph.get(k).freshness_policy is None for k in metrics)
+
+
+def test_the_ui_verdict_follows_data_age_not_recompute(slo_settings):
+    """The forecast is recomputed every minute over data 5 hours old: Dagster's check must say stale, naming why."""
+    with dg.instance_for_test() as inst:
+        defs = fake_definitions(slo_settings)
+        now = time.time()
+        for m in METRICS:
+            publish(inst, m, now - 60, data_time=now - (5 if m == "forecast" else 1) * H,
+                    blocked_inputs=["clean/opportunity@2026-03-08"] if m == "forecast" else None)
+        res = _tick(defs, inst)
+        verdicts = {e.asset_key.to_user_string(): e for e in res.asset_events
+                    if isinstance(e, dg.AssetCheckEvaluation)}
+        assert set(verdicts) == {f"metrics/{m}" for m in METRICS}
+        fc = verdicts["metrics/forecast"]
+        assert not fc.passed and fc.metadata["state"].value == "stale"
+        assert fc.metadata["blocked_inputs"].value == ["clean/opportunity@2026-03-08"]
+        assert fc.metadata["data_time"].value == pytest.approx(now - 5 * H)
+        assert verdicts["metrics/payback"].passed
+        # Run from the UI (the check's own execution) it gives the same verdict.
+        job = dg.define_asset_job("check_forecast", selection=dg.AssetSelection.checks(
+            dg.AssetCheckKey(dg.AssetKey(["metrics", "forecast"]), keys.CHECK_DATA_FRESHNESS)))
+        result = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("check_forecast") \
+            .execute_in_process(instance=inst)
+        [ev] = result.get_asset_check_evaluations()
+        assert not ev.passed and ev.metadata["state"].value == "stale"
 
 
 def test_slo_assets_sit_downstream_of_what_they_cover(slo_settings):
@@ -69,8 +95,7 @@ def test_the_project_definitions_carry_the_slo_stage(env_settings):
     assert {keys.slo_key(n) for n in ("metric_age", "forecast_age", "attribution_age")} <= set(
         graph.get_all_asset_keys())
     forecast = dg.AssetKey(["metrics", "forecast"])
-    if graph.has(forecast):  # once the metric layer is in the code location, its policy comes from slos.yaml
-        assert graph.get(forecast).freshness_policy.fail_window.to_timedelta() == timedelta(hours=4)
+    assert dg.AssetCheckKey(forecast, keys.CHECK_DATA_FRESHNESS) in graph.asset_check_keys
 
 
 def _tick(defs, instance):
@@ -93,7 +118,7 @@ def test_sensor_pages_once_posts_once_and_resolves(slo_settings, monkeypatch):
 
         first = _tick(defs, inst)
         assert not first.run_requests
-        events = {e.asset_key.to_user_string(): e for e in first.asset_events}
+        events = {e.asset_key.to_user_string(): e for e in first.asset_events if isinstance(e, dg.AssetMaterialization)}
         assert set(events) == {"slo/metric_age", "slo/forecast_age", "slo/attribution_age"}
         fc = events["slo/forecast_age"].metadata
         assert fc["alert_level"].value == "page" and fc["state"].value == "stale"
@@ -130,8 +155,9 @@ def test_sensor_explains_itself_when_idle(slo_settings):
         defs = fake_definitions(slo_settings)
         for m in METRICS:
             publish(inst, m, time.time() - 60)
-        first = _tick(defs, inst)              # the first tick reports the figures on the SLO assets
-        assert len(first.asset_events) == 3
+        first = _tick(defs, inst)  # the first tick reports the figures on the SLO assets and the checks' verdicts
+        assert sum(isinstance(e, dg.AssetMaterialization) for e in first.asset_events) == 3
+        assert sum(isinstance(e, dg.AssetCheckEvaluation) for e in first.asset_events) == len(METRICS)
         second = _tick(defs, inst)
         assert not second.asset_events and not second.run_requests
         assert second.skip_message.startswith("No SLO state change (metric_age fresh/ok budget 100.0%")

@@ -8,8 +8,10 @@
    itself, not hidden in a huge quotient (the spec's ``CAC / max(Monthly_CM, 1e-6)`` turns a zero CM into a
    payback of 10^9 months).
 3. **Publish** only if no ``error`` test failed: in one transaction the published table is replaced by the
-   candidate (or, for a day-partitioned fact, the window's days are replaced), the publication time is recorded in
-   ``ops.publications`` (what freshness measures) and open incidents of the metric are resolved. If the audit
+   candidate (or, for a day-partitioned fact, the window's days are replaced), the publication is recorded in
+   ``ops.publications`` with its **data time** -- the oldest data time among the inputs it read, capped at the end
+   of the window for a day-partitioned fact, and the blocked input partitions that hold it back, if any (what
+   freshness measures; `gtm_pipeline.datatime`) -- and open incidents of the metric are resolved. If the audit
    fails, nothing readers see changes: the previous version stays, the candidate is kept for inspection, an
    incident opens (SEV2; one per metric while it stays open) and the owner is paged or notified once.
 """
@@ -23,6 +25,7 @@ from datetime import date, datetime, timedelta
 import duckdb
 import pandas as pd
 
+from gtm_pipeline.datatime import DataTime, cap, end_of_day, inputs_data_time, published_data_time
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.expressions import assertion_sql
 from gtm_pipeline.metrics.contract import CHECK_DENOMINATOR, CHECK_GRAIN_UNIQUE, MetricContract
@@ -62,6 +65,7 @@ class PublishOutcome:
     tests: list[TestResult]
     candidate_at: datetime
     window: tuple[date, date] | None = None
+    data_time: DataTime = field(default_factory=lambda: DataTime(None))  # of the version readers see now
     incident_id: str | None = None
     notified: bool = False
     preview: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -191,6 +195,12 @@ def _visible(con, name: str) -> tuple[datetime | None, int | None]:
     return at, rows
 
 
+def input_data_time(con, comp: Computation, window: tuple[date, date] | None) -> DataTime:
+    """How far the inputs this computation reads are complete (a day-partitioned fact: no further than its window)."""
+    dt = inputs_data_time(con, [comp.input_table(i) for i in comp.reads])
+    return cap(dt, end_of_day(window[1])) if window is not None else dt
+
+
 def _preview(con, contract: MetricContract, comp: Computation, cand: str) -> pd.DataFrame:
     cols = list(dict.fromkeys(list(contract.grain) + list(contract.targets)))
     order = comp.order_by or ", ".join(q(g) for g in contract.grain)
@@ -199,7 +209,7 @@ def _preview(con, contract: MetricContract, comp: Computation, cand: str) -> pd.
 
 
 def _publish(con, contract: MetricContract, comp: Computation, cand: str, ctx: BuildContext, run_id: str | None,
-             rows: int) -> tuple[date, date] | None:
+             rows: int, data_time: DataTime) -> tuple[date, date] | None:
     name = comp.name
     window = ctx.window
     con.execute("BEGIN TRANSACTION")
@@ -208,7 +218,8 @@ def _publish(con, contract: MetricContract, comp: Computation, cand: str, ctx: B
             con.execute(f"DROP TABLE IF EXISTS metrics.{q(name)}")
             con.execute(f"ALTER TABLE {cand} RENAME TO {q(name)}")
             record_publication(con, asset_key=asset_key_text(name), partition_key=None, row_count=rows,
-                               version=contract.version, run_id=run_id, published_at=ctx.now)
+                               version=contract.version, run_id=run_id, published_at=ctx.now,
+                               data_time=data_time.at, blocked_inputs=list(data_time.blocking))
         else:
             col = q(comp.partition_column)
             if window is None:
@@ -232,9 +243,11 @@ def _publish(con, contract: MetricContract, comp: Computation, cand: str, ctx: B
                 counts = dict(con.execute(f"SELECT {col}, count(*) FROM {cand} GROUP BY 1").fetchall())
                 day = window[0]
                 while day <= window[1]:
+                    day_time = cap(data_time, end_of_day(day))
                     record_publication(con, asset_key=asset_key_text(name), partition_key=day.isoformat(),
                                        row_count=int(counts.get(day, 0)), version=contract.version, run_id=run_id,
-                                       published_at=ctx.now)
+                                       published_at=ctx.now, data_time=day_time.at,
+                                       blocked_inputs=list(day_time.blocking))
                     day += timedelta(days=1)
             con.execute(f"DROP TABLE {cand}")
         resolve_incidents(con, incident_key(name))
@@ -293,12 +306,13 @@ def run_metric(con: duckdb.DuckDBPyConnection, contract: MetricContract, comp: C
     columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {cand}").fetchall()]
     blocked = any(t.blocks for t in tests)
     if not blocked:
-        window = _publish(con, contract, comp, cand, ctx, run_id, rows)
+        data_time = input_data_time(con, comp, ctx.window)
+        window = _publish(con, contract, comp, cand, ctx, run_id, rows, data_time)
         at, visible = _visible(con, comp.name)
         return PublishOutcome(comp.name, True, now, rows, visible, tests, now, window, preview=preview,
-                              columns=columns)
+                              columns=columns, data_time=published_data_time(con, asset_key_text(comp.name)))
     at, visible = _visible(con, comp.name)
     outcome = PublishOutcome(comp.name, False, at, rows, visible, tests, now, window, preview=preview,
-                             columns=columns)
+                             columns=columns, data_time=published_data_time(con, asset_key_text(comp.name)))
     _block(con, contract, outcome, cand)
     return outcome

@@ -65,6 +65,8 @@ def build_change(figs: SloFigures, frm: str, to: str, now: float, prev_incident:
         "asset": a.asset, "state": a.state, "level": a.level,
         "age_seconds": None if a.age is None else round(a.age, 1),
         "last_published_at": None if a.last_published is None else _iso(a.last_published),
+        "data_time": None if a.data_time is None else _iso(a.data_time),
+        "blocking_inputs": list(a.blocking),
         "stale_since": None if a.stale_since is None else _iso(a.stale_since),
         "burn_rates": {format_duration(w): round(a.burn[w], 3) for w in windows},
         "budget_remaining": round(a.budget_remaining, 4),
@@ -74,9 +76,11 @@ def build_change(figs: SloFigures, frm: str, to: str, now: float, prev_incident:
     what = {"page": "fast burn", "ticket": "slow burn", "ok": "recovered"}[to]
     detail = ""
     if worst is not None and worst.state == "stale":
-        detail = f"; {worst.asset} stale for {human_duration(now - worst.stale_since)}"
+        detail = f"; {worst.asset}'s data is {human_duration(worst.age)} old"
+        if worst.blocking:
+            detail += f", held back by {', '.join(worst.blocking[:2])}"
     elif worst is not None and worst.age is not None:
-        detail = f"; {worst.asset} published {human_duration(worst.age)} ago"
+        detail = f"; {worst.asset}'s data is {human_duration(worst.age)} old"
     sev = SEVERITIES.get(to)
     title = (f"[{sev}] " if sev else "[RESOLVED] ") + f"{slo.name}: {what} ({kind}) - {slo.statement}{detail}"
     return {

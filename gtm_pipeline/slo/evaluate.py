@@ -6,11 +6,11 @@ show the same numbers.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import dagster as dg
 
+from gtm_pipeline.clock import now_epoch
 from gtm_pipeline.slo.contract import Coverage, SloFile, resolve_coverage
 from gtm_pipeline.slo.history import History
 from gtm_pipeline.slo.sli import SloFigures, asset_figures
@@ -55,7 +55,7 @@ def evaluate(slo_file: SloFile, coverage: Coverage, history: History, instance: 
     With ``instance``, new publications are first copied from its event log. With ``observe``, this evaluation is
     recorded as live observation (so the report can tell observed time from reconstructed time).
     """
-    now = time.time() if now is None else now
+    now = now_epoch() if now is None else now
     keys = sorted({k for ks in coverage.assets.values() for k in ks})
     if instance is not None:
         for k in keys:
@@ -69,11 +69,11 @@ def evaluate(slo_file: SloFile, coverage: Coverage, history: History, instance: 
         per_asset = []
         first = None
         for asset in coverage.assets.get(slo.name, ()):
-            pubs = history.publications(asset, since=since)
+            pubs = history.versions(asset, since=since)
             fig = asset_figures(slo, asset, pubs, now, slo_file.alerting, slo_file.windows)
             per_asset.append(fig)
             if pubs:
-                first = pubs[0] if first is None else min(first, pubs[0])
+                first = pubs[0].published_at if first is None else min(first, pubs[0].published_at)
             b = history.last_blocked(asset)
             if b is not None and (fig.last_published is None or b > fig.last_published):
                 blocked[asset] = b

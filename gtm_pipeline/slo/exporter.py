@@ -81,6 +81,13 @@ class SloCollector(Collector):
         g = lambda name, doc, labels: GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)  # noqa: E731
         last = g("asset_last_success_timestamp_seconds",
                  "Unix time the published version in force was published (0 = never published).", ["slo", "asset"])
+        data_time = g("asset_data_time_seconds",
+                      "Unix time through which the published version's inputs are complete (its data time; age is "
+                      "now minus this).", ["slo", "asset"])
+        age = g("asset_data_age_seconds", "Seconds since the data time of the published version in force.",
+                ["slo", "asset"])
+        partial = g("asset_partial", "1 if blocked input partitions hold the version in force back (named in the "
+                                     "slo report).", ["slo", "asset"])
         blocked = g("asset_publish_blocked",
                     "1 if the newest materialization was a blocked publish (previous version still in force).",
                     ["slo", "asset"])
@@ -103,6 +110,10 @@ class SloCollector(Collector):
             for a in figs.assets:
                 lbl = [name, a.asset]
                 last.add_metric(lbl, a.last_published or 0.0)
+                if a.data_time is not None and a.age is not None:
+                    data_time.add_metric(lbl, a.data_time)
+                    age.add_metric(lbl, a.age)
+                partial.add_metric(lbl, 1.0 if a.blocking else 0.0)
                 blocked.add_metric(lbl, 1.0 if a.asset in ev.blocked else 0.0)
                 good.add_metric(lbl, a.window.good)
                 total.add_metric(lbl, a.window.known)
@@ -117,7 +128,7 @@ class SloCollector(Collector):
             state = self.history.alert_state(name)
             level.add_metric([name], LEVELS.index(state.level) if state else 0)
             recon.add_metric([name], ev.reconstructed[name])
-        yield from (last, blocked, good, total, unknown, attain, budget, burn, level, recon)
+        yield from (last, data_time, age, partial, blocked, good, total, unknown, attain, budget, burn, level, recon)
         pending = g("slo_pending_notifications", "State changes not yet delivered to every target.", [])
         pending.add_metric([], len(self.history.outbox(pending_only=True)))
         yield pending

@@ -52,12 +52,13 @@ def health_of(evaluation: Evaluation, history: History | None = None,
             continue
         for a in rows:
             if a.state == "stale":
-                reasons.append(f"{name}: {a.asset} is stale: published {human_duration(a.age)} ago "
-                               f"(threshold {human_duration(figs.slo.threshold)})")
+                held = f", held back by {', '.join(a.blocking[:2])}" if a.blocking else ""
+                reasons.append(f"{name}: {a.asset} is stale: its data is {human_duration(a.age)} old "
+                               f"(threshold {human_duration(figs.slo.threshold)}){held}")
             elif a.state == "unknown":
                 reasons.append(f"{name}: {a.asset} was never published (freshness unknown)")
             elif a.state == "warn":
-                notes.append(f"{name}: {a.asset} published {human_duration(a.age)} ago")
+                notes.append(f"{name}: {a.asset}'s data is {human_duration(a.age)} old")
         reasons += [f"{name}: {k} does not exist yet (freshness unknown)" for k in pending]
         levels = {a.level for a in rows}
         stored = history.alert_state(name) if history is not None else None

@@ -2,8 +2,9 @@
 
 It survives restarts of every process and is deliberately not the DuckDB warehouse, so the sensor, the exporter and
 `slo report` never wait for a pipeline run's write lock. It holds
-- ``publications``: the publication timeline of every covered asset, copied incrementally from Dagster's event log
-  (so the SLO window outlives event-log purges and instance moves); the SLI is computed from it;
+- ``publications``: the version timeline of every covered asset (publication time, data time, blocked inputs),
+  copied incrementally from Dagster's event log (so the SLO window outlives event-log purges and instance moves);
+  the SLI is computed from it;
 - ``blocked``: materializations whose publish was blocked (``published: false``), for the report;
 - ``observed``: the stretches of time in which something evaluated live, to tell observed from reconstructed time;
 - ``alert_state`` and ``outbox``: the alert level of each SLO and every state change not yet fully delivered
@@ -20,10 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gtm_pipeline.slo.sli import Version, versions_of
+
 _DDL = """
 CREATE TABLE IF NOT EXISTS publications (
     asset_key TEXT NOT NULL, published_at REAL NOT NULL, materialized_at REAL, run_id TEXT NOT NULL DEFAULT '',
-    storage_id INTEGER, PRIMARY KEY (asset_key, published_at, run_id));
+    storage_id INTEGER, data_time REAL, blocking TEXT, PRIMARY KEY (asset_key, published_at, run_id));
 CREATE TABLE IF NOT EXISTS blocked (
     asset_key TEXT NOT NULL, materialized_at REAL NOT NULL, run_id TEXT NOT NULL DEFAULT '', storage_id INTEGER,
     PRIMARY KEY (asset_key, materialized_at, run_id));
@@ -78,6 +81,10 @@ class History:
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA busy_timeout=30000")
         self._con.executescript(_DDL)
+        cols = {r[1] for r in self._con.execute("PRAGMA table_info(publications)").fetchall()}
+        for col, ctype in (("data_time", "REAL"), ("blocking", "TEXT")):  # files written before data time existed
+            if col not in cols:
+                self._con.execute(f"ALTER TABLE publications ADD COLUMN {col} {ctype}")
 
     def close(self) -> None:
         self._con.close()
@@ -103,14 +110,20 @@ class History:
         row = self._con.execute("SELECT storage_id FROM sync_cursor WHERE asset_key = ?", [asset_key]).fetchone()
         return int(row[0]) if row else 0
 
-    def add_events(self, asset_key: str, published: Iterable[tuple[float, float, str, int]],
-                   blocked: Iterable[tuple[float, str, int]], cursor: int) -> int:
-        """Store (published_at, materialized_at, run_id, storage_id) and blocked (materialized_at, run_id,
-        storage_id) rows and advance the cursor, atomically. Idempotent: a row seen twice is stored once."""
+    def add_events(self, asset_key: str, published: Iterable[tuple], blocked: Iterable[tuple[float, str, int]],
+                   cursor: int) -> int:
+        """Store published (published_at, materialized_at, run_id, storage_id[, data_time[, blocking]]) and blocked
+        (materialized_at, run_id, storage_id) rows and advance the cursor, atomically. Idempotent: a row seen twice
+        is stored once. A version without a data time is as old as its publication."""
+        rows = []
+        for p in published:
+            data_time = p[4] if len(p) > 4 and p[4] is not None else p[0]
+            blocking = json.dumps(list(p[5])) if len(p) > 5 and p[5] else None
+            rows.append((asset_key, p[0], p[1], p[2] or "", p[3], data_time, blocking))
         with self.transaction() as con:
             before = con.total_changes
-            con.executemany("INSERT OR IGNORE INTO publications VALUES (?, ?, ?, ?, ?)",
-                            [(asset_key, p, m, r or "", s) for p, m, r, s in published])
+            con.executemany("INSERT OR IGNORE INTO publications (asset_key, published_at, materialized_at, run_id, "
+                            "storage_id, data_time, blocking) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             con.executemany("INSERT OR IGNORE INTO blocked VALUES (?, ?, ?, ?)",
                             [(asset_key, m, r or "", s) for m, r, s in blocked])
             added = con.total_changes - before
@@ -129,6 +142,18 @@ class History:
                 "SELECT max(published_at) FROM publications WHERE asset_key = ? AND published_at < ? ORDER BY 1",
                 [asset_key, since, asset_key, since]).fetchall()
         return [r[0] for r in rows if r[0] is not None]
+
+    def versions(self, asset_key: str, since: float | None = None) -> list[Version]:
+        """Ascending versions; with ``since``, those published after it plus the one in force at ``since``."""
+        sql = ("SELECT published_at, coalesce(data_time, published_at), blocking FROM publications "
+               "WHERE asset_key = ?")
+        args: list = [asset_key]
+        if since is not None:
+            sql += (" AND published_at >= (SELECT coalesce(max(published_at), ?) FROM publications "
+                    "WHERE asset_key = ? AND published_at < ?)")
+            args += [since, asset_key, since]
+        rows = self._con.execute(sql + " ORDER BY published_at, storage_id", args).fetchall()
+        return versions_of(Version(p, d, tuple(json.loads(b)) if b else ()) for p, d, b in rows)
 
     def last_blocked(self, asset_key: str) -> float | None:
         row = self._con.execute("SELECT max(materialized_at) FROM blocked WHERE asset_key = ?", [asset_key]).fetchone()

@@ -13,17 +13,27 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.2%}"
 
 
-def _ts(t: float | None) -> str:
+def _ts(t: float | None, short: bool = False) -> str:
     if t is None:
-        return "never"
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return "-" if short else "never"
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _blocking_text(blocking: tuple[str, ...], shown: int = 3) -> str:
+    more = f" (+{len(blocking) - shown} more)" if len(blocking) > shown else ""
+    return ", ".join(blocking[:shown]) + more
 
 
 def render(ev: Evaluation, history: History) -> str:
     windows = ev.slo_file.windows
     wcols = "".join(f"{'burn ' + format_duration(w) if i == 0 else format_duration(w):>9}"
                     for i, w in enumerate(windows))
-    head = f"{'SLO / asset':<34}{'state':<9}{'age':>8}{'attainment':>12}{'budget left':>13}{wcols}  alert"
+    head = (f"{'SLO / asset':<34}{'state':<9}{'age':>8}{'data time':>18}{'attainment':>12}{'budget left':>13}{wcols}"
+            f"  alert")
     lines = [f"Freshness SLOs at {_ts(ev.now)} UTC (history {history.path})", "", head, "-" * len(head)]
     for figs in ev.slos:
         slo = figs.slo
@@ -33,12 +43,16 @@ def render(ev: Evaluation, history: History) -> str:
             f", {state.incident_id})" if state and state.incident_id else ")")
         ages = [a.age for a in figs.assets if a.age is not None]
         burns = "".join(f"{figs.worst_burn(w):>9.2f}" for w in windows)
+        oldest = min((a.data_time for a in figs.assets if a.data_time is not None), default=None)
         lines.append(f"{slo.name:<34}{figs.state:<9}{human_duration(max(ages) if ages else None):>8}"
-                     f"{_pct(figs.attainment):>12}{_pct(figs.budget_remaining):>13}{burns}  {alert}")
+                     f"{_ts(oldest, short=True):>18}{_pct(figs.attainment):>12}{_pct(figs.budget_remaining):>13}{burns}  {alert}")
         for a in figs.assets:
             note = " publish blocked " + _ts(ev.blocked[a.asset]) if a.asset in ev.blocked else ""
+            if a.blocking:
+                note += " held back by " + _blocking_text(a.blocking)
             burns = "".join(f"{a.burn[w]:>9.2f}" for w in windows)
-            lines.append(f"  {a.asset:<32}{a.state:<9}{human_duration(a.age):>8}{_pct(a.attainment):>12}"
+            lines.append(f"  {a.asset:<32}{a.state:<9}{human_duration(a.age):>8}{_ts(a.data_time, short=True):>18}"
+                         f"{_pct(a.attainment):>12}"
                          f"{_pct(a.budget_remaining):>13}{burns}  {a.level}{note}")
         for k in figs.pending:
             lines.append(f"  {k:<32}{'unknown':<9}{'-':>8}  (not defined in this code location yet)")
@@ -69,8 +83,14 @@ def as_json(ev: Evaluation, history: History) -> dict:
             "attainment": figs.attainment, "budget_remaining": figs.budget_remaining,
             "burn_rates": {format_duration(w): figs.worst_burn(w) for w in ev.slo_file.windows},
             "reconstructed_seconds": ev.reconstructed[figs.slo.name],
+            "data_time": _iso(min((a.data_time for a in figs.assets if a.data_time is not None), default=None)),
+            "age_seconds": max((a.age for a in figs.assets if a.age is not None), default=None),
+            "status": figs.state,
+            "blocking_inputs": sorted({b for a in figs.assets for b in a.blocking}),
             "assets": [{
-                "asset": a.asset, "state": a.state, "age_seconds": a.age, "last_published": _ts(a.last_published),
+                "asset": a.asset, "state": a.state, "status": a.state, "age_seconds": a.age,
+                "data_time": _iso(a.data_time), "blocking_inputs": list(a.blocking),
+                "last_published": _ts(a.last_published),
                 "good_seconds": a.window.good, "bad_seconds": a.window.bad, "unknown_seconds": a.window.unknown,
                 "attainment": a.attainment, "budget_remaining": a.budget_remaining, "level": a.level,
                 "burn_rates": {format_duration(w): r for w, r in a.burn.items()},

@@ -1,9 +1,11 @@
-"""Publication times from Dagster's event log: the source of truth for "age of the published version".
+"""The version timeline from Dagster's event log: the source of truth for "age of the published version".
 
-A metric publishes through write-audit-publish: a successful publish materializes with metadata ``published: true``
-and ``published_at`` (ISO, UTC); a blocked publish materializes with ``published: false`` and leaves the previous
-version in force, so it does not reset the age (DESIGN §4: a blocked publish burns freshness budget). An asset that
-does not use the convention (no ``published`` key) publishes whenever it materializes.
+A metric publishes through write-audit-publish: a successful publish materializes with metadata ``published: true``,
+``published_at`` (when readers started to see it) and ``data_time`` (how far its inputs are complete; a timestamp)
+plus ``blocked_inputs`` when blocked upstream partitions stopped that data time; a blocked publish materializes with
+``published: false`` and leaves the previous version in force, so it does not reset the age (DESIGN §4: a blocked
+publish burns freshness budget). An asset that does not use the convention (no ``published`` key) publishes whenever
+it materializes; without ``data_time`` its data is taken to be as old as the publication.
 
 The event log is readable while a run holds the DuckDB write lock, which is why the sensor and the exporter use it
 rather than ``ops.publications``.
@@ -52,6 +54,19 @@ def classify(record) -> tuple[bool, float]:
     return True, parse_published_at(_value(md, "published_at"), record.timestamp)
 
 
+def data_time_of(record, published_at: float) -> tuple[float, tuple[str, ...]]:
+    """(data time, blocked inputs) of a published version; the publication time when the asset records none."""
+    md = record.asset_materialization.metadata if record.asset_materialization else {}
+    # A write-audit-publish asset that could not name a data time (an input never published, or one written before
+    # data time existed) is not vouched for: as old as the epoch, i.e. stale, never fresh by default.
+    default = 0.0 if "published" in md else published_at
+    data_time = parse_published_at(_value(md, "data_time"), default)
+    blocking = _value(md, "blocked_inputs") or ()
+    if isinstance(blocking, str):
+        blocking = tuple(b.strip() for b in blocking.split(",") if b.strip())
+    return data_time, tuple(str(b) for b in blocking)
+
+
 def sync_asset(history: History, instance: dg.DagsterInstance, asset_key: str) -> int:
     """Copy materializations of ``asset_key`` newer than the stored cursor into the history. Returns rows added."""
     key = dg.AssetKey.from_user_string(asset_key)
@@ -70,7 +85,8 @@ def sync_asset(history: History, instance: dg.DagsterInstance, asset_key: str) -
         for rec in res.records:
             ok, t = classify(rec)
             if ok:
-                published.append((t, rec.timestamp, rec.run_id, rec.storage_id))
+                d, blocking = data_time_of(rec, t)
+                published.append((t, rec.timestamp, rec.run_id, rec.storage_id, d, blocking))
             else:
                 blocked.append((t, rec.run_id, rec.storage_id))
             last = max(last, rec.storage_id)

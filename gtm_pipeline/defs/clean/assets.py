@@ -1,7 +1,7 @@
 """Clean + contracts stages: per entity, one daily-partitioned multi-asset that publishes ``clean/<entity>`` and
 its quarantine (``contracts/quarantine_<entity>``), with the entity contract's rules as asset checks.
 
-The body only reads resources, calls `gtm_pipeline.clean.clean_partition` per day and reports; the logic lives in
+The body only reads resources, calls `gtm_pipeline.clean.clean_days` for its days and reports; the logic lives in
 plain modules.
 """
 
@@ -13,7 +13,9 @@ from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
 from gtm_pipeline.clean import CleanReport, clean_days
+from gtm_pipeline.clock import to_epoch
 from gtm_pipeline.config import load_settings
+from gtm_pipeline.datatime import partitioned_data_time
 from gtm_pipeline.defs.partitions import daily_partitions
 from gtm_pipeline.defs.resources import GtmProject
 from gtm_pipeline.entity_contracts import MISSING_OWNER, EntityContract, load_entity_contracts, quote_ident
@@ -123,6 +125,7 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
         with warehouse.get_connection() as con:
             reports = clean_days(con, lspec, contract_now, list(days), run_id=context.run.run_id)
             ref_misses = _reference_misses(con, contract_now, days) if "references" in kinds else {}
+            table_time = partitioned_data_time(con, f"clean/{e}")
         tot = lambda attr: sum(getattr(r, attr) for r in reports)  # noqa: E731
         blocked = [r.day for r in reports if r.blocked]
         counts: dict[str, int] = {}
@@ -139,6 +142,10 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
             "missing_owner": tot("missing_owner"), "held": tot("held"), "rejected_duplicates": tot("rejected"),
             "late": tot("late"), "blocked_days": dg.MetadataValue.json(blocked),
             "contract_version": contract_now.version,
+            # How far the whole table is complete (docs/slo.md): an earlier blocked day stops it and is named.
+            **({"data_time": dg.MetadataValue.timestamp(to_epoch(table_time.at))} if table_time.at else {}),
+            "partial": table_time.partial,
+            **({"blocked_inputs": dg.MetadataValue.json(list(table_time.blocking))} if table_time.blocking else {}),
         })
         yield dg.MaterializeResult(asset_key=qkey, metadata={
             "dagster/row_count": tot("quarantined") + tot("held"), "held": tot("held"),

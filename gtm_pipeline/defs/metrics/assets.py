@@ -9,7 +9,7 @@ Checks are not ``blocking``: write-audit-publish already keeps a failed candidat
 not change, an incident opens, the owner is paged or notified), and a failed run would also stop the independent
 metrics and decisions downstream from refreshing from the versions still in force. A blocked publish materializes
 with ``published: false`` so that the attempt and its rejected candidate are visible in the UI, while freshness
-keeps measuring the version in force (``published_at``).
+keeps measuring the version in force (``published_at``, ``data_time``).
 """
 
 import hashlib
@@ -22,6 +22,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
+from gtm_pipeline.clock import to_epoch
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.defs.partitions import daily_partitions
 from gtm_pipeline.metrics.contract import MetricContract, load_metric_contracts
@@ -106,6 +107,13 @@ def _result_metadata(contract: MetricContract, outcome: PublishOutcome) -> dict:
     }
     if outcome.published_at is not None:
         md["published_at"] = outcome.published_at.isoformat()
+    # Data time of the version readers see (what freshness measures, docs/slo.md); a version held back by blocked
+    # input partitions says so and names them.
+    if outcome.data_time.at is not None:
+        md["data_time"] = dg.MetadataValue.timestamp(to_epoch(outcome.data_time.at))
+    md["partial"] = outcome.data_time.partial
+    if outcome.data_time.blocking:
+        md["blocked_inputs"] = dg.MetadataValue.json(list(outcome.data_time.blocking))
     if outcome.published_rows is not None:
         md["dagster/row_count"] = outcome.published_rows
     if outcome.window is not None:

@@ -3,12 +3,14 @@ refreshes the figures on the ``slo/<name>`` assets. The work is done by plain mo
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
-from gtm_pipeline.defs.slo.assets import report_events
+from gtm_pipeline.defs.slo.assets import freshness_check_evaluations, report_events
 from gtm_pipeline.defs.slo.resources import SloResource
 from gtm_pipeline.slo.alerts import advance
 from gtm_pipeline.slo.contract import format_duration, human_duration
@@ -27,7 +29,8 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
             f"{format_duration(evaluation_interval)}: age of each covered asset's published version, attainment, "
             "error budget and burn rates from the SLO history. Opens an incident in ops.incidents on a fast burn "
             "(page, SEV2) or slow burn (ticket, SEV3), resolves it on recovery, posts each state change once to "
-            "the configured webhooks, and reports the figures on the slo/<name> assets."),
+            "the configured webhooks, and reports the figures on the slo/<name> assets and the data_freshness check of "
+            "every covered asset."),
     )
     def slo_freshness_sensor(context: dg.SensorEvaluationContext, slo: SloResource, warehouse: DuckDBResource):
         slo_file = slo.load()
@@ -40,7 +43,13 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
                                timeout=slo.timeout_seconds)
             h.set_meta("sensor_last_evaluation", repr(ev.now))
             last_report = float(h.meta("sensor_last_report") or 0)
-            due = bool(changes) or ev.now - last_report >= slo_file.report_interval
+            # The UI's data_freshness verdicts follow every change of an asset's state at once, not at the next
+            # report interval.
+            verdicts = json.dumps({e.asset_key.to_user_string(): e.metadata["state"].value
+                                   for e in freshness_check_evaluations(ev)}, sort_keys=True)
+            due = (bool(changes) or ev.now - last_report >= slo_file.report_interval
+                   or verdicts != h.meta("sensor_check_states"))
+            h.set_meta("sensor_check_states", verdicts)
             levels = {}
             for f in ev.slos:
                 state = h.alert_state(f.slo.name)
@@ -59,7 +68,7 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
             + (f" budget {f.budget_remaining:.1%}" if f.budget_remaining is not None else "") for f in ev.slos)
         if due:
             context.log.info(f"SLOs: {summary}")
-            return dg.SensorResult(asset_events=report_events(ev, levels))
+            return dg.SensorResult(asset_events=[*report_events(ev, levels), *freshness_check_evaluations(ev)])
         pending = f"; {len(delivery.waiting)} delivery target(s) waiting" if delivery.pending else ""
         return dg.SkipReason(f"No SLO state change ({summary}){pending}; next report on the slo assets in "
                              f"{human_duration(slo_file.report_interval - (ev.now - last_report))}")

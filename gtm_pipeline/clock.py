@@ -1,0 +1,47 @@
+"""The one clock of the product (DESIGN §6): every command, asset, sensor and exporter asks it for the time.
+
+``GTM_PIPELINE_NOW`` (ISO-8601; a value without a zone is UTC) freezes it, so a test or an operator's drill can
+replay days in seconds instead of sleeping. Unset, it is the system clock. The variable is read on every call, so a
+drill can move time forward between steps of one process.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from gtm_pipeline.errors import GtmPipelineError
+
+ENV = "GTM_PIPELINE_NOW"
+
+
+def parse_instant(text: str, what: str = ENV) -> datetime:
+    """ISO-8601 text -> naive UTC datetime (an offset is converted; no offset means UTC)."""
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as e:
+        raise GtmPipelineError(f"{what}={text!r} is not an ISO-8601 time; use e.g. 2026-11-03T09:30:00Z") from e
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt
+
+
+def utcnow() -> datetime:
+    """Now as naive UTC (DuckDB TIMESTAMP columns hold UTC without a zone)."""
+    frozen = os.environ.get(ENV)
+    if frozen:
+        return parse_instant(frozen)
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def to_epoch(dt: datetime) -> float:
+    """Naive UTC (or aware) datetime -> epoch seconds."""
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def from_epoch(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)
+
+
+def now_epoch() -> float:
+    return to_epoch(utcnow())
