@@ -9,8 +9,10 @@ For one entity and one partition (delivery day):
 5. each row goes to exactly one place, by the break action of the rules it broke (spec §3):
    clean table, ``quarantine.<entity>``, ``quarantine.missing_owner`` or ``raw.rejects``. If any row breaks a
    ``block_publish`` rule, the day is not published at all: the clean table keeps its previous version of that
-   day, the offending rows are quarantined, the day's other rows wait in quarantine as ``held``, an incident
-   opens and the owner is notified.
+   day, the offending rows are quarantined, the day's other rows wait in quarantine as ``held``, and the owner is
+   notified when this opens the incident.
+6. incidents are grouped per (entity, break action, rule), not per day (`gtm_pipeline.incidents`): each day's run
+   replaces that day's contribution, and an incident no day contributes to any more resolves itself.
 All writes for the day happen in one transaction, after deleting what an earlier run wrote, so re-running a day
 changes nothing.
 
@@ -42,9 +44,8 @@ from gtm_pipeline.repair_overlay import (
     MISSING_OWNER_TABLE, QUARANTINED_SQL, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state,
     overlay_sql, sql_list,
 )
-from gtm_pipeline.warehouse import (
-    ensure_base, notify_owner, open_incident, record_publication, resolve_incidents, utcnow,
-)
+from gtm_pipeline.incidents import BLOCK_KIND, QUARANTINE_KIND, Finding, record_contract_findings
+from gtm_pipeline.warehouse import ensure_base, record_publication, utcnow
 
 LINEAGE = ("_source", "_table", "_file", "_line", "_partition")
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -350,8 +351,8 @@ def clean_days(con: duckdb.DuckDBPyConnection, spec: LandingSpec, contract: Enti
 
     Days are processed in batches of at most ``max_rows`` candidate rows (one pandera pass and one transaction per
     batch) because the per-call overhead dominates small days. Each day keeps its own semantics: a day with an
-    out-of-range row is blocked on its own, incidents and publications are per day, and within a batch the first
-    copy of a key (by day, file, line) wins exactly as if the days had run one after another.
+    out-of-range row is blocked on its own, publications and incident contributions are per day, and within a
+    batch the first copy of a key (by day, file, line) wins exactly as if the days had run one after another.
     """
     now = now or utcnow()
     con.execute("SET TimeZone = 'UTC'")
@@ -550,13 +551,14 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
                     names = ", ".join(part.columns)
                     con.execute(f"INSERT INTO quarantine.{target} ({names}) SELECT {names} FROM _q_df")
                     con.unregister("_q_df")
-        open_days = {r[0] for r in con.execute(
-            "SELECT DISTINCT split_part(dedup_key, ':', 3) FROM ops.incidents "
-            "WHERE status = 'open' AND starts_with(dedup_key, ?)", [f"contract:{e}:"]).fetchall()}
-        for d in days:
-            rep = reports[d]
-            if rep.quarantined or rep.blocked or d in open_days:  # nothing to open or resolve otherwise
-                _incidents(con, contract, d, rep)
+        # These days' contributions to the entity's grouped incidents are replaced by this run's findings; an
+        # incident no day feeds any more resolves itself (gtm_pipeline.incidents).
+        per_day = record_contract_findings(con, entity=e, owner=contract.owner, version=contract.version,
+                                           days=days, findings=_findings(df, day_of, violations, reports),
+                                           run_id=run_id, now=now)
+        for d, ids in per_day.items():
+            if d in reports:
+                reports[d].incidents.extend(sorted(set(ids)))
         cutoffs = clean_day_cutoffs(con, spec, e, days)
         if published:
             for d in published:
@@ -606,36 +608,34 @@ def _flagged_frame(con, contract: EntityContract, staged: bool, blocked_days: se
                        f"ORDER BY _partition, _file, _line").df().reset_index(drop=True)
 
 
-def _incidents(con, contract: EntityContract, day: str, rep: CleanReport) -> None:
-    e = contract.entity
-    prefix = f"contract:{e}:{day}:"
-    if not (rep.quarantined and not rep.blocked):
-        resolve_incidents(con, prefix + "quarantine")
-    if not rep.blocked:
-        resolve_incidents(con, prefix + "block_publish")
-    quarantined_kinds = sorted({s["rule"].split(":")[0] for k, ss in rep.samples.items() for s in ss
-                                if k not in ("unique",)} & {"type", "required", "enum", "row_check"})
-    if rep.quarantined and not rep.blocked:
-        details = {k: rep.counts.get(k, 0) for k in quarantined_kinds}
-        iid, new = open_incident(
-            con, severity="SEV3", origin="contract", asset_key=f"clean/{e}", rule=",".join(quarantined_kinds),
-            title=f"{rep.quarantined} {e} row(s) of {day} quarantined by contract {e}@{contract.version}",
-            details={"counts": details, "samples": rep.samples}, owner=contract.owner, dedup_key=prefix + "quarantine")
-        rep.incidents.append(iid)
-    if rep.blocked:
-        title = (f"{e} for {day} not published: {rep.counts.get('range', 0)} value(s) out of range "
-                 f"(contract {e}@{contract.version}); {rep.held} row(s) held")
-        # Spec §3: out of range -> "block publish; notify owner". A notification, not a page: SEV3 (the metric
-        # layer's block_publish_and_page_owner is the SEV2 case).
-        iid, new = open_incident(con, severity="SEV3", origin="contract", asset_key=f"clean/{e}", rule="range",
-                                 title=title, details={"samples": rep.samples.get("range", [])},
-                                 owner=contract.owner, dedup_key=prefix + "block_publish")
-        rep.incidents.append(iid)
-        if new:
-            lines = "\n".join(f"- {s['file']}:{s['line']} {s['reason']}" for s in rep.samples.get("range", []))
-            notify_owner(con, owner=contract.owner, subject=title, asset_key=f"clean/{e}", incident_id=iid,
-                         body=f"Publication of {e} for {day} is blocked until these rows are repaired:\n{lines}\n"
-                              f"See: gtm-pipeline quarantine list --entity {e} --day {day}")
+def _findings(df: pd.DataFrame, day_of: pd.Series, violations: list[Violation],
+              reports: dict[str, CleanReport]) -> list[Finding]:
+    """One finding per (day, break action, rule) from the violations that quarantine a row or block its day
+    (spec §3); missing owners, duplicates and warnings open no incident (they have their own queues)."""
+    out: dict[tuple[str, str, str], Finding] = {}
+    rows: dict[tuple[str, str, str], set[int]] = {}
+    col_rows: dict[tuple[str, str, str, str], set[int]] = {}
+    for v in violations:
+        if v.action not in (QUARANTINE, BLOCK_PUBLISH):
+            continue
+        kind = BLOCK_KIND if v.action == BLOCK_PUBLISH else QUARANTINE_KIND
+        day = day_of[v.row]
+        k = (day, kind, v.rule)
+        f = out.get(k)
+        if f is None:
+            f = out[k] = Finding(kind=kind, rule=v.rule, partition=day,
+                                 held=reports[day].held if kind == BLOCK_KIND else 0)
+        rows.setdefault(k, set()).add(v.row)
+        if v.column:
+            col_rows.setdefault((*k, v.column), set()).add(v.row)
+        if len(f.samples) < SAMPLE_SIZE:
+            f.samples.append({"file": df.at[v.row, "_file"], "line": int(df.at[v.row, "_line"]), "column": v.column,
+                              "value": None if v.value is None else str(v.value), "reason": v.message})
+    for k, f in out.items():
+        f.rows = len(rows[k])
+    for (day, kind, rule, col), rs in col_rows.items():
+        out[(day, kind, rule)].columns[col] = len(rs)
+    return list(out.values())
 
 
 def conservation(con: duckdb.DuckDBPyConnection, spec: LandingSpec, source: str | None = None,

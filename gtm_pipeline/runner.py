@@ -103,10 +103,12 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
         if n and (n[0][0] or n[0][1]):
             qparts.append(f"{t}={n[0][0]:,}" + (f" (+{n[0][1]:,} held)" if n[0][1] else ""))
     lines.append("quarantine: " + (", ".join(qparts) or "empty"))
-    blocked = q("SELECT asset_key, title FROM ops.incidents WHERE status = 'open' AND rule = 'range' ORDER BY 1")
+    blocked = q("SELECT asset_key, title FROM ops.incidents WHERE status IN ('open', 'acknowledged') AND "
+                "(rule = 'range' OR dedup_key LIKE 'contract:%:block_publish:%') ORDER BY 1")
     for _, title in blocked:
         lines.append(f"blocked:    {title}")
-    inc = q("SELECT severity, count(*) FROM ops.incidents WHERE status = 'open' GROUP BY 1 ORDER BY 1")
+    inc = q("SELECT severity, count(*) FROM ops.incidents WHERE status IN ('open', 'acknowledged') "
+            "GROUP BY 1 ORDER BY 1")
     lines.append("incidents:  " + (", ".join(f"{s}={n}" for s, n in inc) or "none open") + " (ops.incidents)")
     cons = q("SELECT sum(records), sum(clean), sum(quarantined), sum(rejected_ingest) + sum(rejected_clean), "
              "sum(lost) FROM ops.conservation")

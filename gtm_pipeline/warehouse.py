@@ -28,9 +28,31 @@ _DDL = [
         incident_id VARCHAR PRIMARY KEY, opened_at TIMESTAMP, severity VARCHAR, origin VARCHAR,
         asset_key VARCHAR, rule VARCHAR, title VARCHAR, details VARCHAR, owner VARCHAR,
         status VARCHAR, resolved_at TIMESTAMP, dedup_key VARCHAR)""",
+    # Grouped incidents (gtm_pipeline/incidents.py): one incident per cause, with how often and where it was seen,
+    # who acknowledged it, and who or what resolved it with which evidence. Added to tables created before.
+    *(f"ALTER TABLE ops.incidents ADD COLUMN IF NOT EXISTS {c}" for c in (
+        "entity VARCHAR", "occurrences BIGINT DEFAULT 1", "first_seen_at TIMESTAMP", "last_seen_at TIMESTAMP",
+        "first_partition VARCHAR", "last_partition VARCHAR", "partitions VARCHAR[]", "samples VARCHAR",
+        "acknowledged_at TIMESTAMP", "acknowledged_by VARCHAR", "resolved_by VARCHAR", "resolution VARCHAR",
+        "updated_at TIMESTAMP")),
+    # What each partition (delivery day) contributes to a partitioned incident; re-running a day replaces its row,
+    # and an incident no partition contributes to any more resolves itself.
+    """CREATE TABLE IF NOT EXISTS ops.incident_partitions (
+        incident_id VARCHAR, partition_key VARCHAR, occurrences BIGINT, first_seen_at TIMESTAMP,
+        last_seen_at TIMESTAMP, run_id VARCHAR, samples VARCHAR, details VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS ops.notifications (
         sent_at TIMESTAMP, recipient VARCHAR, channel VARCHAR, subject VARCHAR, body VARCHAR,
         asset_key VARCHAR, incident_id VARCHAR)""",
+    # Delivery state of each notification (gtm_pipeline/notifications.py): pending until every configured target
+    # accepted it; each attempt is counted with its last error and the time of the next try.
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS notification_id VARCHAR",
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS status VARCHAR DEFAULT 'pending'",
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS attempts INTEGER DEFAULT 0",
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS last_error VARCHAR",
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS last_attempt_at TIMESTAMP",
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS next_attempt_at TIMESTAMP",
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS delivered_at TIMESTAMP",
+    "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS sent_to VARCHAR[] DEFAULT []",
     """CREATE TABLE IF NOT EXISTS ops.publications (
         asset_key VARCHAR, partition_key VARCHAR, published_at TIMESTAMP, row_count BIGINT,
         version VARCHAR, run_id VARCHAR)""",
@@ -51,39 +73,73 @@ def ensure_base(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(stmt)
 
 
+# An acknowledged incident is still open: it dedups, gates decisions and resolves like an open one.
+OPEN_STATUSES = ("open", "acknowledged")
+OPEN_SQL = "status IN ('open', 'acknowledged')"
+AUTO_RESOLVER = "auto: condition cleared"
+
+
 def open_incident(con: duckdb.DuckDBPyConnection, *, severity: str, origin: str, asset_key: str, rule: str,
                   title: str, details: dict, owner: str, dedup_key: str, incident_id: str | None = None,
-                  opened_at: datetime | None = None) -> tuple[str, bool]:
+                  opened_at: datetime | None = None, entity: str | None = None,
+                  partition_key: str | None = None) -> tuple[str, bool]:
     """Open an incident unless one with the same dedup key is still open. Returns (incident_id, newly_opened).
 
-    ``incident_id``/``opened_at`` let a caller that decided earlier (the SLO sensor, which may have to wait for the
-    write lock) record its own id and the time of the decision; they default to a fresh id and now."""
-    row = con.execute("SELECT incident_id FROM ops.incidents WHERE dedup_key = ? AND status = 'open'",
+    Seeing the cause again while it is open counts one more occurrence on the open incident (and moves its last
+    seen time and partition) instead of opening another. ``incident_id``/``opened_at`` let a caller that decided
+    earlier (the SLO sensor, which may have to wait for the write lock) record its own id and the time of the
+    decision; they default to a fresh id and now."""
+    now = opened_at or utcnow()
+    row = con.execute(f"SELECT incident_id FROM ops.incidents WHERE dedup_key = ? AND {OPEN_SQL}",
                       [dedup_key]).fetchone()
     if row:
+        con.execute("UPDATE ops.incidents SET occurrences = coalesce(occurrences, 1) + 1, last_seen_at = ?, "
+                    "last_partition = coalesce(?, last_partition), updated_at = ? WHERE incident_id = ?",
+                    [now, partition_key, now, row[0]])
         return row[0], False
-    now = opened_at or utcnow()
-    incident_id = incident_id or "INC-" + hashlib.sha256(f"{dedup_key}|{now.isoformat()}".encode()).hexdigest()[:10]
-    con.execute("INSERT INTO ops.incidents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', NULL, ?)",
+    # The count of earlier incidents with this key keeps ids distinct when a cause reopens at the same instant
+    # (a fixed GTM_PIPELINE_NOW clock).
+    prior = con.execute("SELECT count(*) FROM ops.incidents WHERE dedup_key = ?", [dedup_key]).fetchone()[0]
+    incident_id = incident_id or "INC-" + hashlib.sha256(
+        f"{dedup_key}|{now.isoformat()}|{prior}".encode()).hexdigest()[:10]
+    con.execute("INSERT INTO ops.incidents (incident_id, opened_at, severity, origin, asset_key, rule, title, "
+                "details, owner, status, resolved_at, dedup_key, entity, occurrences, first_seen_at, last_seen_at, "
+                "first_partition, last_partition, partitions, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', NULL, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
                 [incident_id, now, severity, origin, asset_key, rule, title, json.dumps(details, default=str),
-                 owner, dedup_key])
+                 owner, dedup_key, entity, now, now, partition_key, partition_key,
+                 [partition_key] if partition_key else [], now])
     return incident_id, True
 
 
 def resolve_incidents(con: duckdb.DuckDBPyConnection, dedup_key_prefix: str,
-                      resolved_at: datetime | None = None) -> int:
-    n = con.execute("SELECT count(*) FROM ops.incidents WHERE status = 'open' AND starts_with(dedup_key, ?)",
+                      resolved_at: datetime | None = None, *, by: str = AUTO_RESOLVER,
+                      evidence: str | None = None) -> int:
+    """Resolve the open (or acknowledged) incidents whose dedup key starts with ``dedup_key_prefix``, recording who
+    or what resolved them and the evidence; returns how many."""
+    n = con.execute(f"SELECT count(*) FROM ops.incidents WHERE {OPEN_SQL} AND starts_with(dedup_key, ?)",
                     [dedup_key_prefix]).fetchone()[0]
-    con.execute("UPDATE ops.incidents SET status = 'resolved', resolved_at = ? "
-                "WHERE status = 'open' AND starts_with(dedup_key, ?)", [resolved_at or utcnow(), dedup_key_prefix])
+    at = resolved_at or utcnow()
+    con.execute(f"UPDATE ops.incidents SET status = 'resolved', resolved_at = ?, resolved_by = ?, "
+                f"resolution = ?, updated_at = ? WHERE {OPEN_SQL} AND starts_with(dedup_key, ?)",
+                [at, by, evidence or f"the condition behind {dedup_key_prefix} cleared", at, dedup_key_prefix])
     return int(n)
 
 
 def notify_owner(con: duckdb.DuckDBPyConnection, *, owner: str, subject: str, body: str, asset_key: str,
-                 incident_id: str | None = None, channel: str = "owner") -> None:
-    """Record a notification to an owner. Delivery to a webhook is done by the alerting sensor from this table."""
-    con.execute("INSERT INTO ops.notifications VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [utcnow(), owner, channel, subject, body, asset_key, incident_id])
+                 incident_id: str | None = None, channel: str = "owner") -> str:
+    """Queue a notification to an owner (in the writer's transaction, so it exists exactly when its cause does).
+    Returns its id. The SLO sensor (or `gtm-pipeline notifications deliver`) delivers it to the configured webhooks
+    and records every attempt; a failing receiver never blocks the pipeline."""
+    now = utcnow()
+    nid = "NTF-" + hashlib.sha256(f"{owner}|{subject}|{asset_key}|{incident_id}|{now.isoformat()}|"
+                                  f"{con.execute('SELECT count(*) FROM ops.notifications').fetchone()[0]}"
+                                  .encode()).hexdigest()[:12]
+    con.execute("INSERT INTO ops.notifications (sent_at, recipient, channel, subject, body, asset_key, incident_id, "
+                "notification_id, status, attempts, next_attempt_at, sent_to) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, [])",
+                [now, owner, channel, subject, body, asset_key, incident_id, nid, now])
+    return nid
 
 
 def record_publication(con: duckdb.DuckDBPyConnection, *, asset_key: str, partition_key: str | None,

@@ -11,7 +11,8 @@ import click
 from gtm_pipeline.errors import GtmPipelineError
 
 # Command modules, in the order their commands are listed by --help.
-_COMMAND_MODULES = ("data", "slo", "quarantine", "routing", "metrics", "decisions", "bench")
+_COMMAND_MODULES = ("data", "slo", "quarantine", "incidents", "notifications", "routing", "metrics", "decisions",
+                    "bench")
 
 
 class _Group(click.Group):

@@ -71,7 +71,7 @@ def status():
                 at = con.execute("SELECT max(published_at) FROM ops.publications WHERE asset_key = ?",
                                  [asset_key_text(name)]).fetchone()[0]
                 row = con.execute("SELECT incident_id, title FROM ops.incidents WHERE dedup_key = ? AND "
-                                  "status = 'open'", [incident_key(name)]).fetchone()
+                                  "status IN ('open', 'acknowledged')", [incident_key(name)]).fetchone()
                 inc = f"{row[0]}: {row[1]}" if row else ""
             rows = con.execute(f'SELECT count(*) FROM metrics."{name}"').fetchone()[0] \
                 if table_exists(con, "metrics", name) else None

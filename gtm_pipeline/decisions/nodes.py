@@ -99,7 +99,9 @@ def incident_precheck(con, max_severity: str, deps: set[str] | None = None) -> P
     blocking = list(SEVERITIES[: SEVERITIES.index(max_severity) + 1])
     if not table_exists(con, "ops", "incidents"):
         return Precheck("no_open_incident", True, "no incidents table: nothing open")
-    rows = con.execute(f"SELECT incident_id, severity, title, asset_key FROM ops.incidents WHERE status = 'open' AND "
+    # An acknowledged incident is still open: someone is on it, the decision still waits.
+    rows = con.execute(f"SELECT incident_id, severity, title, asset_key FROM ops.incidents "
+                       f"WHERE status IN ('open', 'acknowledged') AND "
                        f"severity IN ({', '.join('?' for _ in blocking)}) ORDER BY severity, opened_at",
                        blocking).fetchall()
     ignored = [r for r in rows if deps is not None and not _concerns(r[3], deps)]

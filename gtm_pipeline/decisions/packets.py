@@ -52,10 +52,11 @@ class Packet:
 def _hygiene(con) -> list[str]:
     lines = []
     if table_exists(con, "ops", "incidents"):
-        rows = con.execute("SELECT severity, count(*) FROM ops.incidents WHERE status = 'open' GROUP BY 1 ORDER BY 1") \
-            .fetchall()
+        rows = con.execute("SELECT severity, count(*) FROM ops.incidents WHERE status IN ('open', 'acknowledged') "
+                           "GROUP BY 1 ORDER BY 1").fetchall()
         lines.append("- Open incidents: " + (", ".join(f"{s} {n}" for s, n in rows) or "none"))
-        for i, s, t in con.execute("SELECT incident_id, severity, title FROM ops.incidents WHERE status = 'open' "
+        for i, s, t in con.execute("SELECT incident_id, severity, title FROM ops.incidents "
+                                   "WHERE status IN ('open', 'acknowledged') "
                                    "ORDER BY severity, opened_at LIMIT 5").fetchall():
             lines.append(f"  - {i} {s}: {t}")
     quarantined = []

@@ -72,7 +72,8 @@ def health_of(evaluation: Evaluation, history: History | None = None,
 
 
 def open_incidents(con: duckdb.DuckDBPyConnection, min_severity: str = "SEV2") -> list[dict]:
-    """Open incidents at ``min_severity`` or worse (SEV1 is worst), newest first."""
+    """Open (or acknowledged: someone is on it, still open) incidents at ``min_severity`` or worse (SEV1 is
+    worst), newest first."""
     if min_severity not in _SEV_RANK:
         raise ValueError(f"min_severity {min_severity!r}: expected one of {', '.join(_SEV_RANK)}")
     if not warehouse.table_exists(con, "ops", "incidents"):
@@ -80,7 +81,8 @@ def open_incidents(con: duckdb.DuckDBPyConnection, min_severity: str = "SEV2") -
     allowed = [s for s, r in _SEV_RANK.items() if r <= _SEV_RANK[min_severity]]
     rows = con.execute(
         "SELECT incident_id, severity, origin, asset_key, rule, title, opened_at FROM ops.incidents "
-        f"WHERE status = 'open' AND severity IN ({', '.join('?' for _ in allowed)}) ORDER BY opened_at DESC",
+        f"WHERE status IN ('open', 'acknowledged') AND severity IN ({', '.join('?' for _ in allowed)}) "
+        "ORDER BY opened_at DESC",
         allowed).fetchall()
     cols = ("incident_id", "severity", "origin", "asset_key", "rule", "title", "opened_at")
     return [dict(zip(cols, r)) for r in rows]

@@ -15,9 +15,23 @@ from gtm_pipeline.defs.slo.resources import SloResource
 from gtm_pipeline.slo.alerts import advance
 from gtm_pipeline.slo.contract import format_duration, human_duration
 from gtm_pipeline.slo.evaluate import coverage_for, evaluate
-from gtm_pipeline.slo.notify import deliver
+from gtm_pipeline.notifications import NotificationDelivery, deliver_pending
+from gtm_pipeline.slo.notify import deliver, post_json
 
 _PRUNE_EVERY = 86400.0
+
+
+def _deliver_owner_notifications(database: str, slo: SloResource) -> NotificationDelivery | str:
+    """Deliver queued owner notifications; a write-locked warehouse (a run in progress) waits for the next tick."""
+    try:
+        con = duckdb.connect(database)
+    except duckdb.Error as e:
+        return f"warehouse busy ({str(e).splitlines()[0][:160]})"
+    try:
+        return deliver_pending(con, webhook_url=slo.webhook_url, slack_webhook_url=slo.slack_webhook_url,
+                               post=post_json, timeout=slo.timeout_seconds)
+    finally:
+        con.close()
 
 
 def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
@@ -29,7 +43,7 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
             f"{format_duration(evaluation_interval)}: age of each covered asset's published version, attainment, "
             "error budget and burn rates from the SLO history. Opens an incident in ops.incidents on a fast burn "
             "(page, SEV2) or slow burn (ticket, SEV3), resolves it on recovery, posts each state change once to "
-            "the configured webhooks, and reports the figures on the slo/<name> assets and the data_freshness check of "
+            "the configured webhooks, delivers queued owner notifications (ops.notifications) with retries, and reports the figures on the slo/<name> assets and the data_freshness check of "
             "every covered asset."),
     )
     def slo_freshness_sensor(context: dg.SensorEvaluationContext, slo: SloResource, warehouse: DuckDBResource):
@@ -41,6 +55,7 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
             delivery = deliver(h, connect=lambda: duckdb.connect(warehouse.database),
                                webhook_url=slo.webhook_url, slack_webhook_url=slo.slack_webhook_url,
                                timeout=slo.timeout_seconds)
+            owners = _deliver_owner_notifications(warehouse.database, slo)
             h.set_meta("sensor_last_evaluation", repr(ev.now))
             last_report = float(h.meta("sensor_last_report") or 0)
             # The UI's data_freshness verdicts follow every change of an asset's state at once, not at the next
@@ -61,6 +76,10 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
                 h.set_meta("last_prune", repr(ev.now))
         for c in changes:
             context.log.warning(f"SLO state change: {c['title']} ({c['incident_id'] or c['resolves_incident_id']})")
+        if isinstance(owners, str):
+            context.log.warning(f"owner notifications wait for the next tick: {owners}")
+        elif owners.failed:
+            context.log.warning(f"owner notifications: {owners.failed} failed ({owners.errors}); retried with backoff")
         for target, why in delivery.waiting.items():
             context.log.warning(f"{target} delivery waits for the next tick: {why}")
         summary = "; ".join(
