@@ -40,7 +40,13 @@ def to_epoch(dt: datetime) -> float:
 
 
 def from_epoch(t: float) -> datetime:
+    """Epoch seconds -> naive UTC datetime."""
     return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)
+
+
+def iso_z(t: float | None) -> str | None:
+    """Epoch seconds -> ISO-8601 UTC with a Z (what JSON readers get), None stays None."""
+    return None if t is None else from_epoch(t).isoformat() + "Z"
 
 
 def now_epoch() -> float:

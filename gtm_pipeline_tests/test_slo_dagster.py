@@ -5,7 +5,6 @@ each state change once and reports the figures on the SLO assets."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import dagster as dg
 import duckdb

@@ -14,11 +14,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import duckdb
 
 from gtm_pipeline import warehouse
+from gtm_pipeline.clock import from_epoch
 from gtm_pipeline.slo.history import History, OutboxItem
 
 
@@ -32,14 +32,10 @@ class Delivery:
         return bool(self.waiting)
 
 
-def _naive(t: float) -> datetime:
-    return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)
-
-
 def apply_incident(con: duckdb.DuckDBPyConnection, change: dict) -> None:
     """Write one state change to ops.incidents (idempotent: open dedups on the key, resolve is a no-op twice)."""
     warehouse.ensure_base(con)
-    at = _naive(change["at"])
+    at = from_epoch(change["at"])
     if change.get("resolves_dedup_key"):
         warehouse.resolve_incidents(con, change["resolves_dedup_key"], resolved_at=at)
     if change.get("dedup_key"):

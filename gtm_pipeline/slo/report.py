@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from gtm_pipeline.clock import iso_z
 from gtm_pipeline.slo.contract import SEVERITIES, format_duration, human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
 from gtm_pipeline.slo.history import History
@@ -17,10 +18,6 @@ def _ts(t: float | None, short: bool = False) -> str:
     if t is None:
         return "-" if short else "never"
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _blocking_text(blocking: tuple[str, ...], shown: int = 3) -> str:
@@ -83,13 +80,13 @@ def as_json(ev: Evaluation, history: History) -> dict:
             "attainment": figs.attainment, "budget_remaining": figs.budget_remaining,
             "burn_rates": {format_duration(w): figs.worst_burn(w) for w in ev.slo_file.windows},
             "reconstructed_seconds": ev.reconstructed[figs.slo.name],
-            "data_time": _iso(min((a.data_time for a in figs.assets if a.data_time is not None), default=None)),
+            "data_time": iso_z(min((a.data_time for a in figs.assets if a.data_time is not None), default=None)),
             "age_seconds": max((a.age for a in figs.assets if a.age is not None), default=None),
             "status": figs.state,
             "blocking_inputs": sorted({b for a in figs.assets for b in a.blocking}),
             "assets": [{
                 "asset": a.asset, "state": a.state, "status": a.state, "age_seconds": a.age,
-                "data_time": _iso(a.data_time), "blocking_inputs": list(a.blocking),
+                "data_time": iso_z(a.data_time), "blocking_inputs": list(a.blocking),
                 "last_published": _ts(a.last_published),
                 "good_seconds": a.window.good, "bad_seconds": a.window.bad, "unknown_seconds": a.window.unknown,
                 "attainment": a.attainment, "budget_remaining": a.budget_remaining, "level": a.level,
