@@ -187,3 +187,8 @@ def test_resolution_closes_the_incident(tmp_path):
         rows = con.execute("SELECT incident_id, status, resolved_at IS NOT NULL FROM ops.incidents").fetchall()
         assert rows == [(sim.changes[0]["incident_id"], "resolved", True)]
         assert open_incidents(con, "SEV2") == []
+        # The resolution names what the SLO engine saw: the recovery, the worst asset's data age and the burns.
+        resolution = con.execute("SELECT resolved_by, resolution FROM ops.incidents").fetchone()
+        assert resolution[1].startswith("forecast_age recovered at "), resolution
+        assert "worst asset metrics/forecast fresh (data 0.5h old" in resolution[1], resolution
+        assert "burn 5m 0x" in resolution[1] and "error budget left" in resolution[1], resolution

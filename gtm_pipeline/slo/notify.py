@@ -37,7 +37,8 @@ def apply_incident(con: duckdb.DuckDBPyConnection, change: dict) -> None:
     warehouse.ensure_base(con)
     at = from_epoch(change["at"])
     if change.get("resolves_dedup_key"):
-        warehouse.resolve_incidents(con, change["resolves_dedup_key"], resolved_at=at)
+        warehouse.resolve_incidents(con, change["resolves_dedup_key"], resolved_at=at,
+                                    evidence=resolution_evidence(change))
     if change.get("dedup_key"):
         burning = [a["asset"] for a in change["assets"] if a["level"] != "ok" or a["state"] == "stale"]
         incident_id, new = warehouse.open_incident(
@@ -50,6 +51,23 @@ def apply_incident(con: duckdb.DuckDBPyConnection, change: dict) -> None:
             warehouse.notify_owner(con, owner=change["owner"], subject=change["title"],
                                    body=json.dumps(change, default=str), asset_key=", ".join(burning),
                                    incident_id=incident_id, channel="slo")
+
+
+def resolution_evidence(change: dict) -> str:
+    """Why the incident of the previous level closed, in the figures the SLO engine saw at that evaluation."""
+    worst = change["assets"][0] if change["assets"] else None
+    what = ("recovered" if change["to"] == "ok"
+            else f"stepped down to {change['to']} ({change['severity']}; incident {change['incident_id']})")
+    line = f"{change['slo']} {what} at {change['at_iso']}Z"
+    if worst is not None:
+        age = "never published" if worst["age_seconds"] is None else f"data {worst['age_seconds'] / 3600:.1f}h old"
+        burns = ", ".join(f"{w} {r:g}x" for w, r in worst["burn_rates"].items())
+        through = f", data time {worst['data_time']}Z" if worst["data_time"] else ""
+        line += f": worst asset {worst['asset']} {worst['state']} ({age}{through}); burn {burns}"
+    budget = change.get("budget_remaining")
+    if budget is not None:
+        line += f"; error budget left {budget:.1%}"
+    return line
 
 
 def slack_body(change: dict) -> dict:
