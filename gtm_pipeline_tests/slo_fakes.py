@@ -1,7 +1,8 @@
 """Small stand-ins for the metric layer, for the SLO tests: assets keyed and grouped like the real ones that publish
-with the write-audit-publish metadata (``published``, ``published_at``), and a helper that reports a publication at
-a chosen (simulated) time. ``defs`` (built on first access from the environment's settings) lets a subprocess such
-as ``gtm-pipeline slo exporter --module slo_fakes`` load them."""
+with the write-audit-publish metadata (``published``, ``published_at`` and ``data_time``, the timestamp the exporter
+exports and the Prometheus rules age), and a helper that reports a publication at a chosen (simulated) time.
+``defs`` (built on first access from the environment's settings) lets a subprocess such as ``gtm-pipeline slo
+exporter --module slo_fakes`` load them."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The Prometheus exporter: what /metrics says about real event-log state, names that pass `promtool check metrics`,
-answers while another process holds DuckDB's write lock, and counts its own scrape errors."""
+"""The Prometheus exporter: what /metrics says about real event-log and warehouse state, names that pass `promtool
+check metrics`, answers while another process holds DuckDB's write lock (serving the last warehouse snapshot, with
+its time), drops what was repaired or resolved, and counts its own scrape errors."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ import sys
 import time
 import urllib.request
 
+from datetime import datetime
+from pathlib import Path
+
 import dagster as dg
+import duckdb
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import require
+from gtm_pipeline.clock import to_epoch
+from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
+from gtm_pipeline.datatime import BLOCKED, PUBLISHED, record_partitions
+from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.slo.contract import load_slo_file, resolve_coverage
 from gtm_pipeline.slo.exporter import SloCollector, serve
 from gtm_pipeline.slo.history import History
@@ -21,6 +30,10 @@ from slo_fakes import METRICS, publish, write_slo_file
 
 H = 3600.0
 INDEX = {f"metrics/{m}": "metrics" for m in METRICS}
+OWNERS = {name: c.owner for name, c in load_entity_contracts(CONTRACTS_DIR_DEFAULT).items()}
+# Holds DuckDB's write lock from another process (as a pipeline run does) after running the SQL in argv[2].
+HOLDER = ("import duckdb, sys; c = duckdb.connect(sys.argv[1]); c.execute(sys.argv[2]); "
+          "print('locked', flush=True); sys.stdin.read()")
 
 
 def _scrape(port: int) -> str:
@@ -39,11 +52,13 @@ def _samples(text: str) -> dict[tuple, float]:
 
 @pytest.fixture
 def exporter(tmp_path):
-    """An exporter over a test instance; yields (instance, port, collector) and stops the server afterwards."""
+    """An exporter over a test instance and the warehouse tmp_path/gtm.duckdb (read at every scrape; it need not
+    exist); yields (instance, port, collector) and stops the server afterwards."""
     slo_file = load_slo_file(write_slo_file(tmp_path / "slos.yaml"))
     history = History(tmp_path / "history.sqlite")
     with dg.instance_for_test() as inst:
-        collector = SloCollector(slo_file, resolve_coverage(slo_file, INDEX), history, lambda: inst)
+        collector = SloCollector(slo_file, resolve_coverage(slo_file, INDEX), history, lambda: inst,
+                                 database=tmp_path / "gtm.duckdb", owners=OWNERS, warehouse_min_interval=0)
         server = serve(collector, "127.0.0.1", 0)
         try:
             yield inst, server.server_port, collector
@@ -80,11 +95,14 @@ def test_metrics_reflect_event_log_state(exporter):
     assert _samples(_scrape(port))[("gtm_asset_last_success_timestamp_seconds", fc)] == pytest.approx(now, abs=1e-3)
 
 
-def test_names_pass_promtool_check_metrics(exporter):
+def test_names_pass_promtool_check_metrics(exporter, tmp_path):
     require(shutil.which("promtool") is not None, "promtool (Debian package prometheus)")
     inst, port, _ = exporter
     publish(inst, "forecast", time.time())
+    with duckdb.connect(str(tmp_path / "gtm.duckdb")) as con:
+        _ops_state(con)
     text = _scrape(port)
+    assert "gtm_publication_blocked{" in text and "gtm_quarantine_rows{" in text   # the ops series are checked too
     res = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -92,19 +110,14 @@ def test_names_pass_promtool_check_metrics(exporter):
 def test_answers_while_another_process_holds_the_duckdb_write_lock(exporter, tmp_path):
     inst, port, _ = exporter
     publish(inst, "forecast", time.time())
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
-         "c.execute('CREATE TABLE IF NOT EXISTS t (x INT)'); print('locked', flush=True); sys.stdin.read()",
-         str(tmp_path / "gtm.duckdb")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = _hold(tmp_path / "gtm.duckdb", "CREATE TABLE IF NOT EXISTS t (x INT)")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         s = _samples(_scrape(port))
         assert s[("gtm_exporter_scrape_errors_total", ())] == 0
         assert s[("gtm_asset_last_success_timestamp_seconds",
                   (("asset", "metrics/forecast"), ("slo", "forecast_age")))] > 0
     finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
+        _release(holder)
 
 
 def test_scrape_errors_are_counted_and_the_scrape_still_answers(tmp_path):
@@ -125,3 +138,173 @@ def test_scrape_errors_are_counted_and_the_scrape_still_answers(tmp_path):
     assert s[("gtm_exporter_scrape_errors_total", ())] == 2
     assert s[("gtm_slo_objective_ratio", (("slo", "forecast_age"),))] == 0.98     # static figures still served
     assert not [k for k in s if k[0] == "gtm_asset_last_success_timestamp_seconds"]  # absent, not stale
+
+
+# --- the warehouse's operational series ---------------------------------------------------------------------------
+
+T0 = datetime(2026, 8, 17, 6, 0)
+
+
+def _hold(database: Path, sql: str) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(database), sql], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _release(holder: subprocess.Popen) -> None:
+    holder.stdin.close()
+    holder.wait(timeout=30)
+
+
+def _ops_state(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """A warehouse with two blocked days (one of them since published again), open incidents of every kind, one
+    resolved, and quarantined rows in several statuses. Returns the incident ids by name."""
+    from gtm_pipeline.incidents import declare
+    from gtm_pipeline.repair import ensure_repair_tables
+    from gtm_pipeline.warehouse import open_incident
+
+    ensure_repair_tables(con, load_entity_contracts(CONTRACTS_DIR_DEFAULT))
+    record_partitions(con, "clean/opportunity", [("2026-08-15", PUBLISHED, T0), ("2026-08-16", BLOCKED, None)],
+                      run_id="r1", now=T0)
+    record_partitions(con, "clean/activity", [("2026-08-14", BLOCKED, None)], run_id="r1", now=T0)
+    record_partitions(con, "clean/activity", [("2026-08-14", PUBLISHED, T0)], run_id="r2", now=T0)  # re-run: clear
+    ids = {}
+    ids["metric"], _ = open_incident(con, severity="SEV2", origin="metric", asset_key="metrics/payback",
+                                     rule="bounds", title="payback out of bounds", details={}, owner="FP&A",
+                                     dedup_key="metric:payback", opened_at=T0)
+    ids["contract"], _ = open_incident(con, severity="SEV3", origin="contract", asset_key="clean/opportunity",
+                                       rule="range", title="opportunity: range", details={}, owner="RevOps",
+                                       dedup_key="contract:opportunity:block_publish:range", opened_at=T0,
+                                       entity="opportunity")
+    ids["manual"] = declare(con, severity="SEV1", title="CRM export double-counts renewals", by="cro",
+                            asset_key="metrics/payback", owner="CRO", now=T0)
+    done, _ = open_incident(con, severity="SEV2", origin="metric", asset_key="metrics/cac", rule="positive",
+                            title="old", details={}, owner="FP&A", dedup_key="metric:cac", opened_at=T0)
+    con.execute("UPDATE ops.incidents SET status = 'resolved' WHERE incident_id = ?", [done])
+    rows = [("opportunity", "open"), ("opportunity", "open"), ("opportunity", "held"), ("opportunity", "repaired"),
+            ("opportunity", "applied"), ("activity", "rejected")]
+    for i, (table, status) in enumerate(rows):
+        con.execute(f"INSERT INTO quarantine.{table} (quarantine_id, entity, _partition, status) VALUES (?, ?, ?, ?)",
+                    [f"q{i}", table, "2026-08-16", status])
+    con.execute("INSERT INTO quarantine.missing_owner (quarantine_id, entity, _partition, status) "
+                "VALUES ('m1', 'opportunity', '2026-08-16', 'open')")
+    return ids
+
+
+def _ops_samples(s: dict[tuple, float]) -> dict[str, dict[tuple, float]]:
+    out: dict[str, dict[tuple, float]] = {}
+    for (name, labels), v in s.items():
+        if name.startswith(("gtm_publication_blocked", "gtm_incident", "gtm_quarantine_rows")):
+            out.setdefault(name, {})[tuple(v for _k, v in labels)] = v
+    return out
+
+
+def test_warehouse_series_follow_the_warehouse_and_drop_what_was_resolved(exporter, tmp_path):
+    _inst, port, collector = exporter
+    s = _samples(_scrape(port))
+    # Not read yet (no warehouse): absent, not "nothing blocked"; the failed read is counted, the scrape answers.
+    assert not [k for k in s if k[0] == "gtm_warehouse_snapshot_timestamp_seconds"]
+    assert not [k for k in s if k[0] == "gtm_publication_blocked"]
+    assert s[("gtm_exporter_warehouse_read_failures_total", ())] == 1
+    assert s[("gtm_exporter_scrape_errors_total", ())] == 0
+
+    db = tmp_path / "gtm.duckdb"
+    with duckdb.connect(str(db)) as con:
+        ids = _ops_state(con)
+    before = time.time()
+    s = _samples(_scrape(port))
+    assert s[("gtm_warehouse_snapshot_timestamp_seconds", ())] >= before - 1
+    ops = _ops_samples(s)
+    # Labels sorted by name: blocked (asset, entity, owner, partition); incidents (origin, owner, rule, sev).
+    assert ops["gtm_publication_blocked"] == {("clean/opportunity", "opportunity", "RevOps", "2026-08-16"): 1}
+    assert ops["gtm_incidents_open"] == {("metric", "FP&A", "bounds", "SEV2"): 1,
+                                         ("contract", "RevOps", "range", "SEV3"): 1,
+                                         ("manual", "CRO", "manual", "SEV1"): 1}
+    t0 = to_epoch(T0)
+    assert ops["gtm_incident_open_timestamp_seconds"] == {
+        ("metrics/payback", ids["metric"], "metric", "FP&A", "bounds", "SEV2"): t0,
+        ("clean/opportunity", ids["contract"], "contract", "RevOps", "range", "SEV3"): t0,
+        ("metrics/payback", ids["manual"], "manual", "CRO", "manual", "SEV1"): t0}
+    # entity, owner, status, table: applied and rejected rows are out of quarantine.
+    assert ops["gtm_quarantine_rows"] == {("opportunity", "RevOps", "open", "opportunity"): 2,
+                                          ("opportunity", "RevOps", "held", "opportunity"): 1,
+                                          ("opportunity", "RevOps", "repaired", "opportunity"): 1,
+                                          ("opportunity", "RevOps", "open", "missing_owner"): 1}
+
+    # Repaired and resolved: the day publishes, the incidents resolve, the rows are applied -> the series go.
+    from gtm_pipeline.incidents import acknowledge, resolve
+
+    with duckdb.connect(str(db)) as con:
+        record_partitions(con, "clean/opportunity", [("2026-08-16", PUBLISHED, T0)], run_id="r3", now=T0)
+        resolve(con, ids["metric"], by="fpa", note="bounds fixed", now=T0)
+        acknowledge(con, ids["manual"], by="cro", now=T0)          # acknowledged is still open: it stays
+        con.execute("UPDATE quarantine.opportunity SET status = 'applied'")
+        con.execute("UPDATE quarantine.missing_owner SET status = 'applied'")
+    ops = _ops_samples(_samples(_scrape(port)))
+    assert "gtm_publication_blocked" not in ops
+    assert "gtm_quarantine_rows" not in ops
+    assert ops["gtm_incidents_open"] == {("contract", "RevOps", "range", "SEV3"): 1, ("manual", "CRO", "manual",
+                                                                                      "SEV1"): 1}
+    assert {k[1] for k in ops["gtm_incident_open_timestamp_seconds"]} == {ids["contract"], ids["manual"]}
+
+
+def test_a_locked_warehouse_serves_the_last_snapshot_and_its_time(exporter, tmp_path):
+    _inst, port, collector = exporter
+    db = tmp_path / "gtm.duckdb"
+    with duckdb.connect(str(db)) as con:
+        _ops_state(con)
+    first = _samples(_scrape(port))
+    t1 = first[("gtm_warehouse_snapshot_timestamp_seconds", ())]
+    failures = first[("gtm_exporter_warehouse_read_failures_total", ())]
+    # A run blocks another day and keeps the write lock: the exporter answers at once, with what it read before.
+    holder = _hold(db, "INSERT INTO ops.partition_status VALUES ('clean/lead', DATE '2026-08-16', 'blocked', NULL, "
+                       "now()::TIMESTAMP, 'r9')")
+    try:
+        t = time.perf_counter()
+        s = _samples(_scrape(port))
+        assert time.perf_counter() - t < 5
+    finally:
+        _release(holder)
+    assert s[("gtm_warehouse_snapshot_timestamp_seconds", ())] == t1          # staleness is visible
+    assert s[("gtm_exporter_warehouse_read_failures_total", ())] == failures + 1
+    assert s[("gtm_exporter_scrape_errors_total", ())] == 0
+    assert _ops_samples(s)["gtm_publication_blocked"] == _ops_samples(first)["gtm_publication_blocked"]
+    assert ("gtm_slo_objective_ratio", (("slo", "forecast_age"),)) in s
+    # Lock released: the next scrape reads the warehouse again and sees the run's blocked day.
+    time.sleep(0.01)
+    s = _samples(_scrape(port))
+    assert s[("gtm_warehouse_snapshot_timestamp_seconds", ())] > t1
+    assert {k[0] for k in _ops_samples(s)["gtm_publication_blocked"]} == {"clean/opportunity", "clean/lead"}
+
+
+def test_the_slo_sensor_refreshes_the_snapshot_the_exporter_serves(env_settings, tmp_path, monkeypatch):
+    """Scrapes that always collide with runs still get recent figures: the sensor stores them on its tick."""
+    from gtm_pipeline import keys
+    from gtm_pipeline.config import load_settings
+    from slo_fakes import fake_definitions
+
+    monkeypatch.setenv("GTM_PIPELINE_SLO_FILE", str(write_slo_file(tmp_path / "slos.yaml")))
+    settings = load_settings()
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(settings.duckdb_path)) as con:
+        _ops_state(con)
+    defs = fake_definitions(settings)
+    with dg.instance_for_test() as inst:
+        sensor = defs.resolve_sensor_def(keys.SLO_SENSOR)
+        sensor.evaluate_tick(dg.build_sensor_context(instance=inst, definitions=defs, resources=dict(defs.resources)))
+        slo_file = load_slo_file(settings.slo_file)
+        with History(settings.slo_history_path) as h:
+            collector = SloCollector(slo_file, resolve_coverage(slo_file, INDEX), h, lambda: inst,
+                                     database=settings.duckdb_path, owners=OWNERS, warehouse_min_interval=0)
+            server = serve(collector, "127.0.0.1", 0)
+            holder = _hold(settings.duckdb_path, "SELECT 1")
+            try:
+                s = _samples(_scrape(server.server_port))
+            finally:
+                _release(holder)
+                server.shutdown()
+                server.server_close()
+    assert s[("gtm_exporter_warehouse_read_failures_total", ())] == 1     # the exporter itself never read it
+    assert _ops_samples(s)["gtm_publication_blocked"] == {
+        ("clean/opportunity", "opportunity", "RevOps", "2026-08-16"): 1}

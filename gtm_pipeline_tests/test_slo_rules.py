@@ -1,6 +1,8 @@
 """Generated Prometheus rules and Alertmanager config, checked by the real tools: `promtool check rules`,
-`promtool test rules` (a stale asset pages, a fresh one stays silent, a cold start does not page, a missing series
-raises only the absent alert) and `amtool check-config`."""
+`promtool test rules` for every generated alert (a stale asset pages, a fresh one stays silent, a recompute over
+unchanged inputs still pages, a cold start does not page, a missing series raises only the absent alert; a blocked
+day tickets and stops when the day publishes, an open SEV1/SEV2 incident pages and a SEV3 or the SLO's own incident
+does not, stale warehouse figures ticket), `amtool check-config` and `amtool config routes test` for the routing."""
 
 from __future__ import annotations
 
@@ -15,11 +17,15 @@ from click.testing import CliRunner
 
 from conftest import require
 from gtm_pipeline.cli import main
-from gtm_pipeline.slo.rules import ABSENT_ALERT, ALERTMANAGER_FILE, PAGE_ALERT, RULES_FILE, TICKET_ALERT
+from gtm_pipeline.slo.rules import (
+    ABSENT_ALERT, ALERTMANAGER_FILE, BLOCKED_ALERT, INCIDENT_ALERT, OPS_STALE_ALERT, PAGE_ALERT, RULES_FILE,
+    TICKET_ALERT,
+)
 
 H = 3600
-FC = {"slo": "forecast_age", "asset": "metrics/forecast", "job": "gtm", "instance": "exporter"}
-ALERTS = (PAGE_ALERT, TICKET_ALERT, ABSENT_ALERT)
+JOB = {"job": "gtm", "instance": "exporter"}
+FC = {"slo": "forecast_age", "asset": "metrics/forecast", **JOB}
+ALERTS = (PAGE_ALERT, TICKET_ALERT, ABSENT_ALERT, BLOCKED_ALERT, INCIDENT_ALERT, OPS_STALE_ALERT)
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +39,44 @@ def generated(tmp_path_factory) -> Path:
     return out
 
 
-def _series(labels: dict, per_minute: list) -> dict:
+def _one(name: str, labels: dict, per_minute: list) -> dict:
     body = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return {"series": f"gtm_asset_last_success_timestamp_seconds{{{body}}}",
-            "values": " ".join("_" if v is None else str(v) for v in per_minute)}
+    return {"series": f"{name}{{{body}}}", "values": " ".join("_" if v is None else str(v) for v in per_minute)}
 
 
-def _annotations(rules: dict, alert: str, slo: str, asset: str | None) -> dict:
+def _series(labels: dict, per_minute: list, data_time: list | None = None) -> list[dict]:
+    """What the exporter exports for one asset, one value per minute: the publication timestamp (0 = never
+    published) and the data time (default: the publication time; absent while never published)."""
+    data_time = data_time if data_time is not None else [None if v in (None, 0) else v for v in per_minute]
+    return [_one("gtm_asset_last_success_timestamp_seconds", labels, per_minute),
+            _one("gtm_asset_data_time_seconds", labels, data_time)]
+
+
+def _snapshot(n: int, until: int | None = None) -> dict:
+    """The warehouse snapshot's time, read afresh every minute (``until``: the last minute it was read)."""
+    return _one("gtm_warehouse_snapshot_timestamp_seconds", JOB,
+                [min(m, until if until is not None else m) * 60 for m in range(n)])
+
+
+def _rule(rules: dict, alert: str, slo: str | None = None) -> dict:
+    return next(r for g in rules["groups"] for r in g["rules"]
+                if r.get("alert") == alert and (slo is None or r["labels"].get("slo") == slo))
+
+
+def _annotations(rules: dict, alert: str, slo: str | None, labels: dict) -> dict:
     """The rule's annotations as Prometheus renders them for these labels (only the templates the generator uses)."""
-    rule = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == alert and r["labels"]["slo"] == slo)
     out = {}
-    for k, text in rule["annotations"].items():
-        text = re.sub(r"\{\{ if \$labels\.asset \}\}(.*?)\{\{ end \}\}", lambda m: m.group(1) if asset else "", text)
-        out[k] = text.replace("{{ $labels.asset }}", asset or "")
+    for k, text in _rule(rules, alert, slo)["annotations"].items():
+        text = re.sub(r"\{\{ if \$labels\.asset \}\}(.*?)\{\{ end \}\}",
+                      lambda m: m.group(1) if labels.get("asset") else "", text)
+        out[k] = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), text)
     return out
+
+
+def _expect_ops(rules, alert, labels) -> dict:
+    """An alert of the gtm-ops group: the series' labels plus the rule's."""
+    exp = {**labels, **_rule(rules, alert)["labels"]}
+    return {"exp_labels": exp, "exp_annotations": _annotations(rules, alert, None, exp)}
 
 
 def _expect(rules, alert, labels, asset=True) -> dict:
@@ -54,7 +84,8 @@ def _expect(rules, alert, labels, asset=True) -> dict:
     owner = {"forecast_age": "RevOps", "metric_age": "FP&A", "attribution_age": "Demand Gen"}[labels["slo"]]
     exp = {**labels, "severity": sev, "sev": "SEV2" if sev == "page" else "SEV3", "owner": owner}
     return {"exp_labels": exp, "exp_annotations": _annotations(rules, alert, labels["slo"],
-                                                             labels.get("asset") if asset else None)}
+                                                             exp if asset else {k: v for k, v in exp.items()
+                                                                                if k != "asset"})}
 
 
 def _checks(rules, at: str, firing: dict[str, list[dict]]) -> list[dict]:
@@ -74,7 +105,8 @@ def test_promtool_check_rules_and_amtool_check_config(generated):
     res = subprocess.run(["promtool", "check", "rules", str(generated / RULES_FILE)], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 36 rules found" in res.stdout      # 3 SLOs x (2 + 7 windows recorded + page + ticket + absent)
+    # 3 SLOs x (2 + 7 windows recorded + page + ticket + absent), then blocked, incident and stale warehouse figures
+    assert "SUCCESS: 39 rules found" in res.stdout
     res = subprocess.run(["promtool", "check", "config", str(generated / "prometheus.yml")], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -99,12 +131,13 @@ def test_promtool_unit_tests(generated):
     attribution = {**FC, "slo": "attribution_age", "asset": "metrics/attribution"}
 
     def others(n, skip=()):
-        """Fresh series for the other SLOs, so that only what a case is about can fire."""
-        return [_series(lbl, hourly(n)) for lbl in (payback, attribution) if lbl["slo"] not in skip]
+        """Fresh series for the other SLOs and fresh warehouse figures, so that only what a case is about can fire."""
+        return [*(x for lbl in (payback, attribution) if lbl["slo"] not in skip for x in _series(lbl, hourly(n))),
+                _snapshot(n)]
 
     # 1. A stale asset pages: published at t=1000s, never again; the age crosses 4h at 4h16m40s.
     stale = {"interval": "1m", "name": "a stale asset pages ~17 min later, tickets ~86 min later",
-             "input_series": [_series(FC, minutes(360, lambda m: 1000)), *others(360)],
+             "input_series": [*_series(FC, minutes(360, lambda m: 1000)), *others(360)],
              "alert_rule_test": [
                  *_checks(rules, "4h30m", {}),                                   # 13 min stale: not yet
                  *_checks(rules, "4h40m", {PAGE_ALERT: [_expect(rules, PAGE_ALERT, FC)]}),
@@ -114,18 +147,37 @@ def test_promtool_unit_tests(generated):
              ]}
     # 2. A fresh asset stays silent: refreshed every hour, as the forecast job does.
     fresh = {"interval": "1m", "name": "a fresh asset stays silent",
-             "input_series": [_series(FC, hourly(300)), *others(300)],
+             "input_series": [*_series(FC, hourly(300)), *others(300)],
              "alert_rule_test": [c for at in ("30m", "3h", "4h59m") for c in _checks(rules, at, {})]}
+    # 2b. Age is data age: recomputed every hour over inputs complete through t=1000s, the forecast publishes
+    #     afresh but its data does not get younger -- it pages exactly like the stale asset of case 1. Payback is
+    #     published every hour over data already 25h old (as a version that cannot name its data time is: the
+    #     exporter gives it data time 0): stale from its first second, it pages at once and tickets once 6% of a
+    #     day is spent.
+    recompute = {"interval": "1m", "name": "a recompute over unchanged inputs still pages",
+                 "input_series": [*_series(FC, hourly(300), data_time=minutes(300, lambda m: 1000)),
+                                  *_series(payback, hourly(300),
+                                           data_time=minutes(300, lambda m: (m // 60) * H + 30 - 25 * H)),
+                                  *others(300, skip=("metric_age",))],
+                 "alert_rule_test": [
+                     *_checks(rules, "1m", {PAGE_ALERT: [_expect(rules, PAGE_ALERT, payback)]}),
+                     *_checks(rules, "4h30m", {PAGE_ALERT: [_expect(rules, PAGE_ALERT, payback)],
+                                               TICKET_ALERT: [_expect(rules, TICKET_ALERT, payback)]}),
+                     *_checks(rules, "4h40m", {PAGE_ALERT: [_expect(rules, PAGE_ALERT, FC),
+                                                            _expect(rules, PAGE_ALERT, payback)],
+                                               TICKET_ALERT: [_expect(rules, TICKET_ALERT, payback)]}),
+                 ]}
     # 3. A cold start does not page. Prometheus first sees the forecast at 4h, 3h58m old; it goes stale 2 minutes
     #    later and is refreshed at 4h06m. Four stale minutes in the last hour is 6.7% of it, far from a page; an
     #    average over the few samples Prometheus has would say 60% and page (and ticket). Before 4h the series is
-    #    missing: only the absent alert fires. A never-published asset (exported as 0) is unknown: absent, no page.
+    #    missing: only the absent alert fires. A never-published asset (exported as 0, no data time) is unknown:
+    #    absent, no page.
     born = 240
     cold = {"interval": "1m", "name": "a cold start does not page",
             "input_series": [
-                _series(FC, minutes(330, lambda m: None if m < born else (born * 60 - 14280 if m < born + 6
-                                                                          else (born + 6) * 60))),
-                _series(attribution, minutes(330, lambda m: 0)),
+                *_series(FC, minutes(330, lambda m: None if m < born else (born * 60 - 14280 if m < born + 6
+                                                                           else (born + 6) * 60))),
+                *_series(attribution, minutes(330, lambda m: 0)),
                 *others(330, skip=("attribution_age",)),
             ],
             "alert_rule_test": [
@@ -149,9 +201,11 @@ def test_promtool_unit_tests(generated):
                    *_checks(rules, "59m", {ABSENT_ALERT: [
                        _expect(rules, ABSENT_ALERT, {"slo": "forecast_age"}, asset=False)]}),
                ]}
+    cases = [stale, fresh, recompute, cold, missing, *_ops_cases(rules, lambda n: [*_series(FC, hourly(n)),
+                                                                                     *others(n)])]
     # One file per case, run side by side (promtool evaluates a file's cases one after the other).
     runs = []
-    for i, case in enumerate([stale, fresh, cold, missing]):
+    for i, case in enumerate(cases):
         path = _write_tests(generated, [case], name=f"gtm_slo_rules.test{i}.yml")
         runs.append((case["name"], subprocess.Popen(["promtool", "test", "rules", str(path)], text=True,
                                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
@@ -163,11 +217,93 @@ def test_promtool_unit_tests(generated):
     assert not failures, "\n".join(failures)
 
 
+def _ops_cases(rules: dict, fresh_slos) -> list[dict]:
+    """Cases for the gtm-ops alerts; ``fresh_slos(n)``: fresh SLO series and warehouse figures for n minutes."""
+    opp = {"asset": "clean/opportunity", "entity": "opportunity", "partition": "2026-08-16", "owner": "RevOps", **JOB}
+    act = {**opp, "asset": "clean/activity", "entity": "activity", "partition": "2026-08-17", "owner": "Marketing Ops"}
+
+    def blocked(labels, first, last, n):
+        """1 from minute ``first`` to ``last``; then the day publishes: the exporter drops the series (stale)."""
+        return _one("gtm_publication_blocked", labels,
+                    [None if m < first else 1 if m <= last else "stale" for m in range(n)])
+
+    # 5. A blocked day tickets its owner while it is blocked -- one alert per asset and day -- and stops as soon as
+    #    the day publishes (the series disappears), while the other day's alert keeps firing.
+    block = {"interval": "1m", "name": "a blocked day tickets until it publishes",
+             "input_series": [*fresh_slos(60), blocked(opp, 5, 20, 60), blocked(act, 10, 50, 60)],
+             "alert_rule_test": [
+                 *_checks(rules, "3m", {}),
+                 *_checks(rules, "6m", {BLOCKED_ALERT: [_expect_ops(rules, BLOCKED_ALERT, opp)]}),
+                 *_checks(rules, "15m", {BLOCKED_ALERT: [_expect_ops(rules, BLOCKED_ALERT, opp),
+                                                         _expect_ops(rules, BLOCKED_ALERT, act)]}),
+                 *_checks(rules, "25m", {BLOCKED_ALERT: [_expect_ops(rules, BLOCKED_ALERT, act)]}),
+                 *_checks(rules, "55m", {}),
+             ]}
+
+    def incident(iid, sev, origin, rule, owner, asset, first, last, n):
+        labels = {"incident_id": iid, "sev": sev, "origin": origin, "rule": rule, "owner": owner, "asset": asset,
+                  **JOB}
+        values = [None if m < first else first * 60 if m <= last else "stale" for m in range(n)]
+        return labels, _one("gtm_incident_open_timestamp_seconds", labels, values)
+
+    metric, metric_s = incident("INC-m", "SEV2", "metric", "bounds", "FP&A", "metrics/payback", 2, 30, 60)
+    manual, manual_s = incident("INC-d", "SEV1", "manual", "manual", "CRO", "platform", 10, 59, 60)
+    _, sev3_s = incident("INC-c", "SEV3", "contract", "enum", "RevOps", "clean/activity", 0, 59, 60)
+    _, slo_s = incident("INC-s", "SEV2", "slo", "freshness_slo:forecast_age", "RevOps", "metrics/forecast", 0, 59, 60)
+    # 6. An open SEV1/SEV2 incident pages, each with its id, until it is resolved; a SEV3 (a quarantine) never
+    #    pages, and neither does the SLO's own SEV2 (GtmFreshnessSloPageBurn pages for that cause).
+    inc = {"interval": "1m", "name": "an open SEV2+ incident pages, a SEV3 or an SLO incident does not",
+           "input_series": [*fresh_slos(60), metric_s, manual_s, sev3_s, slo_s],
+           "alert_rule_test": [
+               *_checks(rules, "1m", {}),
+               *_checks(rules, "5m", {INCIDENT_ALERT: [_expect_ops(rules, INCIDENT_ALERT, metric)]}),
+               *_checks(rules, "20m", {INCIDENT_ALERT: [_expect_ops(rules, INCIDENT_ALERT, metric),
+                                                        _expect_ops(rules, INCIDENT_ALERT, manual)]}),
+               *_checks(rules, "35m", {INCIDENT_ALERT: [_expect_ops(rules, INCIDENT_ALERT, manual)]}),
+           ]}
+    # 7. Warehouse figures last read at 10m (a run holds the write lock from then on): older than 30m from 40m,
+    #    for 10m -> a ticket from 50m30s. Figures that were never read at all: the same ticket after 10m.
+    slos_only = [x for x in fresh_slos(90) if not x["series"].startswith("gtm_warehouse_snapshot")]
+    stale_ops = {"interval": "1m", "name": "stale or missing warehouse figures ticket",
+                 "input_series": [*slos_only, _snapshot(90, until=10)],
+                 "alert_rule_test": [*_checks(rules, "40m", {}), *_checks(rules, "50m", {}),
+                                     *_checks(rules, "52m", {OPS_STALE_ALERT: [
+                                         _expect_ops(rules, OPS_STALE_ALERT, JOB)]})]}
+    never = {"interval": "1m", "name": "warehouse figures never read ticket",
+             "input_series": slos_only,
+             "alert_rule_test": [*_checks(rules, "5m", {}), *_checks(rules, "15m", {OPS_STALE_ALERT: [
+                 _expect_ops(rules, OPS_STALE_ALERT, {})]})]}
+    return [block, inc, stale_ops, never]
+
+
+def test_alertmanager_routes_every_alert(generated):
+    """Pages go to the page webhook, tickets to the ticket webhook: checked with `amtool config routes test`."""
+    amtool = shutil.which("amtool")
+    require(amtool is not None, "amtool (Debian package prometheus-alertmanager)")
+    cases = [
+        ({"alertname": PAGE_ALERT, "severity": "page", "slo": "forecast_age"}, "gtm-page"),
+        ({"alertname": TICKET_ALERT, "severity": "ticket", "slo": "forecast_age"}, "gtm-ticket"),
+        ({"alertname": ABSENT_ALERT, "severity": "ticket", "slo": "forecast_age"}, "gtm-ticket"),
+        ({"alertname": BLOCKED_ALERT, "severity": "ticket", "owner": "RevOps"}, "gtm-ticket"),
+        ({"alertname": INCIDENT_ALERT, "severity": "page", "sev": "SEV2"}, "gtm-page"),
+        ({"alertname": OPS_STALE_ALERT, "severity": "ticket"}, "gtm-ticket"),
+    ]
+    for labels, receiver in cases:
+        res = subprocess.run([amtool, "config", "routes", "test", f"--config.file={generated / ALERTMANAGER_FILE}",
+                              *(f"{k}={v}" for k, v in labels.items())], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert res.stdout.strip() == receiver, (labels, res.stdout)
+    am = yaml.safe_load((generated / ALERTMANAGER_FILE).read_text())
+    by_alert = {r["matchers"][0]: r["group_by"] for r in am["route"]["routes"] if "group_by" in r}
+    assert by_alert == {f'alertname="{INCIDENT_ALERT}"': ["alertname", "incident_id"],   # one page per incident
+                        f'alertname="{BLOCKED_ALERT}"': ["alertname", "owner", "asset"]}  # an asset's days together
+
+
 def test_promtool_catches_a_wrong_expectation(generated):
     """The harness can fail: claiming that the stale asset stays silent must make promtool fail."""
     require(shutil.which("promtool") is not None, "promtool (Debian package prometheus)")
     rules = yaml.safe_load((generated / RULES_FILE).read_text())
-    wrong = {"interval": "1m", "input_series": [_series(FC, [1000] * 300)],
+    wrong = {"interval": "1m", "input_series": _series(FC, [1000] * 300),
              "alert_rule_test": _checks(rules, "4h50m", {})}
     path = _write_tests(generated, [wrong])
     res = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=300)

@@ -138,28 +138,37 @@ def validate(module):
 @click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True,
               help="Port for /metrics (0 picks a free one).")
 @click.option("--module", default="gtm_pipeline.definitions", show_default=True, help=_MODULE_HELP)
-def exporter(host, port, module):
-    """Serve /metrics for Prometheus: publication timestamps, SLO objectives and thresholds, SLI figures, error
-    budget and burn rates. Reads Dagster's event log and the SLO history at each scrape, never the DuckDB file, so it
-    answers while a run holds the write lock. Stops on Ctrl-C / SIGTERM.
+@click.option("--warehouse-min-interval", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Read the warehouse's blocked days, incidents and quarantine at most this often (seconds); "
+                   "scrapes in between serve the stored snapshot.")
+def exporter(host, port, module, warehouse_min_interval):
+    """Serve /metrics for Prometheus: data times and publication timestamps, SLO objectives and thresholds, SLI
+    figures, error budget and burn rates, and the warehouse's blocked publications, open incidents and quarantined
+    rows. Reads Dagster's event log and the SLO history at each scrape; the warehouse only on a short read-only
+    connection when no run holds its write lock (else the last snapshot, with its time), so it always answers.
+    Stops on Ctrl-C / SIGTERM.
 
     \b
     Example:
       gtm-pipeline slo exporter --host 127.0.0.1 --port 9464
-      curl -s http://127.0.0.1:9464/metrics | grep ^gtm_slo_burn_rate
+      curl -s http://127.0.0.1:9464/metrics | grep -E '^gtm_(slo_burn_rate|publication_blocked)'
     """
+    from gtm_pipeline.entity_contracts import load_entity_contracts
     from gtm_pipeline.slo.exporter import SloCollector, serve
     from gtm_pipeline.slo.history import History
 
     settings, slo_file, coverage = _context(module)
+    owners = {name: c.owner for name, c in load_entity_contracts(settings.contracts_dir).items()}
     history = History(settings.slo_history_path)
-    collector = SloCollector(slo_file, coverage, history, lambda: _instance(settings))
+    collector = SloCollector(slo_file, coverage, history, lambda: _instance(settings), database=settings.duckdb_path,
+                             owners=owners, warehouse_min_interval=warehouse_min_interval)
     server = serve(collector, host, port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"serving http://{host}:{server.server_port}/metrics ({len(slo_file.slos)} SLOs, "
-               f"{sum(len(v) for v in coverage.assets.values())} covered assets)", err=True)
+               f"{sum(len(v) for v in coverage.assets.values())} covered assets, warehouse {settings.duckdb_path})",
+               err=True)
     stop.wait()
     server.shutdown()
     server.server_close()
@@ -174,9 +183,10 @@ def exporter(host, port, module):
 @click.option("--alertmanager", default="127.0.0.1:9093", show_default=True,
               help="host:port of Alertmanager, where the generated prometheus.yml sends alerts.")
 @click.option("--page-webhook-url", default="http://127.0.0.1:5001/page", show_default=True,
-              help="Alertmanager webhook receiver for pages (fast burn, SEV2).")
+              help="Alertmanager webhook receiver for pages (fast burn, open SEV1/SEV2 incident).")
 @click.option("--ticket-webhook-url", default="http://127.0.0.1:5001/ticket", show_default=True,
-              help="Alertmanager webhook receiver for tickets (slow burn, SEV3) and absent SLIs.")
+              help="Alertmanager webhook receiver for tickets (slow burn, blocked publication, absent SLIs or "
+                   "stale warehouse figures: SEV3).")
 @click.option("--scrape-interval", default="15s", show_default=True, help="Prometheus scrape interval.")
 @click.option("--group-wait", default="30s", show_default=True,
               help="Alertmanager: how long to wait before the first notification of a new alert group.")
@@ -185,8 +195,9 @@ def exporter(host, port, module):
 def rules(out_dir, exporter_addr, alertmanager, page_webhook_url, ticket_webhook_url, scrape_interval, group_wait,
           group_interval):
     """Write Prometheus recording rules and multi-window, multi-burn-rate alerts (page, ticket, SLI absent) from
-    contracts/slos.yaml, a prometheus.yml that scrapes the exporter and loads them, and an Alertmanager example
-    in which a page inhibits the ticket of the same SLO and asset.
+    contracts/slos.yaml, the alerts on blocked publications, open SEV1/SEV2 incidents and stale warehouse figures,
+    a prometheus.yml that scrapes the exporter and loads them, and an Alertmanager example that routes pages and
+    tickets to separate webhooks and lets a page inhibit the ticket of the same SLO and asset.
 
     \b
     Example:

@@ -1,14 +1,20 @@
 """Prometheus exporter (`gtm-pipeline slo exporter`): reads state at scrape time, keeps none of its own.
 
 At each scrape it copies new publications from Dagster's event log into the SLO history and exports
-- ``gtm_asset_last_success_timestamp_seconds{slo,asset}``: when the published version in force was published
-  (0 = never). A timestamp, not an age, so it keeps ageing in ``time() - ts`` even if this exporter dies; the
-  generated rules compute the Prometheus-side SLI from it;
+- ``gtm_asset_data_time_seconds{slo,asset}``: the data time of the published version in force (how far its inputs
+  are complete), present once the asset has published. A timestamp, not an age, so it keeps ageing in
+  ``time() - ts`` even if this exporter dies; the generated rules compute the Prometheus-side SLI from it;
+- ``gtm_asset_last_success_timestamp_seconds{slo,asset}``: when that version was published (0 = never: unknown);
 - the SLO's objective, threshold and window, and the figures of the persistent history: good/total/unknown seconds
   in the window, attainment, error budget remaining, burn rate per alerting window, the sensor's alert level;
+- the warehouse's operational figures (`gtm_pipeline.slo.ops_state`): ``gtm_publication_blocked``,
+  ``gtm_incidents_open``, ``gtm_incident_open_timestamp_seconds`` and ``gtm_quarantine_rows``, with owner labels,
+  plus ``gtm_warehouse_snapshot_timestamp_seconds``: when they were read;
 - ``gtm_exporter_scrape_errors_total``: scrapes in which reading the event log or the history failed (the static
   SLO figures are still served, the per-asset ones are left out, and the rules treat them as absent).
-It never opens the DuckDB warehouse, so it answers while a pipeline run holds the write lock.
+It never waits for the DuckDB warehouse, so it answers while a pipeline run holds the write lock: the operational
+figures come from a short read-only connection when the file is free and from the last snapshot (stored in the SLO
+history, also refreshed by the SLO sensor) when it is not.
 Names follow https://prometheus.io/docs/practices/naming/: one prefix, base units, ``_seconds``, ``_total``.
 """
 
@@ -17,7 +23,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -25,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from gtm_pipeline.slo.contract import LEVELS, Coverage, SloFile, format_duration
 from gtm_pipeline.slo.evaluate import evaluate
+from gtm_pipeline.slo import ops_state
 from gtm_pipeline.slo.history import History
 
 log = logging.getLogger(__name__)
@@ -32,7 +40,13 @@ PREFIX = "gtm"
 
 
 class SloCollector(Collector):
-    def __init__(self, slo_file: SloFile, coverage: Coverage, history: History, instance_factory: Callable):
+    """``database``: the DuckDB warehouse whose operational figures are exported (None: none are);
+    ``owners``: entity -> owner (from contracts/entities), for the labels of blocked days and quarantined rows;
+    ``warehouse_min_interval``: read the warehouse at most this often (seconds), else serve the stored snapshot."""
+
+    def __init__(self, slo_file: SloFile, coverage: Coverage, history: History, instance_factory: Callable, *,
+                 database: str | Path | None = None, owners: Mapping[str, str] | None = None,
+                 warehouse_min_interval: float = 5.0):
         self.slo_file = slo_file
         self.coverage = coverage
         self.history = history
@@ -40,6 +54,11 @@ class SloCollector(Collector):
         self._instance = None
         self._lock = threading.Lock()
         self.errors = 0
+        self.database = database
+        self.owners = dict(owners or {})
+        self.warehouse_min_interval = warehouse_min_interval
+        self.warehouse_failures = 0
+        self._last_read: float | None = None  # monotonic time of the last attempt to read the warehouse
 
     def _static(self) -> Iterator[GaugeMetricFamily]:
         objective = GaugeMetricFamily(f"{PREFIX}_slo_objective_ratio", "Target share of time an asset is fresh.",
@@ -58,18 +77,28 @@ class SloCollector(Collector):
         t0 = time.perf_counter()
         with self._lock:
             yield from self._static()
+            failed = False
             try:
                 if self._instance is None:
                     self._instance = self._instance_factory()
                 ev = evaluate(self.slo_file, self.coverage, self.history, self._instance)
                 families = list(self._dynamic(ev))
             except Exception:  # noqa: BLE001 - a scrape must answer; the error is counted and logged
-                self.errors += 1
+                failed = True
                 log.exception("slo exporter: reading state failed")
                 families = []
             yield from families
+            try:
+                families = list(self._ops()) if self.database is not None else []
+            except Exception:  # noqa: BLE001 - a scrape must answer; the error is counted and logged
+                failed = True
+                log.exception("slo exporter: reading the warehouse figures failed")
+                families = []
+            yield from families
+            self.errors += failed
             errors = CounterMetricFamily(f"{PREFIX}_exporter_scrape_errors",
-                                         "Scrapes in which reading the event log or the SLO history failed.")
+                                         "Scrapes in which reading the event log, the SLO history or the "
+                                         "warehouse figures failed (a locked warehouse is not an error).")
             errors.add_metric([], self.errors)
             yield errors
             duration = GaugeMetricFamily(f"{PREFIX}_exporter_scrape_duration_seconds",
@@ -138,6 +167,58 @@ class SloCollector(Collector):
                           "Unix time the Dagster SLO sensor last evaluated.", [])
             last_eval.add_metric([], float(sensor))
             yield last_eval
+
+    def _snapshot(self) -> ops_state.OpsSnapshot | None:
+        """A fresh read of the warehouse if it is free (and not read within ``warehouse_min_interval``), else the
+        last stored snapshot (None before the first successful read by anyone)."""
+        due = self._last_read is None or time.monotonic() - self._last_read >= self.warehouse_min_interval
+        if due:
+            self._last_read = time.monotonic()
+            try:
+                return ops_state.refresh(self.database, self.history)
+            except ops_state.WarehouseUnavailable as e:
+                self.warehouse_failures += 1
+                log.info("slo exporter: serving the last warehouse snapshot: %s", e)
+        return ops_state.stored(self.history)
+
+    def _ops(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        g = lambda name, doc, labels: GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)  # noqa: E731
+        snap = self._snapshot()
+        failures = CounterMetricFamily(f"{PREFIX}_exporter_warehouse_read_failures",
+                                       "Attempts to read the warehouse that failed (locked by a run, or missing); "
+                                       "the last snapshot was served instead.")
+        failures.add_metric([], self.warehouse_failures)
+        yield failures
+        if snap is None:
+            return  # never read: the series are absent (GtmOpsStateStale fires), not "nothing blocked"
+        at = g("warehouse_snapshot_timestamp_seconds",
+               "Unix time the blocked, incident and quarantine figures were read from the warehouse.", [])
+        at.add_metric([], snap.at)
+        blocked = g("publication_blocked", "1 per asset and day whose publication is currently blocked "
+                                           "(ops.partition_status).", ["asset", "entity", "partition", "owner"])
+        for b in snap.blocked:
+            entity = b["asset"].split("/", 1)[-1]
+            blocked.add_metric([b["asset"], entity, b["partition"], self.owners.get(entity, "unknown")], 1.0)
+        counts = g("incidents_open", "Open or acknowledged incidents (ops.incidents); sev is SEV1 (worst) to SEV4.",
+                   ["sev", "origin", "rule", "owner"])
+        per: dict[tuple, int] = {}
+        for i in snap.incidents:
+            k = (i["sev"], i["origin"], i["rule"], i["owner"])
+            per[k] = per.get(k, 0) + 1
+        for k, n in sorted(per.items()):
+            counts.add_metric(list(k), float(n))
+        opened = g("incident_open_timestamp_seconds", "Unix time an incident that is still open (or acknowledged) "
+                                                      "was opened; one series per incident.",
+                   ["incident_id", "sev", "origin", "rule", "owner", "asset"])
+        for i in snap.incidents:
+            opened.add_metric([i["incident_id"], i["sev"], i["origin"], i["rule"], i["owner"], i["asset"]],
+                              i["opened_at"] or 0.0)
+        quarantine = g("quarantine_rows", "Rows waiting in quarantine, out of the clean tables (open, held, "
+                                          "repaired, released).", ["entity", "table", "status", "owner"])
+        for q in snap.quarantine:
+            quarantine.add_metric([q["entity"], q["table"], q["status"], self.owners.get(q["entity"], "unknown")],
+                                  float(q["rows"]))
+        yield from (at, blocked, counts, opened, quarantine)
 
 
 def make_registry(collector: SloCollector) -> CollectorRegistry:

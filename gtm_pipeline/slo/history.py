@@ -8,7 +8,9 @@ It survives restarts of every process and is deliberately not the DuckDB warehou
 - ``blocked``: materializations whose publish was blocked (``published: false``), for the report;
 - ``observed``: the stretches of time in which something evaluated live, to tell observed from reconstructed time;
 - ``alert_state`` and ``outbox``: the alert level of each SLO and every state change not yet fully delivered
-  (incident row in DuckDB, generic webhook, Slack webhook), so a change is neither lost nor sent twice.
+  (incident row in DuckDB, generic webhook, Slack webhook), so a change is neither lost nor sent twice;
+- ``meta``: small named values, among them the last snapshot of the warehouse's operational figures
+  (`gtm_pipeline.slo.ops_state`), which the exporter serves while a run holds DuckDB's write lock.
 Times are epoch seconds (UTC).
 """
 
@@ -218,6 +220,23 @@ class History:
 
     def set_meta(self, key: str, value: str) -> None:
         self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def put_snapshot(self, key: str, at: float, payload: dict) -> bool:
+        """Store ``payload`` (taken at ``at``) under meta ``key``, unless one taken later is stored already (the
+        sensor and the exporter both refresh it; the newer read wins whatever the order of the writes). Returns
+        whether it was stored."""
+        with self.transaction() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+            if row and float(json.loads(row[0]).get("at", 0)) > at:
+                return False
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        [key, json.dumps({**payload, "at": at}, default=str)])
+        return True
+
+    def snapshot(self, key: str) -> dict | None:
+        """The payload stored by ``put_snapshot`` (with its ``at``), or None."""
+        value = self.meta(key)
+        return json.loads(value) if value else None
 
     def prune(self, keep_after: float) -> None:
         """Drop what no window can reach any more, keeping each asset's publication in force at ``keep_after``."""

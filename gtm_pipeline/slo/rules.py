@@ -1,21 +1,38 @@
 """Prometheus recording and alerting rules, a Prometheus config and an Alertmanager example, from the SLO file.
 
-The Prometheus side computes its own SLI from the exported publication timestamps, so alerting keeps working if
-Dagster is down (the timestamp keeps ageing in ``time() - ts``):
+The Prometheus side computes its own SLI from the exported **data time** (how far the published version's inputs are
+complete; docs/slo.md "What is measured: data age"), so alerting keeps working if Dagster or the exporter is down
+(the timestamp keeps ageing in ``time() - ts``) and a recompute over unchanged inputs does not make an asset look
+fresh:
 
-    gtm_slo:age_seconds                    time() - last success, only for assets that published (ts > 0)
+    gtm_slo:age_seconds                    time() - data time, only for assets that published (the exporter
+                                           exports a data time once there is a version in force)
     gtm_slo:sli_error                      1 while the age is at or beyond the threshold, else 0
     gtm_slo:sli_error:ratio_rate<W>        stale share of the last W, for every alerting window W
 
 The stale share over W is the larger of two lower bounds of the truth: the recorded stale samples divided by the
 number of evaluations W *should* hold (so a short history -- a cold start, a Prometheus restart -- is not
 extrapolated into a page), and the current stale stretch ``clamp(age - threshold, 0, W) / W`` (exact, read off the
-timestamp, so an asset found stale at start-up still pages at once). An asset that never published exports 0 and has
-no SLI (unknown, not stale); a missing series raises only the "SLI absent" alert.
+timestamp, so an asset found stale at start-up still pages at once). An asset that never published has no data time
+and a publication timestamp of 0: no SLI (unknown, not stale), only the "SLI absent" alert. A version that could not
+name its data time is exported with data time 0: stale, never fresh.
 
 Alerts (SRE Workbook multi-window, multi-burn-rate): page when the long and the short window of a page pair both
-exceed ``burn_rate x (1 - objective)``; ticket likewise for the ticket pairs. The Alertmanager example routes page and
-ticket to separate receivers and lets a page inhibit the ticket of the same SLO and asset.
+exceed ``burn_rate x (1 - objective)``; ticket likewise for the ticket pairs. Beside them, from the warehouse's
+operational series (`gtm_pipeline.slo.ops_state`):
+
+    GtmPublicationBlocked   a day of an asset is blocked (spec 002 §3: out of range -> block publish, notify the
+                            owner): ticket, SEV3, like the incident the clean stage opens for it
+    GtmIncidentOpen         an open (or acknowledged) SEV1/SEV2 incident: page. Not for the SLO's own incidents
+                            (origin slo): they record the burn GtmFreshnessSloPageBurn already pages for, and
+                            paging on them too would page twice for one cause and again during the sensor's
+                            resolve_after hysteresis after Prometheus saw the recovery
+    GtmOpsStateStale        those series are older than 30 minutes (a run has held the write lock that long) or
+                            missing: ticket
+
+Every alert carries ``owner`` and ``severity``/``sev`` labels and a ``runbook`` annotation with the next command. The
+Alertmanager example routes pages and tickets to separate receivers, groups blocked days per owner and asset and
+incidents per incident, and lets a page inhibit the ticket of the same SLO and asset.
 """
 
 from __future__ import annotations
@@ -31,12 +48,21 @@ PROMETHEUS_FILE = "prometheus.yml"
 ALERTMANAGER_FILE = "alertmanager.yml"
 
 LAST_SUCCESS = "gtm_asset_last_success_timestamp_seconds"
+DATA_TIME = "gtm_asset_data_time_seconds"
+BLOCKED = "gtm_publication_blocked"
+INCIDENT_OPENED = "gtm_incident_open_timestamp_seconds"
+SNAPSHOT_TIME = "gtm_warehouse_snapshot_timestamp_seconds"
 AGE = "gtm_slo:age_seconds"
 ERROR = "gtm_slo:sli_error"
 PAGE_ALERT = "GtmFreshnessSloPageBurn"
 TICKET_ALERT = "GtmFreshnessSloTicketBurn"
 ABSENT_ALERT = "GtmFreshnessSloSliAbsent"
 ALERT_NAMES = {"page": PAGE_ALERT, "ticket": TICKET_ALERT}
+BLOCKED_ALERT = "GtmPublicationBlocked"
+INCIDENT_ALERT = "GtmIncidentOpen"
+OPS_STALE_ALERT = "GtmOpsStateStale"
+PAGED_SEVERITIES = ("SEV1", "SEV2")        # spec 002 §4: "no active SEV2+ incidents"
+OPS_STALE_AFTER = 1800                     # seconds; a daily run holding the write lock longer than this is news
 
 
 def ratio_name(window: int) -> str:
@@ -78,7 +104,7 @@ def rule_groups(slo_file: SloFile) -> dict:
         # The static `slo` label (already on every series) keeps each SLO's recording rules distinct for promtool.
         tag = {"slo": slo.name}
         rules: list[dict] = [
-            {"record": AGE, "expr": f"time() - ({LAST_SUCCESS}{_sel(slo)} > 0)", "labels": tag},
+            {"record": AGE, "expr": f"time() - {DATA_TIME}{_sel(slo)}", "labels": tag},
             {"record": ERROR, "expr": f"{AGE}{_sel(slo)} >= bool {slo.threshold}", "labels": tag},
         ]
         rules += [{"record": ratio_name(w), "expr": _ratio_expr(slo, w, slo_file.rule_interval), "labels": tag}
@@ -94,9 +120,11 @@ def rule_groups(slo_file: SloFile) -> dict:
                 "annotations": {
                     "summary": f"{{{{ $labels.asset }}}} is burning the {slo.name} error budget "
                                f"({'fast' if severity == 'page' else 'slowly'})",
-                    "description": f"{slo.statement}: the published version of {{{{ $labels.asset }}}} has been "
-                                   f"older than {thr} for too much of the recent windows (burn-rate pairs "
-                                   f"{pairs}). Owner: {slo.owner}. See 'gtm-pipeline slo report'.",
+                    "description": f"{slo.statement}: the data of {{{{ $labels.asset }}}}'s published version has "
+                                   f"been older than {thr} for too much of the recent windows (burn-rate pairs "
+                                   f"{pairs}). Owner: {slo.owner}.",
+                    "runbook": "gtm-pipeline slo report (which input holds {{ $labels.asset }} back, and since "
+                               "when); re-run or repair that input (docs/slo.md, docs/quarantine-repair.md)",
                 },
             })
         rules.append({
@@ -109,10 +137,68 @@ def rule_groups(slo_file: SloFile) -> dict:
                            "{{ if $labels.asset }} ({{ $labels.asset }} never published){{ end }}",
                 "description": f"{slo.statement} cannot be evaluated: the exporter is not scraped or an asset has "
                                f"never published. Freshness is unknown, not good.",
+                "runbook": "gtm-pipeline slo validate (what the SLO covers), then check the exporter's /metrics; "
+                           "an asset that never published needs its first run (gtm-pipeline refresh)",
             },
         })
         groups.append({"name": f"gtm-slo-{slo.name}", "interval": interval, "rules": rules})
+    groups.append({"name": "gtm-ops", "interval": interval, "rules": ops_rules(slo_file)})
     return {"groups": groups}
+
+
+def ops_rules(slo_file: SloFile) -> list[dict]:
+    """Alerts on the warehouse's operational series: blocked publications, open SEV1/SEV2 incidents, and the
+    staleness of those series themselves."""
+    paged = "|".join(PAGED_SEVERITIES)
+    return [
+        {
+            "alert": BLOCKED_ALERT,
+            "expr": f"{BLOCKED} == 1",
+            # Spec 002 §3: an out-of-range value blocks the day's publish and notifies the owner -- a notification,
+            # not a page (the clean stage opens a SEV3 for it). If the block lasts, the metrics it holds back go
+            # stale and the burn-rate page follows on its own.
+            "labels": {"severity": "ticket", "sev": SEVERITIES["ticket"]},
+            "annotations": {
+                "summary": "{{ $labels.asset }} is not published for {{ $labels.partition }} (blocked)",
+                "description": "A contract rule whose break action is block_publish failed on the "
+                               "{{ $labels.partition }} delivery of {{ $labels.entity }}: that day is not published "
+                               "and everything downstream is complete only through the day before. Owner: "
+                               "{{ $labels.owner }}.",
+                "runbook": "gtm-pipeline quarantine list --entity {{ $labels.entity }} --day {{ $labels.partition }}; "
+                           "repair and release the rows (docs/quarantine-repair.md), then gtm-pipeline quarantine "
+                           "backfill -- the alert resolves when the day publishes",
+            },
+        },
+        {
+            "alert": INCIDENT_ALERT,
+            "expr": f'{INCIDENT_OPENED}{{sev=~"{paged}", origin!="slo"}}',
+            "labels": {"severity": "page"},
+            "annotations": {
+                "summary": "Open {{ $labels.sev }} incident {{ $labels.incident_id }} on {{ $labels.asset }}",
+                "description": "{{ $labels.incident_id }} ({{ $labels.origin }}, rule {{ $labels.rule }}) is open; "
+                               "decision nodes refuse to act while a SEV2+ incident is open (spec 002 §4). Owner: "
+                               "{{ $labels.owner }}.",
+                "runbook": "gtm-pipeline incidents show {{ $labels.incident_id }} (its runbook gives the next step); "
+                           "gtm-pipeline incidents ack {{ $labels.incident_id }} --by NAME",
+            },
+        },
+        {
+            "alert": OPS_STALE_ALERT,
+            "expr": f"time() - {SNAPSHOT_TIME} > {OPS_STALE_AFTER}\nor\nabsent({SNAPSHOT_TIME})\n",
+            "for": format_duration(slo_file.absent_for),
+            "labels": {"severity": "ticket", "sev": SEVERITIES["ticket"]},
+            "annotations": {
+                "summary": "Blocked-publication, incident and quarantine figures are stale or missing",
+                "description": f"The exporter has not read the warehouse for more than "
+                               f"{format_duration(OPS_STALE_AFTER)} (or never): {BLOCKED}, gtm_incidents_open and "
+                               f"gtm_quarantine_rows show an old snapshot, or nothing. A blocked day or an incident "
+                               f"opened since would not alert.",
+                "runbook": "check gtm_exporter_warehouse_read_failures_total on the exporter's /metrics: a run "
+                           "holding the DuckDB write lock this long (Dagster UI, Runs), or an exporter pointed at "
+                           "another file (GTM_PIPELINE_DUCKDB)",
+            },
+        },
+    ]
 
 
 def prometheus_config(*, exporter: str, alertmanager: str, scrape_interval: str, rule_interval: int) -> dict:
@@ -130,11 +216,16 @@ def alertmanager_config(*, page_url: str, ticket_url: str, group_wait: str, grou
 
     return {
         "route": {
-            "receiver": "slo-ticket", "group_by": ["alertname", "slo", "asset"],
+            "receiver": "gtm-ticket", "group_by": ["alertname", "slo", "asset"],
             "group_wait": group_wait, "group_interval": group_interval, "repeat_interval": "4h",
             "routes": [
-                {"matchers": ['severity="page"'], "receiver": "slo-page", "repeat_interval": "1h"},
-                {"matchers": ['severity="ticket"'], "receiver": "slo-ticket"},
+                # One page per incident; the blocked days of one asset reach its owner as one ticket.
+                {"matchers": [f'alertname="{INCIDENT_ALERT}"'], "receiver": "gtm-page",
+                 "group_by": ["alertname", "incident_id"], "repeat_interval": "1h"},
+                {"matchers": [f'alertname="{BLOCKED_ALERT}"'], "receiver": "gtm-ticket",
+                 "group_by": ["alertname", "owner", "asset"]},
+                {"matchers": ['severity="page"'], "receiver": "gtm-page", "repeat_interval": "1h"},
+                {"matchers": ['severity="ticket"'], "receiver": "gtm-ticket"},
             ],
         },
         # A page already tells the owner; the ticket for the same SLO and asset would only repeat it.
@@ -143,10 +234,8 @@ def alertmanager_config(*, page_url: str, ticket_url: str, group_wait: str, grou
             "target_matchers": ['severity="ticket"', f'alertname="{TICKET_ALERT}"'],
             "equal": ["slo", "asset"],
         }],
-        "receivers": [receiver("slo-page", page_url), receiver("slo-ticket", ticket_url)],
+        "receivers": [receiver("gtm-page", page_url), receiver("gtm-ticket", ticket_url)],
     }
-
-
 
 
 def _dump(data: dict) -> str:
@@ -158,7 +247,7 @@ def _dump(data: dict) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     Dumper.add_representer(str, literal)
-    return yaml.dump(data, Dumper=Dumper, sort_keys=False, width=120)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, width=120, allow_unicode=True)
 
 
 def write_all(slo_file: SloFile, out_dir: Path, *, exporter: str, alertmanager: str, page_url: str,

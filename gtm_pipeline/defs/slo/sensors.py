@@ -16,6 +16,7 @@ from gtm_pipeline.slo.alerts import advance
 from gtm_pipeline.slo.contract import format_duration, human_duration
 from gtm_pipeline.slo.evaluate import coverage_for, evaluate
 from gtm_pipeline.notifications import NotificationDelivery, deliver_pending
+from gtm_pipeline.slo import ops_state
 from gtm_pipeline.slo.notify import deliver, post_json
 
 _PRUNE_EVERY = 86400.0
@@ -56,6 +57,12 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
                                webhook_url=slo.webhook_url, slack_webhook_url=slo.slack_webhook_url,
                                timeout=slo.timeout_seconds)
             owners = _deliver_owner_notifications(warehouse.database, slo)
+            # The exporter serves this snapshot of blocked days, incidents and quarantine while a run holds the
+            # write lock; refreshing it here too keeps it recent when scrapes keep colliding with runs.
+            try:
+                ops_state.refresh(warehouse.database, h, now=ev.now)
+            except ops_state.WarehouseUnavailable as e:
+                context.log.debug(f"warehouse snapshot for the exporter waits for the next tick: {e}")
             h.set_meta("sensor_last_evaluation", repr(ev.now))
             last_report = float(h.meta("sensor_last_report") or 0)
             # The UI's data_freshness verdicts follow every change of an asset's state at once, not at the next
