@@ -6,7 +6,7 @@ Asset bodies never read ``os.environ``; resources get their values from here (ST
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +21,10 @@ DEFAULT_START_DATE = "2025-01-01"
 # receives them as EnvVar, so the UI shows the variable's name, never the URL.
 ALERT_WEBHOOK_ENV = "GTM_PIPELINE_ALERT_WEBHOOK_URL"
 SLACK_WEBHOOK_ENV = "GTM_PIPELINE_SLACK_WEBHOOK_URL"
+# The key of the decision log's HMAC chain (docs/decisions.md, "The decision log"). A secret that lives only in the
+# environment of the processes that write or verify the log: never in the repository, the warehouse or the Dagster
+# instance.
+DECISION_LOG_KEY_ENV = "GTM_PIPELINE_DECISION_LOG_KEY"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class Settings:
     slo_history_path: Path | None = None
     alert_webhook_url: str | None = None
     slack_webhook_url: str | None = None
+    decision_log_key: str | None = field(default=None, repr=False)
+    # How often the landing sensor and the refresh automation sensor tick, in seconds (GTM_PIPELINE_SENSOR_INTERVAL).
+    # None keeps their defaults (60 s and 30 s); the end-to-end tests set it low so that a day flows through quickly.
+    sensor_interval_seconds: int | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -61,4 +69,18 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         slo_history_path=Path(env.get("GTM_PIPELINE_SLO_HISTORY") or data_dir / "slo" / "history.sqlite"),
         alert_webhook_url=env.get(ALERT_WEBHOOK_ENV) or None,
         slack_webhook_url=env.get(SLACK_WEBHOOK_ENV) or None,
+        decision_log_key=env.get(DECISION_LOG_KEY_ENV) or None,
+        sensor_interval_seconds=_seconds(env, "GTM_PIPELINE_SENSOR_INTERVAL"),
     )
+
+
+def _seconds(env: dict[str, str], name: str) -> int | None:
+    text = env.get(name)
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        from gtm_pipeline.errors import GtmPipelineError
+
+        raise GtmPipelineError(f"{name}={text!r}: expected a whole number of seconds >= 1, e.g. {name}=5; "
+                               f"unset it to keep the default")
+    return int(text)

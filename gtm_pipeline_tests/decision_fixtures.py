@@ -1,9 +1,14 @@
 """Small hand-made metric tables for the decision tests: the pricing node's inputs (with the columns the metric layer
-publishes) and a daily booking rate whose level changes on a chosen day, so monitoring has something to judge."""
+publishes) and a daily booking rate whose level changes on a chosen day, so monitoring has something to judge.
+
+Every table is published (ops.publications) with that data time three hours before the product clock's now
+(``GTM_PIPELINE_NOW`` when frozen), or at ``published_at`` -- the lifecycle tests pass PUBLISHED_AT, three hours
+before their own clock starts -- so the data-time gate (24 h, contracts/slos.yaml) holds until a test moves the clock
+on."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from types import SimpleNamespace
 
 import duckdb
@@ -12,6 +17,9 @@ from gtm_pipeline.warehouse import ensure_base
 
 GREEN = SimpleNamespace(green=True, reasons=[])
 CHANGE_DAY = date(2026, 10, 15)
+PUBLISHED_AT = datetime(2026, 11, 2, 6, 0)
+PRICING_TABLES = ("price_elasticity", "cm_per_seat", "gm_pct", "payback_by_segment", "booking_rate")
+TEST_KEY = "test-key-0123456789abcdef"          # a decision-log key for tests (GTM_PIPELINE_DECISION_LOG_KEY)
 
 
 def green(_assets):
@@ -19,11 +27,15 @@ def green(_assets):
 
 
 def pricing_metrics(con: duckdb.DuckDBPyConnection, *, smb_elasticity: float = -0.6,
-                    rate_before: float = 0.30, rate_after: float = 0.30) -> None:
+                    rate_before: float = 0.30, rate_after: float = 0.30,
+                    published_at: datetime | None = None) -> None:
     """smb qualifies (+7 %: price 50, CM 30 -> uplift $3.05); enterprise is outside the elasticity range. The smb
     booking rate is ``rate_before`` in the 28 days before CHANGE_DAY and ``rate_after`` from it on."""
+    from gtm_pipeline.clock import utcnow
+
     ensure_base(con)
-    stamp = "TIMESTAMP '2026-11-01 06:00:00'"
+    published_at = published_at or utcnow() - timedelta(hours=3)
+    stamp = f"TIMESTAMP '{published_at:%Y-%m-%d %H:%M:%S}'"
     con.execute(f"""CREATE OR REPLACE TABLE metrics.price_elasticity AS SELECT * FROM (VALUES
         ('smb', 400, 120, {smb_elasticity}, 0.1, NULL), ('enterprise', 300, 90, -1.4, 0.2, NULL))
         t(segment, closed, won, elasticity, e_se, note)""")
@@ -42,14 +54,19 @@ def pricing_metrics(con: duckdb.DuckDBPyConnection, *, smb_elasticity: float = -
         rows.append(f"('smb', '{d.isoformat()}', {int(rate * 100)}, 100, 1000.0)")
     con.execute(f"""CREATE OR REPLACE TABLE metrics.booking_rate AS SELECT *, {stamp} AS _published_at FROM (VALUES
         {', '.join(rows)}) t(segment, day, won, closed, bookings)""")
-    for t in ("price_elasticity", "cm_per_seat", "gm_pct", "payback_by_segment"):
-        con.execute("INSERT INTO ops.publications (asset_key, partition_key, published_at, row_count, version, run_id) "
-                    "VALUES (?, NULL, TIMESTAMP '2026-11-01 06:00:00', 2, '1.0.0', NULL)",
-                    [f"metrics/{t}"])
+    publish(con, PRICING_TABLES, published_at)
 
 
-def open_sev2(con: duckdb.DuckDBPyConnection, asset_key: str) -> None:
+def publish(con: duckdb.DuckDBPyConnection, tables, at: datetime, data_time: datetime | None = None) -> None:
+    """Record a publication of each metric table (its data time ``data_time``, default ``at``)."""
+    for t in tables:
+        con.execute("INSERT INTO ops.publications (asset_key, partition_key, published_at, row_count, version, run_id, "
+                    "data_time) VALUES (?, NULL, ?, 2, '1.0.0', NULL, ?)", [f"metrics/{t}", at, data_time or at])
+
+
+def open_sev2(con: duckdb.DuckDBPyConnection, asset_key: str) -> str:
+    """An incident as the pipeline opens one (origin test, rule range); returns its id."""
     from gtm_pipeline.warehouse import open_incident
 
-    open_incident(con, severity="SEV2", origin="test", asset_key=asset_key, rule="range", title="test incident",
-                  details={}, owner="FP&A", dedup_key=f"test:{asset_key}")
+    return open_incident(con, severity="SEV2", origin="test", asset_key=asset_key, rule="range", title="test incident",
+                  details={}, owner="FP&A", dedup_key=f"test:{asset_key}")[0]

@@ -7,21 +7,25 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from decision_fixtures import green, pricing_metrics
+from decision_fixtures import TEST_KEY, green, pricing_metrics
 from gtm_pipeline.cli import main
 from gtm_pipeline.decisions import log, nodes, open_context
 from gtm_pipeline.decisions.hashing import rows_hash
 
 
+NOW = "2026-11-02T09:00:00Z"      # three hours after the fixtures' data time
+
+
 @pytest.fixture
-def chain(env_settings):
-    """A log of 6 entries: a proposal for smb and its approvals and application (plain functions)."""
+def chain(env_settings, monkeypatch):
+    """A log of 4 entries, unkeyed: a proposal for smb, its approvals and application (plain functions)."""
     from gtm_pipeline.decisions import lifecycle
 
+    monkeypatch.setenv("GTM_PIPELINE_NOW", NOW)
     env_settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(env_settings.duckdb_path))
     pricing_metrics(con, rate_after=0.2)
-    dc = open_context(con, env_settings)
+    dc = open_context(con, env_settings, health_fn=green)
     [p] = nodes.evaluate_node(dc, dc.playbooks["pricing.change"], green).proposals
     lifecycle.approve(dc, p.decision_id, role="Finance", person="farah@example.com")
     lifecycle.approve(dc, p.decision_id, role="Sales Ops", person="sam@example.com")
@@ -34,6 +38,8 @@ def chain(env_settings):
 def test_intact_chain_verifies(chain):
     r = log.verify(chain.con, chain.head)
     assert r.ok and r.entries == 4 and r.head["entry_id"] == 4
+    # without a key it verifies as unkeyed, and says loudly what that leaves open
+    assert r.status == "unkeyed" and "NO KEY: GTM_PIPELINE_DECISION_LOG_KEY is not set" in r.warnings[0]
     es = log.entries(chain.con)
     assert es[0].prev_hash == log.GENESIS and all(b.prev_hash == a.entry_hash for a, b in zip(es, es[1:]))
 
@@ -44,7 +50,7 @@ def test_intact_chain_verifies(chain):
     ("UPDATE decisions.log SET ts = ts + INTERVAL 1 HOUR WHERE entry_id = 2", "edited", 2),
     ("DELETE FROM decisions.log WHERE entry_id = 2", "deleted", 3),
     ("DELETE FROM decisions.log WHERE entry_id = 1", "deleted", 2),
-    ("DELETE FROM decisions.log WHERE entry_id = 4", "deleted", 4),           # the newest: caught by the head file
+    ("DELETE FROM decisions.log WHERE entry_id = 4", "deleted", 4),           # the newest: caught by the checkpoint
     ("UPDATE decisions.log SET entry_id = CASE entry_id WHEN 2 THEN 3 ELSE 2 END WHERE entry_id IN (2, 3)",
      "reordered", 2),
 ])
@@ -56,7 +62,8 @@ def test_verify_finds_tampering(chain, tamper, kind, entry):
 
 
 def test_verify_finds_a_rewritten_chain(chain):
-    """Someone who recomputes every hash after an edit still differs from the head recorded outside the DB."""
+    """Someone who recomputes every hash after an edit still differs from the checkpoint recorded outside the DB
+    (unkeyed: as long as the checkpoint file is not rewritten too -- test_decision_log_keyed.py is the fix)."""
     con = chain.con
     es = log.entries(con)
     con.execute("DELETE FROM decisions.log")
@@ -70,7 +77,7 @@ def test_verify_finds_a_rewritten_chain(chain):
         con.execute(f"INSERT INTO decisions.log ({', '.join(log.FIELDS)}, entry_hash) VALUES "
                     f"({', '.join('?' for _ in log.FIELDS)}, ?)", [*e.content().values(), e.entry_hash])
     r = log.verify(con, chain.head)
-    assert not r.ok and r.first.kind == "edited" and "head file" in r.first.detail
+    assert not r.ok and r.first.kind == "edited" and "checkpoint recorded another hash" in r.first.detail
 
 
 def test_inputs_hash_ignores_float_noise_but_not_values():
@@ -85,13 +92,19 @@ def _cli(*args):
 
 
 def test_cli_walkthrough_and_verify(env_settings, monkeypatch):
+    from gtm_pipeline.cli import decisions as cli_decisions
+    from gtm_pipeline.config import load_settings
+
     # The walkthrough's dates (review date, packet as-of) are fixed, so its clock is too (it read the system clock
-    # once and broke when that passed the review date).
-    monkeypatch.setenv("GTM_PIPELINE_NOW", "2026-11-02T09:00:00Z")
+    # once and broke when that passed the review date). The log is keyed, as docs/decisions.md recommends; SLO
+    # health (a Dagster instance with the metric materializations) is stood in for by a green source.
+    monkeypatch.setenv("GTM_PIPELINE_NOW", NOW)
+    monkeypatch.setenv("GTM_PIPELINE_DECISION_LOG_KEY", TEST_KEY)
+    monkeypatch.setattr(cli_decisions, "_health_fn", lambda settings: green)
     env_settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(env_settings.duckdb_path)) as con:
         pricing_metrics(con, rate_after=0.2)
-        dc = open_context(con, env_settings)
+        dc = open_context(con, load_settings())
         [p] = nodes.evaluate_node(dc, dc.playbooks["pricing.change"], green).proposals
     did = p.decision_id
     res = _cli("list", "--status", "proposed")
@@ -121,11 +134,15 @@ def test_cli_walkthrough_and_verify(env_settings, monkeypatch):
     assert "## Decisions due for review" in res.output and did in res.output
     assert (env_settings.data_dir / "packets" / "weekly_ops-2026-12-08.md").exists()
     res = _cli("verify")
-    assert res.exit_code == 0 and "ok: 7 entries, hash chain intact" in res.output
+    # 9 entries: the two refusals (the owner approving, an apply before Sales Ops) are logged too
+    assert res.exit_code == 0 and "ok: 9 entries, HMAC chain intact" in res.output, res.output
+    assert "WARNING" not in res.output
     with duckdb.connect(str(env_settings.duckdb_path)) as con:
         con.execute("UPDATE decisions.log SET approvers = ['Finance'] WHERE entry_id = 3")
     res = _cli("verify")
     assert res.exit_code == 1 and "TAMPERED: entry #3: edited" in res.output
+    res = _cli("show", did)
+    assert res.exit_code == 0 and "WARNING: decisions.log does not verify -- entry #3: edited" in res.output
 
 
 def test_cli_errors_name_the_fix(env_settings):

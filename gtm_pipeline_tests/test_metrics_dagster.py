@@ -80,16 +80,22 @@ def test_materialize_the_metrics_group_then_a_broken_metric_keeps_its_version(ha
         events = {e.asset_key.path[-1]: e for e in result.get_asset_materialization_events()}
         assert set(events) == set(CONTRACTS_BY_NAME)
         for name, e in events.items():
-            assert _md(e, "published") is True, name
-            assert datetime.fromisoformat(_md(e, "published_at"))
+            # the hand data's email spent $300 and won nothing: an infinite CAC blocks cac_by_channel (issue 14 §2)
+            assert _md(e, "published") is (name != "cac_by_channel"), name
+            if name != "cac_by_channel":   # never published before: no published_at
+                assert datetime.fromisoformat(_md(e, "published_at"))
             assert _md(e, "owner") == CONTRACTS_BY_NAME[name].owner
             assert _md(e, "grain") == ", ".join(CONTRACTS_BY_NAME[name].grain)
         assert "| smb " in _md(events["cm_per_seat"], "latest_values")
         checks = {(c.asset_key.path[-1], c.check_name): c for c in result.get_asset_check_evaluations()}
         assert set(checks) == {(n, ck) for n, c in CONTRACTS_BY_NAME.items() for ck in c.check_names()}
         failed = {k for k, c in checks.items() if not c.passed}
-        assert failed == {("price_elasticity", "precise_enough")}  # warn: 2 closes cannot give a precise E
+        assert failed == {("price_elasticity", "precise_enough"),      # warn: 2 closes cannot give a precise E
+                          ("cac_by_channel_daily", "cac_30d_finite"),  # warn: 30 days of email cost, no win
+                          ("cac_by_channel", "cac_in_range")}          # error: email's infinite CAC blocks
         assert checks[("price_elasticity", "precise_enough")].severity == dg.AssetCheckSeverity.WARN
+        assert checks[("cac_by_channel_daily", "cac_30d_finite")].severity == dg.AssetCheckSeverity.WARN
+        assert checks[("cac_by_channel", "cac_in_range")].severity == dg.AssetCheckSeverity.ERROR
         first_published_at = _md(events["cm_by_line"], "published_at")
 
         # A deliberately broken contract: $200 per seat to serve makes O1's CM 360 - 2010.44 - 36 < -1000.
@@ -110,7 +116,8 @@ def test_materialize_the_metrics_group_then_a_broken_metric_keeps_its_version(ha
         assert con.execute("SELECT monthly_cm FROM metrics.cm_by_line").fetchall() == [(pytest.approx(253.56),)]
         assert con.execute("SELECT severity, owner, status FROM ops.incidents WHERE asset_key = "
                            "'metrics/cm_by_line'").fetchall() == [("SEV2", "FP&A", "open")]
-        assert con.execute("SELECT recipient, channel FROM ops.notifications").fetchall() == [("FP&A", "owner")]
+        assert sorted(con.execute("SELECT recipient, channel FROM ops.notifications").fetchall()) == [
+            ("Demand Gen", "owner"), ("FP&A", "owner")]
         assert con.execute("SELECT count(*) FROM ops.publications WHERE asset_key = 'metrics/cm_by_line'"
                            ).fetchone() == (1,)
 

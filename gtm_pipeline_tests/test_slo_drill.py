@@ -48,7 +48,7 @@ REFRESHED_AT = timedelta(minutes=12)
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # A representative slice of each SLO's assets (the whole metric layer would only repeat them, at 3x the run time).
 COVER = {"metric_age": ["metrics/fact_pipeline", "metrics/fact_bookings", "metrics/fact_costs",
-                        "metrics/cac_by_channel"],
+                        "metrics/cac_per_sqo"],
          "forecast_age": ["metrics/forecast"],
          "attribution_age": ["metrics/attribution", "metrics/attribution_validity"]}
 

@@ -100,6 +100,9 @@ def demo(days, seed, regenerate):
         shutil.rmtree(s.landing_dir, ignore_errors=True)
         for p in (s.duckdb_path, Path(str(s.duckdb_path) + ".wal")):
             p.unlink(missing_ok=True)
+        # The decision log's checkpoints anchor the log of the warehouse just deleted; kept, they would report the
+        # new, empty log as a truncated one.
+        (s.data_dir / "decisions" / "log_checkpoints.jsonl").unlink(missing_ok=True)
     home = ensure_dagster_home(s)
     if not (s.landing_dir / "manifest.json").exists() and not any(s.landing_dir.glob("*/*")):
         click.echo(f"[1/3] generating {days} days of GTM exports into {s.landing_dir}")

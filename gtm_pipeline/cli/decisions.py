@@ -13,17 +13,46 @@ from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError
 
 
+def _health_fn(settings):
+    """SLO health for the gates at approve and apply: the same check the node assets run, over the Dagster instance
+    ``DAGSTER_HOME`` names (loaded only when a gate asks). Any error fails the gate closed."""
+    def health(assets: list[str]):
+        import dagster as dg
+
+        from gtm_pipeline.definitions import defs
+        from gtm_pipeline.runner import ensure_dagster_home
+        from gtm_pipeline.slo import health as slo_health
+
+        ensure_dagster_home(settings)
+        return slo_health(dg.DagsterInstance.get(), defs, assets=assets, settings=settings)
+    return health
+
+
 @contextmanager
 def _context():
     from gtm_pipeline.decisions import open_context
 
     # Read-write even to read: the first use creates the decisions tables, and DuckDB lets no read-only
     # connection in while another process writes anyway (connect() waits briefly for the lock).
+    settings = load_settings()
     con = connect()
     try:
-        yield open_context(con, load_settings())
+        yield open_context(con, settings, health_fn=_health_fn(settings))
     finally:
         con.close()
+
+
+def _chain_warning(dc) -> None:
+    """Say on stderr when the log does not verify (or cannot: no key), before showing what it holds."""
+    from gtm_pipeline.decisions import log
+
+    report = log.verify(dc.con, dc.head)
+    if report.status == "tampered":
+        click.echo(f"WARNING: decisions.log does not verify -- {report.first}. What follows may be forged; run "
+                   f"'gtm-pipeline decisions verify'.", err=True)
+    elif report.status in ("unkeyed", "unverified"):
+        click.echo(f"warning: decisions.log is {report.status} ({report.warnings[0].split('. ')[0]}); see "
+                   f"'gtm-pipeline decisions verify'.", err=True)
 
 
 def _slo_line(settings) -> str:
@@ -68,6 +97,7 @@ def list_(status, node):
     from gtm_pipeline.decisions import lifecycle
 
     with _context() as dc:
+        _chain_warning(dc)
         rows = [d for d in lifecycle.all_decisions(dc)
                 if (status is None or d.status == status) and (node is None or d.node == node)]
         if not rows:
@@ -92,6 +122,7 @@ def show(decision_id, as_json):
 
     with _context() as dc:
         d = lifecycle.get(dc, decision_id)
+        _chain_warning(dc)
         if as_json:
             click.echo(json.dumps([e.as_dict() for e in d.entries], indent=2, default=str))
             return
@@ -116,6 +147,10 @@ def show(decision_id, as_json):
 @click.option("--note", default="", help="A note kept with the approval.")
 def approve(decision_id, role, person, note):
     """Approve a proposal for one approver role; it can be applied once every listed approver approved.
+
+    Only a person the roster lists for the role, never one holding the owner role, one person per role. Every gate
+    is checked again (open SEV2+ incident, SLO health, input data time, node pre-checks, unchanged inputs); a
+    refusal is logged and exits 2 naming the gate, its value, the limit and the fix.
 
     \b
     Example:
@@ -157,6 +192,8 @@ def reject(decision_id, role, person, reason):
                    "day rehearses monitoring on data you already have.")
 def apply_(decision_id, person, effective):
     """Apply an approved decision: flip its flag to the proposed version (the owner does this).
+
+    Every gate is checked again, as at approve; a refusal is logged and exits 2 naming the gate and the fix.
 
     \b
     Example:
@@ -246,22 +283,39 @@ def evaluate(nodes_):
 
 
 @decisions.command()
-def verify():
-    """Recompute the decision log's hash chain; name the first edited, deleted or reordered entry (exit 1).
+@click.option("--expect-head", type=int, default=None,
+              help="The head sequence number recorded outside the data folder (e.g. the highest value Prometheus saw "
+                   "of gtm_decision_log_head_sequence); a log that ends before it was cut back.")
+@click.option("--seal", is_flag=True,
+              help="Sign the head of a log written before the key was set (needs GTM_PIPELINE_DECISION_LOG_KEY and "
+                   "--by); only once you have checked the entries.")
+@click.option("--by", "person", default=None, help="Who seals (kept in the checkpoint line); with --seal.")
+def verify(expect_head, seal, person):
+    """Check the decision log's HMAC chain and checkpoint file; name the first edited, deleted, truncated, reordered
+    or re-hashed entry (exit 1). Without GTM_PIPELINE_DECISION_LOG_KEY it says loudly what it cannot check.
 
     \b
     Example:
       gtm-pipeline decisions verify
+      gtm-pipeline decisions verify --expect-head 42
+      gtm-pipeline decisions verify --seal --by farah@example.com
     """
     from gtm_pipeline.decisions import log
+    from gtm_pipeline.decisions import verify as chain
 
     with _context() as dc:
-        report = log.verify(dc.con, dc.head)
+        if seal:
+            if not person:
+                raise GtmPipelineError("verify --seal: say who seals with --by NAME")
+            report = chain.seal(dc.con, dc.head, by=person)
+        else:
+            report = log.verify(dc.con, dc.head, expect_head=expect_head)
+    for w in report.warnings:
+        click.echo(f"WARNING: {w}", err=True)
     if report.ok:
-        click.echo(f"ok: {report.entries} entries, hash chain intact"
-                   + (f", head #{report.head['entry_id']} matches" if report.head else ""))
+        click.echo(report.summary())
         return
-    click.echo(f"TAMPERED: {report.first}", err=True)
+    click.echo(report.summary(), err=True)
     for p in report.problems[1:]:
         click.echo(f"  also {p}", err=True)
     raise SystemExit(1)

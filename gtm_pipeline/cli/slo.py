@@ -162,7 +162,11 @@ def exporter(host, port, module, warehouse_min_interval):
     history = History(settings.slo_history_path)
     collector = SloCollector(slo_file, coverage, history, lambda: _instance(settings), database=settings.duckdb_path,
                              owners=owners, warehouse_min_interval=warehouse_min_interval)
-    server = serve(collector, host, port)
+    from gtm_pipeline.decisions.anchor import decision_log_collector
+
+    # The decision log's anchored head (its checkpoint file, never the warehouse): a head that goes backwards in
+    # Prometheus is a rolled-back log (docs/decisions.md).
+    server = serve(collector, host, port, decision_log_collector(settings.data_dir))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

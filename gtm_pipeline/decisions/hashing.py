@@ -4,6 +4,7 @@ hash, so that the same rows always give the same digest on every machine."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from datetime import date, datetime
@@ -56,3 +57,19 @@ def rows_hash(tables: dict[str, list[dict]]) -> str:
     """``sha256:<hex>`` of the exact input rows, table by table, rows in a stable order."""
     ordered = {name: sorted((normalize(r) for r in rows), key=canonical_json) for name, rows in tables.items()}
     return "sha256:" + sha256_hex(canonical_json(ordered))
+
+
+def hmac_sha256_hex(key: bytes, text: str) -> str:
+    """HMAC-SHA256 of ``text`` under ``key``: what a writer without the key cannot recompute (the keyed log chain)."""
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def key_id(key: bytes) -> str:
+    """A short public fingerprint of a key (an HMAC of a fixed text, so it reveals nothing of the key): lets
+    `verify` say "the configured key is not the one that signed this log" instead of "every entry was edited"."""
+    return hmac_sha256_hex(key, "gtm-pipeline decision log key id")[:12]
+
+
+def equal(a: str, b: str) -> bool:
+    """Constant-time comparison of two digests."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

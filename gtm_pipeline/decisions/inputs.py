@@ -168,7 +168,8 @@ def read_icp(con: duckdb.DuckDBPyConnection, dimensions: list[str]) -> NodeInput
     baseline = total_cost / cm_total if total_cost is not None and cm_total and cm_total > 0 else None
     return NodeInputs(tables, inputs_version(con, ICP_TABLES), {
         "win_rows": win, "payback": payback, "baseline_payback": baseline,
-        "dq_coverage": dq[0]["coverage"] if dq else None, "routing": routing[0] if routing else None})
+        "dq_coverage": dq[0]["coverage"] if dq else None, "dq_disqualified": dq[0]["disqualified"] if dq else None,
+        "routing": routing[0] if routing else None})
 
 
 # ---- routing.policy -------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A decision's life: proposed -> approved (every listed approver, nobody else) -> applied (a flag flips) ->
 confirmed, or reversed within the playbook's limit (DESIGN §5). Every step is one transaction that appends to the
-decision log (and, for apply/reverse, to the flag store) and then re-renders the decision's memo.
+decision log (and, for apply/reverse, to the flag store) and then re-renders the decision's memo. Approve and apply
+first pass `refusals` (the roster, then every gate again); a refused step is logged too (issue 14 §1, §5).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import duckdb
 
 from gtm_pipeline.decisions import flags as flagstore
 from gtm_pipeline.decisions import log
+from gtm_pipeline.decisions.anchor import Anchor, anchor_for
+from gtm_pipeline.decisions.gates import HealthFn
 from gtm_pipeline.decisions.hashing import canonical_json, sha256_hex
 from gtm_pipeline.decisions.playbook import Playbook, Roster
 from gtm_pipeline.decisions.rules import Outcome
@@ -25,7 +28,8 @@ SYSTEM_ACTOR = "monitoring (automatic)"
 
 @dataclass
 class DecisionContext:
-    """What every lifecycle step needs: the warehouse, the playbooks and roster, where files go, and a clock."""
+    """What every lifecycle step needs: the warehouse, the playbooks and roster, where files go, a clock, the SLO
+    file and health source the gates judge by (no health source: the SLO gate fails closed), and the log's key."""
 
     con: duckdb.DuckDBPyConnection
     playbooks: dict[str, Playbook]
@@ -33,10 +37,14 @@ class DecisionContext:
     contracts_dir: Path
     data_dir: Path
     clock: Callable[[], datetime] = utcnow
+    slo_file: Path | None = None
+    health_fn: HealthFn | None = None
+    log_key: str | None = field(default=None, repr=False)
 
     @property
-    def head(self) -> Path:
-        return log.head_path(self.data_dir)
+    def head(self) -> Anchor:
+        """The log's anchor: the checkpoint file under the data folder and the chain key."""
+        return anchor_for(self.data_dir, self.log_key)
 
     @property
     def memo_dir(self) -> Path:
@@ -112,11 +120,14 @@ def _playbook(dc: DecisionContext, d: Decision) -> Playbook:
     return dc.playbooks[d.node]
 
 
-def _rerender(dc: DecisionContext, decision_id: str) -> None:
+def rerender(dc: DecisionContext, decision_id: str) -> None:
     from gtm_pipeline.decisions.memo import write_memo
 
     d = get(dc, decision_id)
     write_memo(dc, d)
+
+
+_rerender = rerender
 
 
 # ---- propose --------------------------------------------------------------------------------------------------------
@@ -155,19 +166,19 @@ def propose(dc: DecisionContext, pb: Playbook, outcome: Outcome, *, tables: dict
         "reversal_outcome": None, "review_date": (now + timedelta(days=pb.review_after_days)).date(),
     }
     superseded = []
-    with log.writing(dc.con, dc.head):
+    with log.writing(dc.con, dc.head) as w:
         for d in others:
             if d.status in log.OPEN_STATUSES:
-                log.append(dc.con, decision_id=d.decision_id, event=log.SUPERSEDED, status="superseded",
-                           base=d.proposal, actor=f"{pb.node} evaluation", ts=now,
-                           details={"superseded_by": did, "reason": "newer inputs"})
+                w.append(decision_id=d.decision_id, event=log.SUPERSEDED, status="superseded",
+                         base=d.proposal, actor=f"{pb.node} evaluation", ts=now,
+                         details={"superseded_by": did, "reason": "newer inputs"})
                 superseded.append(d.decision_id)
-        log.append(dc.con, decision_id=did, event=log.PROPOSED, status="proposed", base=base,
-                   actor=f"{pb.node} evaluation", ts=now,
-                   details={"reasons": outcome.reasons, "figures": outcome.figures, "options": outcome.options,
-                            "prechecks": precheck_summary, "cadence": pb.cadence, "reversibility": pb.reversibility,
-                            "risk_class": pb.risk_class, "monitoring": [w.describe() for w in pb.watch],
-                            "monitoring_window_days": pb.window_days})
+        w.append(decision_id=did, event=log.PROPOSED, status="proposed", base=base,
+                 actor=f"{pb.node} evaluation", ts=now,
+                 details={"reasons": outcome.reasons, "figures": outcome.figures, "options": outcome.options,
+                          "prechecks": precheck_summary, "cadence": pb.cadence, "reversibility": pb.reversibility,
+                          "risk_class": pb.risk_class, "monitoring": [x.describe() for x in pb.watch],
+                          "monitoring_window_days": pb.window_days})
         dc.con.execute("INSERT INTO decisions.inputs VALUES (?, ?, ?, ?, ?)",
                        [did, inputs_hash, inputs_version, canonical_json(tables), now])
     for old in superseded:
@@ -202,49 +213,40 @@ def _risk_notes(pb: Playbook, outcome: Outcome) -> str:
 # ---- approve / reject -----------------------------------------------------------------------------------------------
 
 def approve(dc: DecisionContext, decision_id: str, *, role: str, person: str, note: str = "") -> Decision:
+    """Record ``person``'s approval for ``role`` -- after the roster and every gate held again (`refusals`)."""
+    from gtm_pipeline.decisions.refusals import check_approve
+
     d = get(dc, decision_id)
-    pb = _playbook(dc, d)
-    if d.status not in ("proposed", "pending_approval"):
-        raise GtmPipelineError(f"{decision_id} is {d.status}; only a proposed decision can be approved")
-    if role not in d.proposal.approvers:
-        hint = (" -- the owner cannot approve their own decision" if role == d.proposal.owner else "")
-        raise GtmPipelineError(f"{decision_id}: {role!r} is not an approver of {d.node}{hint}; approvers: "
-                               f"{', '.join(d.proposal.approvers)} ({pb.where}: approvers)")
-    if person not in dc.roster.people(role):
-        raise GtmPipelineError(f"{decision_id}: {person!r} may not act as {role!r}; contracts/decisions/roster.yaml "
-                               f"lists {', '.join(dc.roster.people(role))} for that role")
-    if person in dc.roster.people(d.proposal.owner):
-        raise GtmPipelineError(f"{decision_id}: {person!r} holds the owner role {d.proposal.owner!r} and cannot approve "
-                               f"on {role!r}'s behalf; ask {', '.join(dc.roster.people(role))}")
+    check_approve(dc, d, role=role, person=person)
     done = d.approvals
-    if role in done:
-        raise GtmPipelineError(f"{decision_id}: {role} already approved (by {done[role]})")
-    if person in done.values():
-        raise GtmPipelineError(f"{decision_id}: {person!r} already approved for another role; each approver role "
-                               f"needs its own person")
     remaining = [r for r in d.proposal.approvers if r not in done and r != role]
     status = "approved" if not remaining else "pending_approval"
-    with log.writing(dc.con, dc.head):
-        log.append(dc.con, decision_id=decision_id, event=log.APPROVAL, status=status, base=d.proposal,
-                   actor=person, ts=dc.clock(), details={"role": role, "note": note, "remaining": remaining})
+    with log.writing(dc.con, dc.head) as w:
+        w.append(decision_id=decision_id, event=log.APPROVAL, status=status, base=d.proposal,
+                 actor=person, ts=dc.clock(), details={"role": role, "note": note, "remaining": remaining})
     _rerender(dc, decision_id)
     return get(dc, decision_id)
 
 
 def reject(dc: DecisionContext, decision_id: str, *, role: str, person: str, reason: str) -> Decision:
+    from gtm_pipeline.decisions.refusals import ROSTER, refuse
+    from gtm_pipeline.decisions.gates import Precheck
+
     d = get(dc, decision_id)
     if d.status not in ("proposed", "pending_approval", "approved"):
         raise GtmPipelineError(f"{decision_id} is {d.status}; only a decision not yet applied can be rejected")
-    if role not in d.proposal.approvers:
-        raise GtmPipelineError(f"{decision_id}: {role!r} is not an approver of {d.node}; approvers: "
-                               f"{', '.join(d.proposal.approvers)}")
-    if person not in dc.roster.people(role):
-        raise GtmPipelineError(f"{decision_id}: {person!r} may not act as {role!r} (contracts/decisions/roster.yaml)")
+    # Rejecting needs no gate (stopping is always allowed), but only an approver from the roster may do it.
+    if role not in d.proposal.approvers or person not in dc.roster.people(role):
+        why = (f"{role!r} is not an approver of {d.node}; approvers: {', '.join(d.proposal.approvers)}"
+               if role not in d.proposal.approvers else f"{person!r} may not act as {role!r} ({ROSTER})")
+        raise refuse(dc, d, "reject", Precheck("roster", False, why, f"{person} as {role}",
+                                               f"an approver role and a person {ROSTER} lists for it"),
+                     actor=person, role=role, message=f"refused: {decision_id}: {why}")
     if not reason.strip():
         raise GtmPipelineError(f"{decision_id}: give a reason for the rejection (--reason)")
-    with log.writing(dc.con, dc.head):
-        log.append(dc.con, decision_id=decision_id, event=log.REJECTED, status="rejected", base=d.proposal,
-                   actor=person, ts=dc.clock(), details={"role": role, "reason": reason})
+    with log.writing(dc.con, dc.head) as w:
+        w.append(decision_id=decision_id, event=log.REJECTED, status="rejected", base=d.proposal,
+                 actor=person, ts=dc.clock(), details={"role": role, "reason": reason})
     _rerender(dc, decision_id)
     return get(dc, decision_id)
 
@@ -254,36 +256,36 @@ def reject(dc: DecisionContext, decision_id: str, *, role: str, person: str, rea
 def apply(dc: DecisionContext, decision_id: str, *, person: str, effective: date | None = None) -> Decision:
     """Flip the decision's flag (after every approver approved). ``effective``: the first day whose data counts as
     after the change for monitoring (default: today, UTC)."""
+    from gtm_pipeline.decisions.gates import Precheck
+    from gtm_pipeline.decisions.refusals import check_apply, refuse
+
     d = get(dc, decision_id)
-    if d.status != "approved":
-        missing = [r for r in d.proposal.approvers if r not in d.approvals]
-        raise GtmPipelineError(f"{decision_id} is {d.status}; it applies only after every approver approved"
-                               + (f" (still missing: {', '.join(missing)})" if missing and d.status in
-                                  ("proposed", "pending_approval") else ""))
-    owner = d.proposal.owner
-    if person not in dc.roster.people(owner):
-        raise GtmPipelineError(f"{decision_id}: the owner ({owner}) applies a decision; {person!r} is not listed for "
-                               f"{owner!r} in contracts/decisions/roster.yaml")
+    check_apply(dc, d, person=person)
     a = d.action
     flag = a["flag"]
     cur = flagstore.current(dc.con, flag)
     if (cur.version if cur else 0) != a["based_on_version"]:
-        raise GtmPipelineError(f"{decision_id}: {flag} is at v{cur.version if cur else 0} but the proposal was "
-                               f"made against v{a['based_on_version']} ({cur.decision_id if cur else ''} changed it "
-                               f"since); re-evaluate the node for a fresh proposal")
+        at = f"v{cur.version if cur else 0}"
+        raise refuse(dc, d, "apply", Precheck("flag_version", False, f"{flag} is at {at}", f"{flag} at {at}",
+                                              f"v{a['based_on_version']}, the version the proposal was made against",
+                                              "re-evaluate the node for a fresh proposal"),
+                     actor=person, role=d.proposal.owner,
+                     message=f"refused: {decision_id}: {flag} is at {at} but the proposal was made against "
+                             f"v{a['based_on_version']} ({cur.decision_id if cur else ''} changed it since); "
+                             f"re-evaluate the node for a fresh proposal")
     now = dc.clock()
     effective = effective or now.date()
-    with log.writing(dc.con, dc.head):
+    with log.writing(dc.con, dc.head) as w:
         if cur is None:
             cur = flagstore.set_flag(dc.con, flag, a["initial_value"], set_by=person, reason="initial value "
                                      f"recorded before {decision_id}", decision_id=decision_id, at=now)
         new = flagstore.set_flag(dc.con, flag, a["new_value"], set_by=person, reason=f"apply {decision_id}",
                                  decision_id=decision_id, at=now)
-        log.append(dc.con, decision_id=decision_id, event=log.APPLIED, status="applied", base=d.proposal,
-                   actor=person, ts=now,
-                   details={"flag": flag, "from_version": cur.version, "to_version": new.version,
-                            "value": a["new_value"], "effective_date": effective.isoformat(),
-                            "monitoring_until": (effective + timedelta(days=_playbook(dc, d).window_days)).isoformat()})
+        w.append(decision_id=decision_id, event=log.APPLIED, status="applied", base=d.proposal,
+                 actor=person, ts=now,
+                 details={"flag": flag, "from_version": cur.version, "to_version": new.version,
+                          "value": a["new_value"], "effective_date": effective.isoformat(),
+                          "monitoring_until": (effective + timedelta(days=_playbook(dc, d).window_days)).isoformat()})
     _rerender(dc, decision_id)
     return get(dc, decision_id)
 
@@ -300,8 +302,14 @@ def reverse(dc: DecisionContext, decision_id: str, *, person: str, reason: str,
         raise GtmPipelineError(f"{decision_id} is {d.status}; only an applied decision can be reversed")
     allowed = {*dc.roster.people(d.proposal.owner), *(p for r in d.proposal.approvers for p in dc.roster.people(r))}
     if person != SYSTEM_ACTOR and person not in allowed:
-        raise GtmPipelineError(f"{decision_id}: {person!r} is neither the owner ({d.proposal.owner}) nor an approver "
-                               f"({', '.join(d.proposal.approvers)}) in contracts/decisions/roster.yaml")
+        # Reversing needs no gate (undoing is always allowed), but only the owner or an approver from the roster.
+        from gtm_pipeline.decisions.gates import Precheck
+        from gtm_pipeline.decisions.refusals import ROSTER, refuse
+
+        why = (f"{person!r} is neither the owner ({d.proposal.owner}) nor an approver "
+               f"({', '.join(d.proposal.approvers)}) in {ROSTER}")
+        raise refuse(dc, d, "reverse", Precheck("roster", False, why, person, f"the owner or an approver in {ROSTER}"),
+                     actor=person, message=f"refused: {decision_id}: {why}")
     applied = d.latest(log.APPLIED).details_dict
     flag = applied["flag"]
     cur = flagstore.current(dc.con, flag)
@@ -314,7 +322,7 @@ def reverse(dc: DecisionContext, decision_id: str, *, person: str, reason: str,
     start = started_at or (proposed.ts if proposed is not None and d.status == "reversal_proposed" else dc.clock())
     previous = flagstore.version(dc.con, flag, applied["from_version"])
     replay = None
-    with log.writing(dc.con, dc.head):
+    with log.writing(dc.con, dc.head) as w:
         restored = flagstore.set_flag(dc.con, flag, previous.value, set_by=person, reason=f"reverse {decision_id}",
                                       decision_id=decision_id, restores_version=previous.version, at=dc.clock())
         if flag == flagstore.ROUTING_FLAG:
@@ -327,12 +335,12 @@ def reverse(dc: DecisionContext, decision_id: str, *, person: str, reason: str,
                    f"{'within' if within else 'OUTSIDE'} the {_minutes(pb.reversal_within_minutes)} limit"
                    + (f"; DLQ replay: {len(replay['replayed'])} routed, {len(replay['still_unrouted'])} still "
                       f"unrouted" if replay is not None else ""))
-        log.append(dc.con, decision_id=decision_id, event=log.REVERSED, status="reversed", base=d.proposal,
-                   actor=person, ts=done, reversal_outcome=outcome,
-                   details={"reason": reason, "flag": flag, "restored_version": previous.version,
-                            "as_version": restored.version, "reversal_started_at": start.isoformat(sep=" "),
-                            "reversal_completed_at": done.isoformat(sep=" "), "duration_seconds": round(took, 3),
-                            "limit_seconds": limit, "within_limit": within, "dlq_replay": replay})
+        w.append(decision_id=decision_id, event=log.REVERSED, status="reversed", base=d.proposal,
+                 actor=person, ts=done, reversal_outcome=outcome,
+                 details={"reason": reason, "flag": flag, "restored_version": previous.version,
+                          "as_version": restored.version, "reversal_started_at": start.isoformat(sep=" "),
+                          "reversal_completed_at": done.isoformat(sep=" "), "duration_seconds": round(took, 3),
+                          "limit_seconds": limit, "within_limit": within, "dlq_replay": replay})
     _rerender(dc, decision_id)
     return get(dc, decision_id)
 
@@ -368,19 +376,19 @@ def record_monitoring(dc: DecisionContext, d: Decision, *, results: list[dict], 
         return None
     now = dc.clock()
     details = {"results": results, "breached": breached, "window_complete": complete, "inputs_hash": inputs_hash}
-    with log.writing(dc.con, dc.head):
+    with log.writing(dc.con, dc.head) as w:
         if last is None or last.details_dict.get("inputs_hash") != inputs_hash:
-            log.append(dc.con, decision_id=d.decision_id, event=log.MONITORED, status=d.status, base=d.proposal,
-                       actor=SYSTEM_ACTOR, ts=now, details=details)
+            w.append(decision_id=d.decision_id, event=log.MONITORED, status=d.status, base=d.proposal,
+                     actor=SYSTEM_ACTOR, ts=now, details=details)
         if breached and d.status == "applied" and not pb.auto_reverse:
-            log.append(dc.con, decision_id=d.decision_id, event=log.REVERSAL_PROPOSED, status="reversal_proposed",
-                       base=d.proposal, actor=SYSTEM_ACTOR, ts=now,
-                       details={"breached": breached, "reason": "monitoring breach: " + "; ".join(breached),
-                                "limit_minutes": pb.reversal_within_minutes})
+            w.append(decision_id=d.decision_id, event=log.REVERSAL_PROPOSED, status="reversal_proposed",
+                     base=d.proposal, actor=SYSTEM_ACTOR, ts=now,
+                     details={"breached": breached, "reason": "monitoring breach: " + "; ".join(breached),
+                              "limit_minutes": pb.reversal_within_minutes})
         elif complete and not breached and d.status == "applied":
-            log.append(dc.con, decision_id=d.decision_id, event=log.CONFIRMED, status="confirmed", base=d.proposal,
-                       actor=SYSTEM_ACTOR, ts=now,
-                       details={"reason": f"{pb.window_days}-day monitoring window passed without breach"})
+            w.append(decision_id=d.decision_id, event=log.CONFIRMED, status="confirmed", base=d.proposal,
+                     actor=SYSTEM_ACTOR, ts=now,
+                     details={"reason": f"{pb.window_days}-day monitoring window passed without breach"})
     event = log.MONITORED
     if breached and d.status == "applied":
         if pb.auto_reverse:

@@ -5,29 +5,35 @@ decision log", §5 minimum fields).
   selected_thresholds, chosen_action, owner, approvers[], risk_notes, reversal_plan, reversal_outcome, review_date --
   plus ``status``, the ``event`` that wrote it, the ``decision_id`` it belongs to, the ``actor`` and ``details``.
 * Status changes are new entries that reference the proposal's ``decision_id``; this module never UPDATEs or
-  DELETEs a row.
-* ``entry_hash`` = sha256 of the canonical JSON of every other field, ``prev_hash`` (the previous entry's hash)
-  included, so changing, removing or moving any entry breaks the chain at that entry. The newest (id, hash) is also
-  written to a head file outside the database (``<data_dir>/decisions/log_head.json``), which catches removal of
-  the newest entries and a rewrite of the whole chain.
-* `verify` recomputes the chain and names the first bad entry and why: edited, deleted or reordered.
+  DELETEs a row. A refused step (a gate that did not hold, a person the roster does not allow) is an entry too.
+* ``entry_hash`` covers the canonical JSON of every other field, ``prev_hash`` (the previous entry's hash) included,
+  so changing, removing or moving any entry breaks the chain at that entry. Under a key (``GTM_PIPELINE_DECISION_LOG_
+  KEY``, see `anchor`) it is ``hmac-sha256:<HMAC of that JSON>``, which nobody without the key can recompute;
+  without one it is the plain sha256 hex of the chain's first version. After every commit a checkpoint line outside
+  the database records the newest (id, hash) (`anchor`), which catches a cut tail and a chain rewritten from the
+  start.
+* `verify` (module `verify`) recomputes the chain and names the first bad entry and why.
 """
 
 from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from gtm_pipeline.decisions.hashing import canonical_json, sha256_hex
+from gtm_pipeline.decisions.anchor import Anchor, append_checkpoint, read_checkpoints, SIGNED
+from gtm_pipeline.decisions.hashing import canonical_json, equal, hmac_sha256_hex, sha256_hex
+from gtm_pipeline.config import DECISION_LOG_KEY_ENV
+from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.warehouse import ensure_base, utcnow
 
 GENESIS = "0" * 64
+HMAC_PREFIX = "hmac-sha256:"    # a keyed entry's hash; an unkeyed one is 64 bare hex digits
 
 # The hashed fields, in table order (entry_hash excluded). Changing this list changes every hash: don't.
 FIELDS = ("entry_id", "decision_id", "event", "status", "ts", "node", "subject", "playbook_version",
@@ -47,7 +53,7 @@ _DDL = [
 ]
 
 # Events and the status a decision has after each.
-PROPOSED, APPROVAL, REJECTED, SUPERSEDED = "proposed", "approval", "rejected", "superseded"
+PROPOSED, APPROVAL, REJECTED, SUPERSEDED, REFUSED = "proposed", "approval", "rejected", "superseded", "refused"
 APPLIED, MONITORED, REVERSAL_PROPOSED, REVERSED, CONFIRMED = ("applied", "monitored", "reversal_proposed",
                                                               "reversed", "confirmed")
 OPEN_STATUSES = ("proposed", "pending_approval", "approved")           # awaiting approval or apply
@@ -90,14 +96,21 @@ class Entry:
     def content(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in FIELDS}
 
-    def compute_hash(self, entry_id: int | None = None) -> str:
+    @property
+    def keyed(self) -> bool:
+        return (self.entry_hash or "").startswith(HMAC_PREFIX)
+
+    def compute_hash(self, entry_id: int | None = None, key: bytes | None = None) -> str:
+        """The hash this entry should carry (at position ``entry_id``, default its own): the keyed form under
+        ``key``, the plain sha256 hex without."""
         c = self.content()
         if entry_id is not None:
             c["entry_id"] = entry_id
         c["ts"] = self.ts.isoformat(sep=" ", timespec="microseconds")
         c["review_date"] = self.review_date.isoformat() if self.review_date else None
         c["approvers"] = list(self.approvers or [])
-        return sha256_hex(canonical_json(c))
+        text = canonical_json(c)
+        return HMAC_PREFIX + hmac_sha256_hex(key, text) if key else sha256_hex(text)
 
     @property
     def details_dict(self) -> dict:
@@ -137,15 +150,49 @@ def entries(con: duckdb.DuckDBPyConnection, decision_id: str | None = None) -> l
 
 
 def head_path(data_dir: Path) -> Path:
+    """The legacy head file (read as an unsigned checkpoint when no checkpoint file exists; no longer written)."""
     return Path(data_dir) / "decisions" / "log_head.json"
+
+
+def as_anchor(head: Anchor | Path | None) -> Anchor | None:
+    """Callers pass the context's `Anchor` (``dc.head``); a bare path (the old head file) means its folder, no key."""
+    if head is None or isinstance(head, Anchor):
+        return head
+    return Anchor(Path(head).parent)
+
+
+def check_writable(con: duckdb.DuckDBPyConnection, anchor: Anchor | None) -> None:
+    """Refuse to extend a chain this process cannot extend honestly: a keyed chain without the key (the new entry
+    could not be told from a forgery), a keyed chain under another key, or an unsealed unkeyed chain under a key
+    (signing on top of it would vouch for whatever it holds)."""
+    last = latest_entry(con)
+    key = anchor.key if anchor is not None else None
+    if last is None:
+        return
+    if last.keyed and key is None:
+        raise GtmPipelineError(f"decisions.log is keyed (entry #{last.entry_id} carries an HMAC) but "
+                               f"{DECISION_LOG_KEY_ENV} is not set in this process; set it to the log's key to "
+                               f"write decisions (docs/decisions.md, \"The decision log\")")
+    if last.keyed and not equal(last.compute_hash(key=key), last.entry_hash):
+        raise GtmPipelineError(f"decisions.log entry #{last.entry_id} does not verify under the configured "
+                               f"{DECISION_LOG_KEY_ENV}: a wrong key, or the entry was edited; nothing is written -- "
+                               f"run 'gtm-pipeline decisions verify'")
+    if not last.keyed and key is not None and anchor is not None:
+        sealed = any(c.state == SIGNED and c.entry_id == last.entry_id and c.entry_hash == last.entry_hash
+                     for c in read_checkpoints(anchor))
+        if not sealed:
+            raise GtmPipelineError(f"decisions.log entries up to #{last.entry_id} were written without a key and are "
+                                   f"not sealed yet; check them and sign their head once with 'gtm-pipeline "
+                                   f"decisions verify --seal' (docs/decisions.md, \"Keying an existing log\")")
 
 
 def append(con: duckdb.DuckDBPyConnection, *, decision_id: str, event: str, status: str, base: Entry | dict,
            actor: str | None = None, details: dict | None = None, reversal_outcome: str | None = None,
-           ts: datetime | None = None) -> Entry:
+           ts: datetime | None = None, key: bytes | None = None) -> Entry:
     """Append one entry. ``base`` supplies the decision's fields (node, thresholds, action, owner, ...): the proposal
     entry for follow-up events, a dict for a new proposal. Call it inside `writing(...)` so the entry lands together
-    with the other writes of the same step (the flag flip of an apply) and the head file follows the commit."""
+    with the other writes of the same step (the flag flip of an apply) and the checkpoint follows the commit; `Writer`
+    passes the chain ``key``."""
     ensure_log(con)
     b = base.content() if isinstance(base, Entry) else base
     last = con.execute("SELECT entry_id, entry_hash FROM decisions.log ORDER BY entry_id DESC LIMIT 1").fetchone()
@@ -162,36 +209,40 @@ def append(con: duckdb.DuckDBPyConnection, *, decision_id: str, event: str, stat
         reversal_plan=b["reversal_plan"],
         reversal_outcome=reversal_outcome if reversal_outcome is not None else b.get("reversal_outcome"),
         review_date=b["review_date"], actor=actor, details=canonical_json(details or {}), prev_hash=prev)
-    e.entry_hash = e.compute_hash()
+    e.entry_hash = e.compute_hash(key=key)
     con.execute(f"INSERT INTO decisions.log ({', '.join(FIELDS)}, entry_hash) VALUES "
                 f"({', '.join('?' for _ in FIELDS)}, ?)", [*e.content().values(), e.entry_hash])
     return e
 
 
+class Writer:
+    """What `writing` yields: appends entries under the anchor's key."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, anchor: Anchor | None):
+        self.con, self.anchor = con, anchor
+
+    def append(self, **kw) -> Entry:
+        return append(self.con, key=self.anchor.key if self.anchor is not None else None, **kw)
+
+
 @contextmanager
-def writing(con: duckdb.DuckDBPyConnection, head: Path | None):
-    """One transaction for a lifecycle step; after the commit, the head file records the newest entry."""
+def writing(con: duckdb.DuckDBPyConnection, head: Anchor | Path | None):
+    """One transaction for a lifecycle step (``with writing(con, dc.head) as w: w.append(...)``); after the commit,
+    a checkpoint line records the newest entry outside the database."""
     ensure_log(con)
+    anchor = as_anchor(head)
+    check_writable(con, anchor)
     con.execute("BEGIN TRANSACTION")
     try:
-        yield
+        yield Writer(con, anchor)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    if head is not None:
+    if anchor is not None:
         e = latest_entry(con)
         if e is not None:
-            write_head(head, e)
-
-
-def write_head(head: Path, e: Entry) -> None:
-    """Record the newest entry outside the database (atomically: write a temp file, then rename)."""
-    head.parent.mkdir(parents=True, exist_ok=True)
-    tmp = head.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"entry_id": e.entry_id, "entry_hash": e.entry_hash,
-                               "ts": e.ts.isoformat(sep=" ")}) + "\n")
-    tmp.replace(head)
+            append_checkpoint(anchor, e.entry_id, e.entry_hash, e.ts.isoformat(sep=" "))
 
 
 def latest_entry(con: duckdb.DuckDBPyConnection) -> Entry | None:
@@ -200,76 +251,10 @@ def latest_entry(con: duckdb.DuckDBPyConnection) -> Entry | None:
     return _entry(rows[0]) if rows else None
 
 
-# ---- verify --------------------------------------------------------------------------------------------------------
-
-@dataclass
-class Problem:
-    entry_id: int
-    kind: str          # edited | deleted | reordered | duplicated
-    detail: str
-
-    def __str__(self) -> str:
-        return f"entry #{self.entry_id}: {self.kind} -- {self.detail}"
 
 
-@dataclass
-class VerifyReport:
-    entries: int
-    head: dict | None
-    problems: list[Problem] = field(default_factory=list)
+def verify(con: duckdb.DuckDBPyConnection, head: Anchor | Path | None = None, *, expect_head: int | None = None):
+    """Recompute the chain against its anchor; see `gtm_pipeline.decisions.verify.verify`."""
+    from gtm_pipeline.decisions.verify import verify as _verify
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def first(self) -> Problem | None:
-        return self.problems[0] if self.problems else None
-
-
-def verify(con: duckdb.DuckDBPyConnection, head: Path | None = None) -> VerifyReport:
-    """Recompute the chain in entry order; the first problem found is ``report.first`` (the chain after a break is
-    still checked entry by entry, so every edited entry is listed)."""
-    es = entries(con)
-    head_doc = json.loads(head.read_text()) if head is not None and head.exists() else None
-    report = VerifyReport(entries=len(es), head=head_doc)
-    prev_id, prev_hash = 0, GENESIS
-    ids = [e.entry_id for e in es]
-    for e in es:
-        recomputed = e.compute_hash()
-        if e.entry_id == prev_id:
-            report.problems.append(Problem(e.entry_id, "duplicated", "two entries carry this id"))
-        elif recomputed != e.entry_hash:
-            moved = next((k for k in range(1, max(ids) + 2) if k != e.entry_id and e.compute_hash(k) == e.entry_hash),
-                         None)
-            if moved is not None:
-                report.problems.append(Problem(e.entry_id, "reordered",
-                                               f"this entry was written as #{moved} and now sits at #{e.entry_id}"))
-            else:
-                report.problems.append(Problem(e.entry_id, "edited", "its content no longer matches its hash "
-                                                                     f"({e.entry_hash[:12]}…, recomputed "
-                                                                     f"{recomputed[:12]}…)"))
-        elif e.prev_hash != prev_hash:
-            if e.entry_id > prev_id + 1:
-                gap = (f"#{prev_id + 1}" if e.entry_id == prev_id + 2 else f"#{prev_id + 1}..#{e.entry_id - 1}")
-                report.problems.append(Problem(e.entry_id, "deleted", f"entry {gap} before it is missing"))
-            elif any(x.entry_hash == e.prev_hash for x in es):
-                orig = next(x.entry_id for x in es if x.entry_hash == e.prev_hash)
-                report.problems.append(Problem(e.entry_id, "reordered", f"it was written after #{orig}, "
-                                                                        f"not after #{prev_id}"))
-            else:
-                report.problems.append(Problem(e.entry_id, "edited", f"its prev_hash does not match entry "
-                                                                     f"#{prev_id} (a predecessor was rewritten)"))
-        prev_id, prev_hash = e.entry_id, e.entry_hash
-    if head_doc is not None:
-        hid, hhash = int(head_doc["entry_id"]), head_doc["entry_hash"]
-        last_id = es[-1].entry_id if es else 0
-        at = next((e for e in es if e.entry_id == hid), None)
-        if hid > last_id:
-            report.problems.append(Problem(last_id + 1, "deleted", f"the log ends at #{last_id} but its head file "
-                                                                   f"recorded #{hid}: the newest entries are gone"))
-        elif at is not None and at.entry_hash != hhash:
-            report.problems.append(Problem(hid, "edited", "the head file recorded another hash for this entry: the "
-                                                          "chain up to it was rewritten"))
-    report.problems.sort(key=lambda p: p.entry_id)
-    return report
+    return _verify(con, as_anchor(head), expect_head=expect_head)

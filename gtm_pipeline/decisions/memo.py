@@ -46,7 +46,7 @@ def render(dc: DecisionContext, d: Decision) -> str:
               f"- Taxonomy: owner {p.owner}; reversibility {det.get('reversibility')}; risk class "
               f"{det.get('risk_class')}; cadence {det.get('cadence')} (how often the node is considered, not a "
               f"mandate to change).",
-              f"- Pre-checks: " + "; ".join(det.get("prechecks", [])),
+              "- Pre-checks: " + "; ".join(det.get("prechecks", [])),
               f"- Inputs version: {p.inputs_version}",
               f"- Inputs hash: `{p.inputs_hash}` (rows kept in decisions.inputs)", ""]
     lines += ["## Options considered", ""] + [f"- {o}" for o in det.get("options", [])] + [""]

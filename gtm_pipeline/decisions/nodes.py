@@ -1,37 +1,33 @@
 """Evaluate a decision node: pre-checks, inputs from the metric layer, the playbook's rules, and -- when every
 pre-check passes and the rules imply an action -- a proposal in the decision log with its memo.
 
-Pre-checks every node shares (spec §4, DESIGN §5): SLO health green (``health_fn``, injected: the Dagster asset
-passes the SLO resource's check; it fails closed -- "SLO health unknown" -- when there is no source or it errors)
-and no open incident at the playbook's severity or worse (``ops.incidents``, read here directly). Node pre-checks:
-attribution validity >= 0.995 (channel.invest), routing capacity (icp.update).
+The shared pre-checks are in `gates` (SLO health, no open incident in scope, every input's data time within its
+SLO); node pre-checks: attribution validity >= 0.995 (channel.invest), routing capacity (icp.update). `recheck`
+runs them all again at approve and at apply, and recomputes the proposal's inputs hash (issue 14 §1).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gtm_pipeline.decisions import flags as flagstore
 from gtm_pipeline.decisions import inputs as adapter
 from gtm_pipeline.decisions import lifecycle, rules
-from gtm_pipeline.decisions.hashing import rows_hash
-from gtm_pipeline.decisions.playbook import SEVERITIES, Playbook
+from gtm_pipeline.decisions.gates import (
+    HealthFn, Precheck, incident_precheck, metric_dependencies, shared_prechecks, slo_precheck,
+)
+from gtm_pipeline.decisions.hashing import canonical_json, normalize, rows_hash
+from gtm_pipeline.decisions.playbook import Playbook
 from gtm_pipeline.warehouse import table_exists
 
-# health_fn(asset keys like "metrics/cm_per_seat") -> an object with .green (bool) and .reasons (list of text)
-HealthFn = Callable[[list[str]], Any]
+# The pre-checks lived here before gates.py; callers still import them from nodes.
+__all__ = ["HealthFn", "NodeResult", "Precheck", "Recheck", "evaluate_node", "incident_precheck",
+           "metric_dependencies", "recheck", "shadow_figures", "slo_precheck"]
 
-
-@dataclass(frozen=True)
-class Precheck:
-    name: str
-    passed: bool
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.name}: {'pass' if self.passed else 'FAIL'} -- {self.detail}"
+# (outcome, hashed tables, flag, initial value, new value) of one proposing outcome
+Item = tuple[rules.Outcome, dict, str, dict, dict]
 
 
 @dataclass
@@ -52,66 +48,15 @@ class NodeResult:
         return [p.decision_id for p in self.proposals if p.state == "new"]
 
 
-def slo_precheck(health_fn: HealthFn | None, assets: list[str]) -> Precheck:
-    if health_fn is None:
-        return Precheck("slo_health", False, "SLO health unknown: no SLO health source is wired (fails closed)")
-    try:
-        h = health_fn(assets)
-    except Exception as e:  # any failure to judge health must block, never pass
-        return Precheck("slo_health", False, f"SLO health unknown: {type(e).__name__}: {str(e)[:300]}")
-    green = bool(getattr(h, "green", False))
-    reasons = list(getattr(h, "reasons", ()) or ())
-    return Precheck("slo_health", green, "SLO health green" if green else
-                    "SLO health not green: " + ("; ".join(reasons[:5]) or "no reason given"))
+@dataclass
+class Reading:
+    """What a node reads and concludes, before anything is logged."""
 
-
-def metric_dependencies(contracts_dir: Path, inputs: tuple[str, ...] | list[str]) -> set[str]:
-    """The metric tables and clean entities ``inputs`` read, directly or through other metrics (from the metric
-    contracts' ``inputs``): e.g. {"metrics/cm_per_seat", "metrics/cm_by_line", "clean/opportunity", ...}."""
-    from gtm_pipeline.metrics.contract import load_metric_contracts
-
-    contracts = load_metric_contracts(Path(contracts_dir))
-    seen: set[str] = set()
-    stack = list(inputs)
-    while stack:
-        name = stack.pop()
-        key = name.replace("clean.", "clean/") if name.startswith("clean.") else f"metrics/{name}"
-        if key in seen:
-            continue
-        seen.add(key)
-        if name in contracts:
-            stack.extend(contracts[name].inputs)
-    return seen
-
-
-def _concerns(asset_key: str | None, deps: set[str]) -> bool:
-    """Does an incident on ``asset_key`` bear on a node reading ``deps``? Only an incident about metric tables or
-    clean entities that are all outside ``deps`` does not; anything else (ingest, contracts, platform) does."""
-    parts = [p.strip() for p in (asset_key or "").split(",") if p.strip()]
-    if not parts:
-        return True
-    return any(not (p.startswith("metrics/") or p.startswith("clean/")) or p in deps for p in parts)
-
-
-def incident_precheck(con, max_severity: str, deps: set[str] | None = None) -> Precheck:
-    """No open incident at ``max_severity`` or worse (SEV1 is the worst) in ops.incidents. With ``deps`` (scope
-    ``dependencies``), incidents about metric tables or entities the node does not depend on are ignored."""
-    blocking = list(SEVERITIES[: SEVERITIES.index(max_severity) + 1])
-    if not table_exists(con, "ops", "incidents"):
-        return Precheck("no_open_incident", True, "no incidents table: nothing open")
-    # An acknowledged incident is still open: someone is on it, the decision still waits.
-    rows = con.execute(f"SELECT incident_id, severity, title, asset_key FROM ops.incidents "
-                       f"WHERE status IN ('open', 'acknowledged') AND "
-                       f"severity IN ({', '.join('?' for _ in blocking)}) ORDER BY severity, opened_at",
-                       blocking).fetchall()
-    ignored = [r for r in rows if deps is not None and not _concerns(r[3], deps)]
-    rows = [r[:3] for r in rows if r not in ignored]
-    if rows:
-        listed = "; ".join(f"{i} {s} {t}" for i, s, t in rows[:3])
-        return Precheck("no_open_incident", False, f"{len(rows)} open {'/'.join(blocking)} incident(s): {listed}")
-    return Precheck("no_open_incident", True, f"no open {'/'.join(blocking)} incident"
-                    + (f" on what this node reads ({len(ignored)} elsewhere: "
-                       f"{', '.join(r[0] + ' ' + str(r[3]) for r in ignored[:3])})" if ignored else ""))
+    prechecks: list[Precheck]                      # the node's own pre-checks
+    inputs_version: str
+    outcomes: list[rules.Outcome]
+    items: list[Item]                              # the proposing outcomes
+    subjects: dict[str, dict]                      # subject -> the exact tables its proposal hashes (every subject)
 
 
 def _flag_state(con, flag: str, initial: dict) -> tuple[flagstore.FlagVersion | None, dict]:
@@ -121,23 +66,25 @@ def _flag_state(con, flag: str, initial: dict) -> tuple[flagstore.FlagVersion | 
 
 def evaluate_node(dc: lifecycle.DecisionContext, pb: Playbook, health_fn: HealthFn | None) -> NodeResult:
     """Run the pre-checks and rules of ``pb``; log a proposal for every action they imply (pre-checks passing)."""
-    deps = metric_dependencies(dc.contracts_dir, pb.inputs) if pb.incident_scope == "dependencies" else None
-    pre = [slo_precheck(health_fn, [f"metrics/{t}" for t in pb.inputs]),
-           incident_precheck(dc.con, pb.max_open_incident, deps)]
-    fn = {"pricing.change": _pricing, "channel.invest": _channel, "icp.update": _icp,
-          "routing.policy": _routing}[pb.node]
+    pre = shared_prechecks(dc, pb, health_fn)
     try:
-        return fn(dc, pb, pre)
+        reading = _READERS[pb.node](dc, pb)
     except adapter.InputsNotPublished as e:
         # Not enough published inputs to decide (a young warehouse, or a metric blocked since it first ran): the
         # node proposes nothing and says why, like any failed pre-check, instead of failing the run.
-        result = NodeResult(pb.node, [*pre, Precheck("inputs_published", False, str(e))])
+        result = NodeResult(pb.node, [*pre, _unpublished(e)])
         result.note = f"pre-check failed: no proposal (inputs_published: FAIL -- {e})"
         return result
+    result = NodeResult(pb.node, pre + reading.prechecks, reading.outcomes, inputs_version=reading.inputs_version)
+    return _finish(dc, pb, result, reading.items)
 
 
-def _finish(dc, pb, result: NodeResult, items: list[tuple[rules.Outcome, dict, str, dict, dict]]) -> NodeResult:
-    """``items``: (outcome, hashed tables, flag, initial value, new value) for each proposing outcome."""
+def _unpublished(e: Exception) -> Precheck:
+    return Precheck("inputs_published", False, str(e), "inputs not published", "every input published",
+                    "run the metric layer: gtm-pipeline refresh")
+
+
+def _finish(dc, pb, result: NodeResult, items: list[Item]) -> NodeResult:
     summary = [str(p) for p in result.prechecks]
     if not result.prechecks_passed:
         result.note = "pre-check failed: no proposal (" + "; ".join(str(p) for p in result.prechecks
@@ -151,75 +98,142 @@ def _finish(dc, pb, result: NodeResult, items: list[tuple[rules.Outcome, dict, s
     return result
 
 
-def _pricing(dc, pb: Playbook, pre: list[Precheck]) -> NodeResult:
-    inp = adapter.read_pricing(dc.con)
-    result = NodeResult(pb.node, pre, inputs_version=inp.version)
-    result.outcomes = rules.evaluate_pricing(inp.figures["segments"], pb.thresholds)
-    items = []
-    for o in result.outcomes:
-        if not o.proposes:
+# ---- re-checks at approve and apply ---------------------------------------------------------------------------------
+
+@dataclass
+class Recheck:
+    prechecks: list[Precheck]                      # every gate, as it stands now
+    inputs_hash: str | None = None                 # of the subject's inputs now (None: not readable / gone)
+    changed: list[dict] = field(default_factory=list)   # which inputs differ from the proposal's, and how
+
+    @property
+    def superseded(self) -> bool:
+        return bool(self.changed)
+
+    @property
+    def failed(self) -> list[Precheck]:
+        return [p for p in self.prechecks if not p.passed]
+
+
+def recheck(dc: lifecycle.DecisionContext, d: lifecycle.Decision, health_fn: HealthFn | None) -> Recheck:
+    """Every gate of ``d``'s node again, and its inputs read again and hashed as at the proposal."""
+    pb = dc.playbooks[d.node]
+    pre = shared_prechecks(dc, pb, health_fn)
+    try:
+        reading = _READERS[pb.node](dc, pb)
+    except adapter.InputsNotPublished as e:
+        return Recheck([*pre, _unpublished(e)])
+    tables = reading.subjects.get(d.proposal.subject)
+    now_hash = rows_hash(tables) if tables is not None else None
+    out = Recheck(pre + reading.prechecks, now_hash)
+    if now_hash != d.proposal.inputs_hash:
+        out.changed = changed_inputs(dc, d, tables)
+    if pb.selected_thresholds() != d.proposal.thresholds_dict:
+        out.changed.append({"input": f"playbook {pb.where}", "change": "thresholds or pre-checks edited since the "
+                                                                      "proposal"})
+    return out
+
+
+def changed_inputs(dc, d: lifecycle.Decision, tables: dict | None) -> list[dict]:
+    """Which of the proposal's hashed tables differ now, with the row counts and the first differing row."""
+    if tables is None:
+        return [{"input": d.proposal.subject, "change": f"{d.node} no longer evaluates {d.proposal.subject!r} "
+                                                        f"(its inputs are gone)"}]
+    row = dc.con.execute("SELECT rows_json FROM decisions.inputs WHERE decision_id = ? LIMIT 1",
+                         [d.decision_id]).fetchone()
+    before = json.loads(row[0]) if row else {}
+    out = []
+    for name in sorted(set(before) | set(tables)):
+        old = sorted((normalize(r) for r in before.get(name, [])), key=canonical_json)
+        new = sorted((normalize(r) for r in tables.get(name, [])), key=canonical_json)
+        if canonical_json(old) == canonical_json(new):
             continue
+        gone = [r for r in old if r not in new]
+        came = [r for r in new if r not in old]
+        # The flag table holds the flag's value the proposal was made against: name the flag itself.
+        label = f"flag {(old or new)[0].get('flag')}" if name == "flag" and (old or new) else name
+        out.append({"input": label, "rows_before": len(old), "rows_now": len(new),
+                    "change": f"{len(gone)} row(s) changed or removed, {len(came)} changed or added",
+                    "was": gone[0] if gone else None, "now": came[0] if came else None})
+    return out or [{"input": "(unknown)", "change": "the inputs hash differs but the stored rows match"}]
+
+
+def _pricing(dc, pb: Playbook) -> Reading:
+    inp = adapter.read_pricing(dc.con)
+    outcomes = rules.evaluate_pricing(inp.figures["segments"], pb.thresholds)
+    items, subjects = [], {}
+    for o in outcomes:
         seg = o.subject
         flag = pb.action_flag.replace("{segment}", seg)
         initial = {"segment": seg, "card": f"{seg}-base", "list_price_multiplier": 1.0, "discount_ladders": "current"}
         cur, before = _flag_state(dc.con, flag, initial)
+        subjects[seg] = tables = {**inp.subset("segment", seg), "flag": [{"flag": flag, "value": before}]}
+        if not o.proposes:
+            continue
         mult = round(float(before.get("list_price_multiplier", 1.0)) * (1 + o.action["raise_pct"] / 100.0), 6)
         new = {"segment": seg, "card": f"{seg}-v{(cur.version if cur else 1) + 1}", "list_price_multiplier": mult,
                "raise_pct": o.action["raise_pct"], "discount_ladders": "hold"}
-        tables = {**inp.subset("segment", seg), "flag": [{"flag": flag, "value": before}]}
         items.append((o, tables, flag, initial, new))
-    return _finish(dc, pb, result, items)
+    return Reading([], inp.version, outcomes, items, subjects)
 
 
-def _channel(dc, pb: Playbook, pre: list[Precheck]) -> NodeResult:
+def _fmt(x: float | None) -> str:
+    return "unknown" if x is None else f"{x:.4f}"
+
+
+def _channel(dc, pb: Playbook) -> Reading:
     inp = adapter.read_channel(dc.con)
     validity = inp.figures["attribution_validity"]
     need = pb.prechecks["attribution_validity_min"]
-    pre = pre + [Precheck("attribution_validity", validity is not None and rules.ge(validity, need),
-                          f"attribution validity {'unknown' if validity is None else f'{validity:.4f}'} "
-                          f"(needs >= {need})")]
-    result = NodeResult(pb.node, pre, inputs_version=inp.version)
+    pre = [Precheck("attribution_validity", validity is not None and rules.ge(validity, need),
+                    f"attribution validity {_fmt(validity)} (needs >= {need})",
+                    f"attribution validity {_fmt(validity)}", f">= {need} ({pb.where}: prechecks."
+                                                              f"attribution_validity_min)",
+                    "repair the opportunities without a valid touch path, then gtm-pipeline metrics refresh "
+                    "attribution_validity")]
     o = rules.evaluate_channel(inp.figures["channels"], inp.figures["baseline"], pb.thresholds)
     o.figures["payback_all"] = inp.figures["payback_all"]
     o.figures["attribution_validity"] = validity
-    result.outcomes = [o]
+    flag = pb.action_flag
+    current = {c: float(v.get("marketing_cost") or 0.0) for c, v in inp.figures["channels"].items()
+               if c not in ("all", "unattributed")}
+    initial = {"split": {c: round(v, 2) for c, v in current.items()}, "paused": [], "shifted": [],
+               "basis": "marketing cost by channel over the metric window (metrics.cac_per_sqo)"}
+    _, before = _flag_state(dc.con, flag, initial)
+    tables = {**inp.tables, "flag": [{"flag": flag, "value": before}]}
     items = []
     if o.proposes:
-        flag = pb.action_flag
-        current = {c: float(v.get("marketing_cost") or 0.0) for c, v in inp.figures["channels"].items()
-                   if c not in ("all", "unattributed")}
-        initial = {"split": {c: round(v, 2) for c, v in current.items()}, "paused": [], "shifted": [],
-                   "basis": "marketing cost by channel over the metric window (metrics.cac_per_sqo)"}
-        _, before = _flag_state(dc.con, flag, initial)
         new = {"split": o.action["split"], "paused": o.action["pause"], "shifted": o.action["shift"],
-               "total_change": o.action["total_change"], "basis": initial["basis"]}
-        items.append((o, {**inp.tables, "flag": [{"flag": flag, "value": before}]}, flag, initial, new))
-    return _finish(dc, pb, result, items)
+               "total_change": o.action["total_change"], "held": o.action["held"],
+               "unallocated": o.action["unallocated"], "basis": initial["basis"]}
+        items.append((o, tables, flag, initial, new))
+    return Reading(pre, inp.version, [o], items, {o.subject: tables})
 
 
-def _icp(dc, pb: Playbook, pre: list[Precheck]) -> NodeResult:
+def _icp(dc, pb: Playbook) -> Reading:
     inp = adapter.read_icp(dc.con, pb.thresholds["dimensions"])
     r = inp.figures["routing"] or {}
     av, ua = r.get("availability"), r.get("unassigned_rate")
     p = pb.prechecks
     ok = av is not None and ua is not None and rules.ge(av, p["routing_availability_min"]) and \
         rules.le(ua, p["routing_unassigned_max"])
-    pre = pre + [Precheck("routing_capacity", ok,
-                          f"routing availability {av if av is None else f'{av:.4f}'} (>= "
-                          f"{p['routing_availability_min']}), unassigned {ua if ua is None else f'{ua:.4f}'} "
-                          f"(<= {p['routing_unassigned_max']})")]
-    result = NodeResult(pb.node, pre, inputs_version=inp.version)
+    pre = [Precheck("routing_capacity", ok,
+                    f"routing availability {av if av is None else f'{av:.4f}'} (>= "
+                    f"{p['routing_availability_min']}), unassigned {ua if ua is None else f'{ua:.4f}'} "
+                    f"(<= {p['routing_unassigned_max']})",
+                    f"routing availability {_fmt(av)}, unassigned rate {_fmt(ua)}",
+                    f"availability >= {p['routing_availability_min']} and unassigned <= "
+                    f"{p['routing_unassigned_max']} ({pb.where}: prechecks)",
+                    "add routing capacity (owners, contracts/routing) and gtm-pipeline metrics refresh routing_health")]
     flag = pb.action_flag
     initial = {"include": [], "exclude": [], "dq_gates": False}
     _, before = _flag_state(dc.con, flag, initial)
     o = rules.evaluate_icp(inp.figures["win_rows"], inp.figures["payback"], inp.figures["baseline_payback"],
-                           inp.figures["dq_coverage"], before, pb.thresholds)
-    result.outcomes = [o]
-    items = []
-    if o.proposes:
-        items.append((o, {**inp.tables, "flag": [{"flag": flag, "value": before}]}, flag, initial,
-                      o.action["filter"]))
-    return _finish(dc, pb, result, items)
+                           inp.figures["dq_coverage"], before, pb.thresholds,
+                           dq_disqualified=inp.figures["dq_disqualified"])
+    tables = {**inp.tables, "flag": [{"flag": flag, "value": before}]}
+    items = [(o, tables, flag, initial, o.action["filter"])] if o.proposes else []
+    return Reading(pre, inp.version, [o], items, {o.subject: tables})
 
 
 def shadow_figures(con, contracts_dir, t: dict) -> tuple[dict | None, dict]:
@@ -251,9 +265,8 @@ def shadow_figures(con, contracts_dir, t: dict) -> tuple[dict | None, dict]:
     return shadow, extra
 
 
-def _routing(dc, pb: Playbook, pre: list[Precheck]) -> NodeResult:
+def _routing(dc, pb: Playbook) -> Reading:
     inp = adapter.read_routing_health(dc.con)
-    result = NodeResult(pb.node, pre, inputs_version=inp.version)
     shadow, extra = shadow_figures(dc.con, dc.contracts_dir, pb.thresholds)
     t = dict(pb.thresholds)
     judged = dict(shadow or {})
@@ -262,17 +275,18 @@ def _routing(dc, pb: Playbook, pre: list[Precheck]) -> NodeResult:
                       p95_ms_candidate=extra["latency_candidate"]["p95_ms"])
     o = rules.evaluate_routing(judged or None, t)
     o.figures.update(health=inp.figures["health"], **extra)
-    result.outcomes = [o]
-    items = []
-    if o.proposes:
+    items, subjects = [], {}
+    if shadow:
         flag = pb.action_flag
-        in_force = extra["in_force"]
-        initial = {"enabled": True, "rule_set": shadow["current_name"], "label": in_force}
+        initial = {"enabled": True, "rule_set": shadow["current_name"], "label": extra["in_force"]}
         _, before = _flag_state(dc.con, flag, initial)
-        new = {"enabled": False, "rule_set": shadow["candidate_name"], "label": shadow["candidate"]}
         # Latency figures are timing measurements and stay out of the hash (same inputs, same hash).
-        tables = {**inp.tables, "shadow": [shadow], "flag": [{"flag": flag, "value": before}]}
-        o.action["current"] = shadow["current"]
-        items.append((o, tables, flag, initial, new))
-    return _finish(dc, pb, result, items)
+        subjects[o.subject] = tables = {**inp.tables, "shadow": [shadow], "flag": [{"flag": flag, "value": before}]}
+        if o.proposes:
+            new = {"enabled": False, "rule_set": shadow["candidate_name"], "label": shadow["candidate"]}
+            o.action["current"] = shadow["current"]
+            items.append((o, tables, flag, initial, new))
+    return Reading([], inp.version, [o], items, subjects)
 
+
+_READERS = {"pricing.change": _pricing, "channel.invest": _channel, "icp.update": _icp, "routing.policy": _routing}

@@ -8,6 +8,7 @@ spec's numbers; nothing in a playbook is ever run as code. A problem raises Cont
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class _Num:
     integer: bool = False
     nullable: bool = False
     choices: tuple[str, ...] | None = None   # for list-valued thresholds: allowed members
+    reasons: bool = False                    # a mapping {name: why} (e.g. channels exempt from a rule), default {}
+    hint: str = ""                           # added to the error when the value is missing or null
 
 
 # Per node: thresholds (spec defaults), node-specific pre-checks, the metric tables it must read, and what its
@@ -51,6 +54,8 @@ _SCHEMA: dict[str, dict[str, dict[str, _Num] | set[str]]] = {
             "cm_per_seat_uplift_min": _Num(3.0, 0), "payback_worsening_max_months": _Num(0.5, 0),
             "raise_pct_min": _Num(5, 0.1, 100), "raise_pct_max": _Num(10, 0.1, 100),
             "raise_pct_step": _Num(1, 0.1, 100), "variable_cost_rate": _Num(0.129, 0, 0.99),
+            # sample minimums (issue 14 §2): below them a segment is held, "insufficient data"
+            "min_closed": _Num(20, 0, integer=True), "elasticity_se_max": _Num(0.5, 0, nullable=True),
         },
         "prechecks": {},
         "inputs": {"price_elasticity", "cm_per_seat", "gm_pct", "payback_by_segment", "booking_rate"},
@@ -60,7 +65,11 @@ _SCHEMA: dict[str, dict[str, dict[str, _Num] | set[str]]] = {
         "thresholds": {
             "shift_cac_per_sqo_max_ratio": _Num(0.9, 0), "shift_sql_to_win_min_pp": _Num(2.0, -100, 100),
             "shift_budget_pct": _Num(20, 0, 1000), "pause_cac_per_sqo_min_ratio": _Num(1.2, 0),
-            "pause_attribution_validity_min": _Num(None, 0, 1, nullable=True), "min_sqos": _Num(10, 0, integer=True),
+            "pause_attribution_validity_min": _Num(
+                0.995, 0, 1, hint="; the spec pauses every channel below 0.995 -- to exempt a channel whose leads "
+                                  "structurally lack web touches, list it under attribution_validity_exempt"),
+            "attribution_validity_exempt": _Num({}, reasons=True),
+            "min_sqos": _Num(10, 0, integer=True),
         },
         "prechecks": {"attribution_validity_min": _Num(0.995, 0, 1)},
         "inputs": {"cac_per_sqo", "sql_funnel", "attribution_validity", "attribution", "fact_pipeline",
@@ -71,7 +80,7 @@ _SCHEMA: dict[str, dict[str, dict[str, _Num] | set[str]]] = {
         "thresholds": {
             "win_rate_diff_pp": _Num(5.0, 0, 100), "months": _Num(2, 1, 36, integer=True),
             "min_closed_per_month": _Num(5, 0, integer=True), "payback_improvement_months": _Num(1.0, 0),
-            "dq_reason_coverage_min": _Num(0.98, 0, 1),
+            "dq_reason_coverage_min": _Num(0.98, 0, 1), "min_disqualified": _Num(50, 0, integer=True),
             "dimensions": _Num(["industry", "size_band"], choices=("industry", "size_band", "segment")),
         },
         "prechecks": {"routing_availability_min": _Num(0.995, 0, 1), "routing_unassigned_max": _Num(0.005, 0, 1)},
@@ -84,6 +93,7 @@ _SCHEMA: dict[str, dict[str, dict[str, _Num] | set[str]]] = {
             "shadow_match_min_pct": _Num(99.5, 0, 100), "gini_max": _Num(0.2, 0, 1),
             "min_gini_improvement": _Num(0.01, 0, 1), "min_latency_improvement_pct": _Num(None, 0, 100, nullable=True),
             "unassigned_max": _Num(0.005, 0, 1), "shadow_days": _Num(14, 1, 366, integer=True),
+            "min_shadow_records": _Num(200, 1, integer=True),
             "seed": _Num(0, 0, integer=True),
         },
         "prechecks": {},
@@ -156,6 +166,14 @@ def _err(where: str, msg: str) -> ContractError:
 
 
 def _number(where: str, raw: Any, spec: _Num) -> Any:
+    if spec.reasons:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                for k, v in raw.items()):
+            raise _err(where, f"must map each name to the reason in words, e.g. {{partner: \"partner-registered "
+                              f"leads enter the CRM without a web session\"}}; got {raw!r}")
+        return {k: v.strip() for k, v in raw.items()}
     if spec.choices is not None:
         if not isinstance(raw, list) or not raw or any(v not in spec.choices for v in raw):
             raise _err(where, f"must be a non-empty list of {', '.join(spec.choices)}; got {raw!r}")
@@ -165,7 +183,8 @@ def _number(where: str, raw: Any, spec: _Num) -> Any:
             return None
         if spec.default is None:
             raise _err(where, "is required: give a number")
-        raise _err(where, f"must be a number (remove the line to use the spec's default {spec.default!r})")
+        raise _err(where, f"must be a number (remove the line to use the spec's default {spec.default!r})"
+                          f"{spec.hint}")
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise _err(where, f"must be a number, got {raw!r}; e.g. {spec.default!r}")
     if spec.integer and float(raw) != int(raw):
@@ -183,7 +202,8 @@ def _numbers(where: str, raw: Any, schema: dict[str, _Num], what: str) -> dict[s
     unknown = sorted(set(raw) - set(schema))
     if unknown:
         raise _err(f"{where}.{unknown[0]}", f"unknown {what[:-1]}; allowed: {', '.join(sorted(schema)) or 'none'}")
-    return {k: (_number(f"{where}.{k}", raw[k], s) if k in raw else s.default) for k, s in schema.items()}
+    return {k: (_number(f"{where}.{k}", raw[k], s) if k in raw else copy.deepcopy(s.default))
+            for k, s in schema.items()}
 
 
 def _text(where: str, raw: Any, required: bool = True) -> str:
@@ -264,6 +284,9 @@ def parse_playbook(path: Path, known_metrics: set[str] | None = None) -> Playboo
                         schema["prechecks"], "prechecks")
     thresholds = _numbers(f"{where}: thresholds", doc.get("thresholds"), schema["thresholds"], "thresholds")
     _cross_check(where, node, thresholds)
+    if node == "channel.invest":
+        _check_channels(f"{where}: thresholds.attribution_validity_exempt", thresholds["attribution_validity_exempt"],
+                        path.parent.parent)
     action = _mapping(f"{where}: action", doc["action"], {"flag", "summary"})
     reversal = _mapping(f"{where}: reversal", doc["reversal"], {"plan", "within_minutes", "automatic_on_breach"})
     within = _number(f"{where}: reversal.within_minutes", reversal.get("within_minutes"), _Num(None, 0.01))
@@ -316,6 +339,18 @@ def _cross_check(where: str, node: str, t: dict) -> None:
     if node == "channel.invest" and t["shift_cac_per_sqo_max_ratio"] >= t["pause_cac_per_sqo_min_ratio"]:
         raise _err(f"{where}: thresholds.shift_cac_per_sqo_max_ratio",
                    "must be below pause_cac_per_sqo_min_ratio, or a channel could be shifted and paused at once")
+
+
+def _check_channels(where: str, names: dict, contracts_dir: Path) -> None:
+    """Exempt channels must be channels: the values of the lead contract's channel enum (when it is there)."""
+    lead = contracts_dir / "entities" / "lead.yaml"
+    try:
+        known = yaml.safe_load(lead.read_text(encoding="utf-8"))["columns"]["channel"]["values"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return
+    bad = sorted(set(names) - set(known))
+    if bad:
+        raise _err(where, f"{bad[0]!r} is not a channel; known (contracts/entities/lead.yaml): {', '.join(known)}")
 
 
 def load_playbooks(contracts_dir: Path, known_metrics: set[str] | None = None) -> dict[str, Playbook]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from gtm_pipeline.config import Settings, load_settings
+from gtm_pipeline.config import DECISION_LOG_KEY_ENV, Settings, load_settings
 
 
 class WarehouseResource(DuckDBResource):
@@ -54,6 +54,8 @@ class DecisionStore(dg.ConfigurableResource):
 
     contracts_dir: str
     data_dir: str
+    # The decision log's HMAC key. Bound as dg.EnvVar, so the Dagster instance stores only the variable's name.
+    log_key: str | None = None
 
     def context(self, con):
         from gtm_pipeline.config import load_settings
@@ -61,7 +63,7 @@ class DecisionStore(dg.ConfigurableResource):
 
         settings = load_settings({"GTM_PIPELINE_DATA_DIR": self.data_dir,
                                   "GTM_PIPELINE_CONTRACTS_DIR": self.contracts_dir})
-        return open_context(con, settings)
+        return open_context(con, settings, log_key=self.log_key)
 
 
 def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -70,5 +72,6 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
     return {
         "warehouse": WarehouseResource(database=str(s.duckdb_path), memory_limit=s.duckdb_memory_limit),
         "project": GtmProject(landing_dir=str(s.landing_dir), contracts_dir=str(s.contracts_dir)),
-        "decisions": DecisionStore(contracts_dir=str(s.contracts_dir), data_dir=str(s.data_dir)),
+        "decisions": DecisionStore(contracts_dir=str(s.contracts_dir), data_dir=str(s.data_dir),
+                                   log_key=dg.EnvVar(DECISION_LOG_KEY_ENV) if s.decision_log_key else None),
     }

@@ -221,13 +221,16 @@ class SloCollector(Collector):
         yield from (at, blocked, counts, opened, quarantine)
 
 
-def make_registry(collector: SloCollector) -> CollectorRegistry:
+def make_registry(collector: SloCollector, *extra: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    for c in extra:
+        registry.register(c)
     return registry
 
 
-def serve(collector: SloCollector, host: str, port: int):
-    """Start serving /metrics in a background thread; returns the server (``.shutdown()`` stops it)."""
-    server, _thread = start_http_server(port, addr=host, registry=make_registry(collector))
+def serve(collector: SloCollector, host: str, port: int, *extra: Collector):
+    """Start serving /metrics in a background thread; returns the server (``.shutdown()`` stops it). ``extra``
+    collectors are served beside the SLO figures (the decision log's anchored head)."""
+    server, _thread = start_http_server(port, addr=host, registry=make_registry(collector, *extra))
     return server
