@@ -10,7 +10,8 @@ import dagster as dg
 
 from gtm_pipeline import defs as _defs_pkg
 from gtm_pipeline import keys
-from gtm_pipeline.config import Settings
+from gtm_pipeline.config import Settings, load_settings
+from gtm_pipeline.defs.automation import apply_automation
 from gtm_pipeline.defs.resources import default_resources
 from gtm_pipeline.defs.slo import apply_slos
 
@@ -25,10 +26,14 @@ def _stage_definitions() -> list[dg.Definitions]:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     """All definitions, with resources bound to ``settings`` (default: from the environment)."""
+    settings = settings or load_settings()
     stages = dg.Definitions.merge(*_stage_definitions())
     # Freshness SLOs (contracts/slos.yaml, docs/slo.md) need the whole graph: policies on the covered assets, the
     # slo/<name> assets, the SLO sensor and its resource are applied here, after the stages are merged.
     stages = apply_slos(stages, settings)
+    # So does the refresh automation: every asset built over all days follows new delivery days by itself
+    # (gtm_pipeline/defs/automation.py, docs/operations.md).
+    stages = apply_automation(stages, settings)
     assets = [a for a in (stages.assets or []) if isinstance(a, dg.AssetsDefinition)]
     partitioned = [k for a in assets if a.partitions_def is not None for k in a.keys]
     unpartitioned = [k for a in assets if a.partitions_def is None for k in a.keys]
@@ -39,7 +44,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ),
         dg.define_asset_job(
             keys.REFRESH_JOB, selection=dg.AssetSelection.assets(*unpartitioned),
-            description="Recompute everything built over all days (conservation ledger, metric layer, decisions).",
+            description="Recompute everything built over all days (conservation ledger, metric layer, decisions) "
+                        "by hand; refresh_automation_sensor does the same by itself after new delivery days.",
         ),
     ]
     # Every step writes the same DuckDB file, which takes one writing process at a time: running a run's steps in

@@ -44,6 +44,10 @@ CHECK_NOTHING_LOST = "nothing_lost"
 # Jobs
 DAILY_JOB = "daily_ingest_job"
 REFRESH_JOB = "refresh_job"
+# What keeps the pipeline fresh (gtm_pipeline.defs.automation, docs/operations.md): new landing files request daily
+# runs; the layers built over all days refresh by declarative automation.
+LANDING_SENSOR = "landing_sensor"
+AUTOMATION_SENSOR = "refresh_automation_sensor"
 
 # Freshness SLOs (contracts/slos.yaml): one external asset per SLO, downstream of the assets it covers, whose
 # materializations (reported by the SLO sensor) carry attainment, error budget and burn rates for the UI.

@@ -26,14 +26,32 @@ class RunOutcome:
     failed_checks: list[str]
 
 
+# The instance configuration written into a new DAGSTER_HOME; storage is Dagster's local default (SQLite files under
+# DAGSTER_HOME). deploy/postgres/dagster.yaml is the production counterpart with the same run queue.
+DAGSTER_YAML = """\
+# Written by gtm-pipeline when this folder was created; edit freely, it is not overwritten.
+#
+# Runs requested by sensors, schedules, declarative automation, backfills and the UI wait in the run queue that the
+# daemon drains, one at a time: every step writes the same DuckDB file, which takes one writing process at a time
+# (docs/operations.md). Runs executed in-process by the CLI (demo, run, refresh) do not go through the queue.
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+
+telemetry:
+  enabled: false
+"""
+# What earlier versions wrote: such a file is brought up to date (anything else is the operator's and left alone).
+_EARLIER_DAGSTER_YAML = ("telemetry:\n  enabled: false\n",)
+
+
 def ensure_dagster_home(settings: Settings) -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        # Telemetry off; everything else is Dagster's local default (SQLite under DAGSTER_HOME).
-        cfg.write_text("telemetry:\n  enabled: false\n")
+    if not cfg.exists() or cfg.read_text() in _EARLIER_DAGSTER_YAML:
+        cfg.write_text(DAGSTER_YAML)
     return home
 
 

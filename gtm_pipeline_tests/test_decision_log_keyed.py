@@ -36,10 +36,9 @@ def _walk(dc) -> str:
     return p.decision_id
 
 
-@pytest.fixture
-def keyed(env_settings, monkeypatch):
+def _walked_log(env_settings, monkeypatch):
+    """A decision log with the pricing walkthrough's entries, written with whatever key the environment holds."""
     monkeypatch.setenv("GTM_PIPELINE_NOW", NOW)
-    monkeypatch.setenv("GTM_PIPELINE_DECISION_LOG_KEY", TEST_KEY)
     env_settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(env_settings.duckdb_path))
     pricing_metrics(con, rate_after=0.2)
@@ -47,6 +46,12 @@ def keyed(env_settings, monkeypatch):
     _walk(dc)
     yield dc
     con.close()
+
+
+@pytest.fixture
+def keyed(env_settings, monkeypatch):
+    monkeypatch.setenv("GTM_PIPELINE_DECISION_LOG_KEY", TEST_KEY)
+    yield from _walked_log(env_settings, monkeypatch)
 
 
 def _rewrite(con, es: list[log.Entry], key: bytes | None = None, start: int = 1, stop: int | None = None) -> None:
@@ -229,15 +234,8 @@ def test_a_short_key_is_refused(env_settings):
 @pytest.fixture
 def legacy(env_settings, monkeypatch):
     """A log written without a key (4 entries), as every log was before the key existed."""
-    monkeypatch.setenv("GTM_PIPELINE_NOW", NOW)
     monkeypatch.delenv("GTM_PIPELINE_DECISION_LOG_KEY", raising=False)
-    env_settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(env_settings.duckdb_path))
-    pricing_metrics(con, rate_after=0.2)
-    dc = open_context(con, load_settings(), health_fn=green)
-    _walk(dc)
-    yield dc
-    con.close()
+    yield from _walked_log(env_settings, monkeypatch)
 
 
 def test_keying_an_existing_log(legacy, env_settings, monkeypatch):

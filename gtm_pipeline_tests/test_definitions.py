@@ -104,3 +104,82 @@ def test_definitions_validate_cli(tmp_path):
     # Dagster's own notice that the validate command itself is superseded by `dg check defs` is not about our code.
     ours = [ln for ln in out.splitlines() if "deprecat" in ln.lower() and "definitions_validate_command" not in ln]
     assert not ours, "\n".join(ours)
+
+
+def test_the_pipeline_keeps_itself_fresh(repo_def, asset_graph):
+    """Every asset has something that refreshes it by default: the landing sensor's daily job for the day partitions,
+    the refresh automation (running by default) for what is built over all days, schedules for their cadences."""
+    import dagster as dg
+
+    from gtm_pipeline import keys
+    from gtm_pipeline.definitions import defs
+    from gtm_pipeline.defs.automation import OWN_CADENCE, uncovered_assets
+
+    sensor = repo_def.get_sensor_def(keys.AUTOMATION_SENSOR)
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert repo_def.get_sensor_def(keys.LANDING_SENSOR).default_status == dg.DefaultSensorStatus.RUNNING
+    selected = sensor.asset_selection.resolve(asset_graph)
+    for key in asset_graph.materializable_asset_keys:
+        node = asset_graph.get(key)
+        automated = node.partitions_def is None and key not in OWN_CADENCE
+        assert (node.automation_condition is not None) == automated, key.to_user_string()
+        assert (key in selected) == automated, key.to_user_string()
+    assert uncovered_assets(defs) == []
+
+
+def test_an_asset_nothing_refreshes_is_caught():
+    """The attack on the test above: assets added without a trigger, or with one that is off by default."""
+    import dagster as dg
+
+    from gtm_pipeline import keys
+    from gtm_pipeline.defs.automation import apply_automation, uncovered_assets
+
+    daily = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+    @dg.asset(key=["clean", "lead"], partitions_def=daily)
+    def lead(): ...
+
+    @dg.asset(key=["metrics", "funnel"], deps=[lead])
+    def funnel(): ...
+
+    @dg.asset(key=keys.REVIEW_PACKET_KEY, deps=[funnel])
+    def packet(): ...
+
+    @dg.asset(key=["metrics", "added_later"], deps=[lead])
+    def added_later(): ...
+
+    daily_job = dg.define_asset_job(keys.DAILY_JOB, selection=[lead])
+    packet_job = dg.define_asset_job("packet_job", selection=[packet])
+
+    def landing(running: bool = True):
+        status = dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+
+        @dg.sensor(name=keys.LANDING_SENSOR, job=daily_job, default_status=status)
+        def _landing():
+            return dg.SkipReason("nothing new")
+
+        return _landing
+
+    def schedule(running: bool = True):
+        return dg.ScheduleDefinition(name="weekly", job=packet_job, cron_schedule="0 10 * * 2",
+                                     default_status=dg.DefaultScheduleStatus.RUNNING if running
+                                     else dg.DefaultScheduleStatus.STOPPED)
+
+    stages = dg.Definitions(assets=[lead, funnel, packet], jobs=[daily_job, packet_job],
+                            sensors=[landing()], schedules=[schedule()])
+    assert uncovered_assets(apply_automation(stages)) == []
+    # Nothing at all: the metric and the packet are reported (the day partitions have no landing sensor either).
+    assert uncovered_assets(dg.Definitions(assets=[lead, funnel, packet])) == [
+        "clean/lead", "decisions/review_packet", "metrics/funnel"]
+    # An asset merged in after the automation was applied: no condition, nothing refreshes it.
+    late = dg.Definitions.merge(apply_automation(stages), dg.Definitions(assets=[added_later]))
+    assert uncovered_assets(late) == ["metrics/added_later"]
+    # Triggers that exist but are off by default cover nothing.
+    stopped = dg.Definitions(assets=[lead, funnel, packet], jobs=[daily_job, packet_job],
+                             sensors=[landing(running=False)], schedules=[schedule(running=False)])
+    assert uncovered_assets(apply_automation(stopped)) == ["clean/lead", "decisions/review_packet"]
+    automated = apply_automation(stages)  # the conditions are there, but their sensor is stopped by default
+    off = dg.Definitions(assets=automated.assets, jobs=automated.jobs, schedules=automated.schedules, sensors=[
+        landing(), dg.AutomationConditionSensorDefinition(keys.AUTOMATION_SENSOR, target=dg.AssetSelection.all())])
+    assert uncovered_assets(off) == ["metrics/funnel"]

@@ -4,8 +4,9 @@ Flow: Debian's PostgreSQL binaries start a throw-away cluster on 127.0.0.1:<free
 user when the tests run as root, since Postgres refuses to run as root) -> a DAGSTER_HOME whose dagster.yaml is the
 shipped file, pointed at that server through DAGSTER_PG_* -> `gtm-pipeline run` materializes two delivery days ->
 `dagster-daemon` and `dagster-webserver` run as separate processes, the daemon's `landing_sensor` ticks, sees the
-third day and its run goes through the run queue -> everything is read back from Postgres: runs, materializations,
-the sensor's tick and cursor (through the instance, through the webserver's GraphQL, and with plain SQL).
+third day and its run goes through the run queue, and `refresh_automation_sensor` refreshes the layers built over all
+days after it -> everything is read back from Postgres: runs, materializations, the sensor's tick and cursor (through
+the instance, through the webserver's GraphQL, and with plain SQL).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def _env(tmp_path: Path, pg: PgServer) -> dict[str, str]:
         "GTM_PIPELINE_DATA_DIR": str(data),
         "GTM_PIPELINE_LANDING_DIR": str(data / "landing"),
         "GTM_PIPELINE_DUCKDB": str(data / "gtm.duckdb"),
+        "GTM_PIPELINE_SENSOR_INTERVAL": "5",  # the sensors' defaults (60 s, 30 s) would only make the test wait
         "PYTHONUNBUFFERED": "1",
     })
     return env
@@ -159,17 +161,23 @@ def test_postgres_backed_instance(tmp_path, pg_server, monkeypatch):
                            "-p", str(web_port)], env=env, cwd=REPO, log=web_log)
         locations = wait_for_webserver(web_port, web, web_log)
 
-        # 3. The sensor's tick (run by the daemon) requests the one day not yet ingested; wait for that run to end.
+        # 3. The sensor's tick (run by the daemon) requests the one day not yet ingested; the refresh automation
+        # then refreshes the layers built over all days (docs/operations.md). Wait until the daemon has nothing left.
         for k, v in env.items():
             if k.startswith(("DAGSTER_", "GTM_PIPELINE_")):
                 monkeypatch.setenv(k, v)
         instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
-        sensor_runs = []
-        deadline = time.monotonic() + 150  # bounds a hang only; nothing asserts on time
+        sensor_runs, refreshes = [], []
+        deadline = time.monotonic() + 240  # bounds a hang only; nothing asserts on time
         while time.monotonic() < deadline:
             assert daemon.poll() is None, f"dagster-daemon exited:\n{log_tail(daemon_log)}"
             sensor_runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": LANDING_SENSOR}))
-            if sensor_runs and all(r.is_finished for r in sensor_runs):
+            refreshes = instance.get_runs(filters=dg.RunsFilter(
+                tags={"dagster/sensor_name": keys.AUTOMATION_SENSOR}))
+            landed = instance.get_run_record_by_id(sensor_runs[0].run_id) if sensor_runs else None
+            if landed and landed.end_time and all(r.is_finished for r in instance.get_runs()) and any(
+                    instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() > landed.end_time
+                    for r in refreshes):
                 break
             time.sleep(1)
         assert sensor_runs, f"landing_sensor launched no run:\n{log_tail(daemon_log)}"
@@ -181,19 +189,21 @@ def test_postgres_backed_instance(tmp_path, pg_server, monkeypatch):
         assert run.tags["dagster/asset_partition_range_start"] == DAYS[2]
         assert run.tags["dagster/asset_partition_range_end"] == DAYS[2]
 
-        # 4a. Read back through the instance (i.e. from Postgres): both runs, the materialized partitions, metadata.
+        # 4a. Read back through the instance (i.e. from Postgres): the runs, the materialized partitions, metadata.
         assert "PostgresRunStorage" in type(instance.run_storage).__name__
         assert "PostgresEventLogStorage" in type(instance.event_log_storage).__name__
         assert "PostgresScheduleStorage" in type(instance.schedule_storage).__name__
         all_runs = instance.get_runs()
-        assert len(all_runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in all_runs)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in all_runs), [(r.job_name, r.status) for r in all_runs]
+        daily_runs = [r for r in all_runs if r.job_name == keys.DAILY_JOB]
+        assert len(daily_runs) == 2 and refreshes and len(all_runs) == len(daily_runs) + len(refreshes)
         web_key = keys.raw_key("web")
         assert set(DAYS) <= set(instance.get_materialized_partitions(web_key))
         latest = instance.get_latest_materialization_event(web_key)
         assert latest.run_id == run.run_id
         assert latest.asset_materialization.metadata["dagster/row_count"].value > 0
         mats = instance.fetch_materializations(web_key, limit=10).records
-        assert {m.run_id for m in mats} == {r.run_id for r in all_runs}
+        assert {m.run_id for m in mats} == {r.run_id for r in daily_runs}
 
         # 4b. The same through the webserver (a separate process reading Postgres): runs and the sensor's ticks.
         gql_runs = graphql(web_port, RUNS_QUERY)["runsOrError"]["results"]
@@ -214,7 +224,7 @@ def test_postgres_backed_instance(tmp_path, pg_server, monkeypatch):
         try:
             with con.cursor() as cur:
                 cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
-                assert cur.fetchone()[0] == 2
+                assert cur.fetchone()[0] == len(all_runs)
                 cur.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
                             "AND asset_key = %s", [web_key.to_string()])
                 assert cur.fetchone()[0] == len(mats)

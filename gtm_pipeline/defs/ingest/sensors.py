@@ -18,11 +18,13 @@ from pathlib import Path
 import dagster as dg
 
 from gtm_pipeline import keys
+from gtm_pipeline.config import load_settings
 from gtm_pipeline.defs.partitions import daily_partitions
 from gtm_pipeline.defs.resources import GtmProject
 from gtm_pipeline.landing import landing_days, load_landing_spec
 
-LANDING_SENSOR = "landing_sensor"
+LANDING_SENSOR = keys.LANDING_SENSOR
+DEFAULT_INTERVAL_SECONDS = 60
 
 
 def day_fingerprints(landing_dir: Path, sources: list[str]) -> dict[str, str]:
@@ -68,7 +70,7 @@ def _already_ingested(instance: dg.DagsterInstance, landing_dir: Path, sources: 
 @dg.sensor(
     name=LANDING_SENSOR,
     job_name=keys.DAILY_JOB,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=load_settings().sensor_interval_seconds or DEFAULT_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Watches the landing folder (<landing>/<source>/<YYYY-MM-DD>/) and requests one daily_ingest_job run per "

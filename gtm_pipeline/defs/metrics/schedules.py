@@ -1,8 +1,11 @@
 """The forecast's hourly refresh, from fresh facts only.
 
-Every hour the schedule compares the data time of the forecast's inputs (from their latest materializations) with
-the data time of the forecast in force, and runs the forecast only when the inputs have moved on. Recomputing over
-unchanged inputs would not make the forecast younger (age is data age, docs/slo.md) and would only add runs.
+The forecast normally refreshes with the rest of the metric layer, in the automatic refresh that follows a new
+delivery day (gtm_pipeline/defs/automation.py). This schedule is the hourly safety net: it compares the data time of
+the forecast's inputs (from their latest materializations) with the data time of the forecast in force, and runs
+the forecast only when the inputs have moved on and no queued or running run is about to refresh it already.
+Recomputing over unchanged inputs would not make the forecast younger (age is data age, docs/slo.md) and would only
+add runs.
 """
 
 import dagster as dg
@@ -31,8 +34,19 @@ def _data_time(instance: dg.DagsterInstance, key: dg.AssetKey) -> float | None:
     return None if v is None else parse_published_at(getattr(v, "value", v), 0.0)
 
 
+def _pending_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    """The id of a queued or running run that plans to materialize ``key``, if any."""
+    planned = instance.get_latest_planned_materialization_info(key)
+    run = instance.get_run_by_id(planned.run_id) if planned is not None else None
+    return run.run_id if run is not None and not run.is_finished else None
+
+
 def forecast_due(instance: dg.DagsterInstance) -> tuple[bool, str]:
-    """(run?, why): run when every input has a data time and their oldest is newer than the forecast's."""
+    """(run?, why): run when every input has a data time, their oldest is newer than the forecast's, and no run
+    that will refresh the forecast (e.g. the automatic refresh, mid-way through the metric layer) is pending."""
+    pending = _pending_run(instance, keys.metric_key(keys.FORECAST_METRIC))
+    if pending:
+        return False, f"run {pending} is queued or running and will refresh the forecast"
     inputs = {k.to_user_string(): _data_time(instance, k) for k in _input_keys()}
     missing = [k for k, t in inputs.items() if t is None]
     if missing:
