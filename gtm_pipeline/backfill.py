@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -82,6 +83,9 @@ def read_snapshot(con: duckdb.DuckDBPyConnection) -> Snapshot:
     return snap
 
 
+T = TypeVar("T")
+
+
 def connect_reader(database: str | Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection; if this process already holds the file open for writing, a connection with that
     configuration (DuckDB refuses a second configuration in one process). That happens after an in-process run whose
@@ -97,20 +101,29 @@ def connect_reader(database: str | Path) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(database), config={"custom_user_agent": "dagster"})  # DuckDBResource's config
 
 
-def read_snapshot_file(database: str | Path) -> Snapshot:
-    """`read_snapshot` on a read-only connection; a locked or missing file raises WarehouseBusy with the reason."""
+def read_when_free(database: str | Path, read: Callable[[duckdb.DuckDBPyConnection], T], *,
+                   error: type[Exception], missing: str) -> T:
+    """``read`` on a short read-only connection. A missing file raises ``error(missing)``; a file whose write lock a
+    run holds raises ``error`` saying so (the sensors and the exporter look again at their next tick)."""
     path = Path(database)
     if not path.exists():
-        raise WarehouseBusy(f"the warehouse {path.name} does not exist yet: nothing has been cleaned or released")
+        raise error(missing)
     try:
         con = connect_reader(path)
     except duckdb.Error as e:  # IOException "Could not set lock on file" while a run holds the write lock
-        raise WarehouseBusy(f"the warehouse is locked by a running run ({str(e).splitlines()[0][:160]}); "
-                            f"will look again on the next tick") from e
+        raise error(f"the warehouse {path.name} is locked by a running run ({str(e).splitlines()[0][:160]}); "
+                    f"will look again on the next tick") from e
     try:
-        return read_snapshot(con)
+        return read(con)
     finally:
         con.close()
+
+
+def read_snapshot_file(database: str | Path) -> Snapshot:
+    """`read_snapshot` on a read-only connection; a locked or missing file raises WarehouseBusy with the reason."""
+    return read_when_free(database, read_snapshot, error=WarehouseBusy,
+                          missing=f"the warehouse {Path(database).name} does not exist yet: nothing has been "
+                                  f"cleaned or released")
 
 
 def _sha(*parts: str) -> str:

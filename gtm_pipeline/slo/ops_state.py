@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from gtm_pipeline.backfill import connect_reader
+from gtm_pipeline.backfill import read_when_free
 from gtm_pipeline.clock import now_epoch, to_epoch
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.repair_overlay import QUARANTINED_SQL
@@ -90,19 +90,10 @@ def read(con: duckdb.DuckDBPyConnection, now: float) -> OpsSnapshot:
 
 def read_file(database: str | Path, now: float | None = None) -> OpsSnapshot:
     """``read`` on a short read-only connection; raises WarehouseUnavailable while a run holds the write lock."""
-    path = Path(database)
-    if not path.exists():
-        raise WarehouseUnavailable(f"the warehouse {path} does not exist yet; run the pipeline once "
-                                   f"(gtm-pipeline run) or point GTM_PIPELINE_DUCKDB at it")
-    try:
-        con = connect_reader(path)
-    except duckdb.Error as e:  # IOException "Could not set lock on file" while a run holds the write lock
-        raise WarehouseUnavailable(f"the warehouse {path.name} is locked by a running run "
-                                   f"({str(e).splitlines()[0][:160]})") from e
-    try:
-        return read(con, now_epoch() if now is None else now)
-    finally:
-        con.close()
+    return read_when_free(database, lambda con: read(con, now_epoch() if now is None else now),
+                          error=WarehouseUnavailable,
+                          missing=f"the warehouse {database} does not exist yet; run the pipeline once "
+                                  f"(gtm-pipeline run) or point GTM_PIPELINE_DUCKDB at it")
 
 
 def refresh(database: str | Path, history: History, now: float | None = None) -> OpsSnapshot:
