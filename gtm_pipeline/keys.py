@@ -88,6 +88,11 @@ DECISION_NODE_ASSETS = {"pricing.change": "pricing_change", "channel.invest": "c
 DECISION_MONITORING_KEY = decision_key("monitoring")
 DECISION_LOG_KEY = decision_key("decision_log")
 REVIEW_PACKET_KEY = decision_key("review_packet")
+# The readers of the flags that applying a decision flips (decisions/in_force.py): views over decisions.flags_current.
+PRICE_BOOK_VIEW = "decisions.price_book"
+BOOKINGS_OUTLOOK_VIEW = "decisions.bookings_outlook"
+CHANNEL_PLAN_VIEW = "decisions.channel_plan"
+LEAD_ICP_VIEW = "decisions.lead_icp"
 CHECK_LOG_CHAIN = "chain_intact"
 REVIEW_PACKET_JOB = "review_packet_job"
 WEEKLY_OPS_SCHEDULE = "weekly_ops_review"

@@ -39,6 +39,7 @@ from pathlib import Path
 import duckdb
 import yaml
 
+from gtm_pipeline import keys
 from gtm_pipeline.errors import ContractError, GtmPipelineError
 from gtm_pipeline.warehouse import ensure_base, table_exists, utcnow
 
@@ -696,10 +697,14 @@ def unassigned_leads(con: duckdb.DuckDBPyConnection, days: Sequence[str]) -> lis
     if not table_exists(con, "clean", "lead") or not days:
         return []
     placeholders = ", ".join("?::DATE" for _ in days)
+    # The ICP audience filter in force (an applied icp.update) decides which leads sales may be routed.
+    schema, view = keys.LEAD_ICP_VIEW.split(".")
+    audience = (f"AND NOT EXISTS (SELECT 1 FROM {keys.LEAD_ICP_VIEW} i WHERE i.lead_id = l.lead_id "
+                f"AND NOT i.routing_eligible)" if table_exists(con, schema, view) else "")
     rows = con.execute(f"""
         SELECT l.lead_id, l.segment, l.region, l.industry, l.size_band, l.channel, l.created_at, l._partition
         FROM clean.lead l
-        WHERE l._partition IN ({placeholders}) AND l.owner_id IS NULL
+        WHERE l._partition IN ({placeholders}) AND l.owner_id IS NULL {audience}
           AND coalesce(l.status, 'new') IN ('new', 'working', 'sql')
           AND NOT EXISTS (SELECT 1 FROM ops.routing_assignments a WHERE a.kind = 'lead' AND a.record_id = l.lead_id)
           AND NOT EXISTS (SELECT 1 FROM ops.routing_dlq q WHERE q.kind = 'lead' AND q.record_id = l.lead_id

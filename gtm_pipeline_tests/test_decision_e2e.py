@@ -196,3 +196,155 @@ def test_a_node_precheck_is_evaluated_again_at_approve(dc):
     failed = lifecycle.get(dc, did).last.details_dict["failed"]
     assert [f["gate"] for f in failed] == ["inputs_unchanged", "attribution_validity"]
     assert failed[1]["value"] == "attribution validity 0.9900"
+
+
+# ---- issue 14 §4: every flag has a reader whose output changes on apply and is restored on reverse -----------------
+
+def _people(dc, d) -> tuple[str, list[tuple[str, str]]]:
+    """(the owner's person, [(approver role, person)]) from the roster."""
+    owner = dc.roster.people(d.proposal.owner)[0]
+    return owner, [(role, dc.roster.people(role)[0]) for role in d.proposal.approvers]
+
+
+def _loosen(dc, node: str, **thresholds) -> None:
+    """The generated data holds every segment on some node (too few closes to trust E, no segment 5 pp apart for
+    two months): open the thresholds so the node proposes and the reader has something to follow."""
+    pb = dc.playbooks[node]
+    dc.playbooks[node] = type(pb)(**{**pb.__dict__, "thresholds": {**pb.thresholds, **thresholds}})
+
+
+def _apply_new(dc, node: str, at: str, monkeypatch) -> lifecycle.Decision:
+    """Propose (the node's first new proposal), approve by every approver and apply, on the frozen clock at ``at``."""
+    monkeypatch.setenv("GTM_PIPELINE_NOW", at)
+    r = nodes.evaluate_node(dc, dc.playbooks[node], green)
+    assert r.prechecks_passed, r.note
+    assert r.new_proposals, [o.summary for o in r.outcomes]
+    did = r.new_proposals[0]
+    d = lifecycle.get(dc, did)
+    owner, approvers = _people(dc, d)
+    for role, person in approvers:
+        lifecycle.approve(dc, did, role=role, person=person)
+    return lifecycle.apply(dc, did, person=owner)
+
+
+def _reverse(dc, d: lifecycle.Decision, at: str, monkeypatch) -> lifecycle.Decision:
+    monkeypatch.setenv("GTM_PIPELINE_NOW", at)
+    owner, _ = _people(dc, d)
+    out = lifecycle.reverse(dc, d.decision_id, person=owner, reason="test: restore")
+    det = out.last.details_dict
+    # Measured on the frozen clock: the reader's output is restored by the same transaction that writes the flag,
+    # so the reversal completes at the instant it was asked for, inside the playbook's limit.
+    assert det["within_limit"] and det["duration_seconds"] == 0.0, det
+    return out
+
+
+def _frozen_now(dc) -> str:
+    from gtm_pipeline.clock import utcnow
+
+    return utcnow().replace(microsecond=0).isoformat()
+
+
+def test_the_price_card_feeds_the_price_book_the_bookings_outlook_and_the_monitor(dc, monkeypatch, tmp_path):
+    from gtm_pipeline import keys
+    from gtm_pipeline.decisions import monitoring
+
+    t0 = _frozen_now(dc)
+    book = lambda: {r["segment"]: r for r in q(dc.con, f"SELECT * FROM {keys.PRICE_BOOK_VIEW}")}  # noqa: E731
+    outlook = lambda: {(r["segment"], r["horizon"]): r["forecast_at_card"]  # noqa: E731
+                       for r in q(dc.con, f"SELECT * FROM {keys.BOOKINGS_OUTLOOK_VIEW}")}
+    before_book, before_outlook = book(), outlook()
+    assert {r["list_price_multiplier"] for r in before_book.values()} == {1.0}
+    _loosen(dc, "pricing.change", elasticity_se_max=None, min_closed=0)
+    d = _apply_new(dc, "pricing.change", t0, monkeypatch)
+    seg, mult = d.proposal.subject, d.action["new_value"]["list_price_multiplier"]
+    after = book()
+    assert after[seg]["card"] == d.action["new_value"]["card"] and after[seg]["list_price_multiplier"] == mult
+    assert after[seg]["list_price_per_seat"] == pytest.approx(before_book[seg]["base_list_price"] * mult)
+    # the held discount ladder: net price and CM per seat rise by the list-price change net of the average discount
+    lift = before_book[seg]["base_list_price"] * (mult - 1) * (1 - before_book[seg]["avg_discount"])
+    assert after[seg]["card_cm_per_seat"] == pytest.approx(before_book[seg]["card_cm_per_seat"] + lift)
+    assert {s: r for s, r in after.items() if s != seg} == {s: r for s, r in before_book.items() if s != seg}
+    changed = {k for k, v in outlook().items() if v != pytest.approx(before_outlook[k])}
+    assert changed and {s for s, _ in changed} == {seg}
+    # what a user sees
+    from click.testing import CliRunner
+
+    from gtm_pipeline.cli import main
+    monkeypatch.setenv("GTM_PIPELINE_DUCKDB", str(tmp_path / "gtm.duckdb"))
+    shown = CliRunner().invoke(main, ["decisions", "in-force", "--view", "price_book"])
+    assert shown.exit_code == 0, shown.output
+    [line] = [ln for ln in shown.output.splitlines() if ln.split()[:1] == [seg]]
+    assert line.split()[1:4] == [d.action["new_value"]["card"], "2", str(mult)], line
+    # the monitor compares what deals pay with the card in force
+    [out] = monitoring.evaluate_all(dc)
+    [lp] = [r for r in out.results if r.metric == "list_price"]
+    assert lp.baseline == pytest.approx(after[seg]["list_price_per_seat"])
+    _reverse(dc, lifecycle.get(dc, d.decision_id), t0, monkeypatch)
+    restored = book()
+    assert restored[seg]["list_price_multiplier"] == 1.0
+    assert restored[seg]["list_price_per_seat"] == pytest.approx(before_book[seg]["list_price_per_seat"])
+    assert outlook() == pytest.approx(before_outlook)
+
+
+def test_the_budget_split_feeds_the_channel_plan_and_the_expected_spend(dc, monkeypatch):
+    from gtm_pipeline import keys
+
+    t0 = _frozen_now(dc)
+    plan = lambda: {r["channel"]: r for r in q(dc.con, f"SELECT * FROM {keys.CHANNEL_PLAN_VIEW}")}  # noqa: E731
+    before = plan()
+    assert {r["status"] for r in before.values()} == {"baseline (no plan applied)"}
+    d = _apply_new(dc, "channel.invest", t0, monkeypatch)
+    a = d.action["new_value"]
+    after = plan()
+    for ch, r in after.items():
+        assert r["budget_over_window"] == pytest.approx(a["split"][ch]), ch
+        want = ("unallocated" if ch == "unallocated" else "paused" if ch in a["paused"]
+                else "shifted" if ch in a["shifted"] else "held" if ch in a["held"] else "unchanged")
+        assert r["status"] == want, ch
+        assert r["expected_spend_per_week"] == pytest.approx(a["split"][ch] / r["window_days"] * 7)
+    for ch in a["shifted"]:
+        assert after[ch]["expected_spend_per_week"] == pytest.approx(before[ch]["expected_spend_per_week"] * 1.2,
+                                                                     rel=1e-3)
+    for ch in a["paused"]:
+        assert after[ch]["budget_over_window"] == 0.0
+    # the total is conserved; nothing moves to a paused or held channel
+    assert sum(r["budget_over_window"] for r in after.values()) == pytest.approx(
+        sum(r["budget_over_window"] for r in before.values()), abs=0.05)
+    for ch in a["held"]:
+        assert after[ch]["budget_over_window"] == pytest.approx(before[ch]["budget_over_window"], abs=0.01)
+    # "revert budget split next cycle": the weekly cycle ahead plans the old split again
+    _reverse(dc, lifecycle.get(dc, d.decision_id), t0, monkeypatch)
+    restored = plan()
+    assert set(restored) == set(before)
+    for ch, r in restored.items():
+        assert r["budget_over_window"] == pytest.approx(before[ch]["budget_over_window"], abs=0.01), ch
+        assert r["status"] == "unchanged"
+
+
+def test_the_audience_filter_feeds_the_lead_icp_segment_and_routing_eligibility(dc, monkeypatch):
+    from gtm_pipeline import keys, routing
+
+    t0 = _frozen_now(dc)
+    days = [str(r["d"]) for r in q(dc.con, "SELECT DISTINCT _partition AS d FROM clean.lead ORDER BY 1")]
+    seg = lambda: {r["lead_id"]: r for r in q(dc.con, f"SELECT * FROM {keys.LEAD_ICP_VIEW}")}  # noqa: E731
+    before, routable = seg(), {r.record_id for r in routing.unassigned_leads(dc.con, days)}
+    assert {r["icp_segment"] for r in before.values()} == {"core"} and routable
+    _loosen(dc, "icp.update", win_rate_diff_pp=2.0, months=1, payback_improvement_months=0.0)
+    d = _apply_new(dc, "icp.update", t0, monkeypatch)
+    f = d.action["new_value"]
+    after = seg()
+    for lid, r in after.items():
+        items = {f"industry={r['industry']}", f"size_band={r['size_band']}"}
+        disq = f["dq_gates"] and (r["status"] == "disqualified" or r["dq_reason"] is not None)
+        want = ("disqualified" if disq else "excluded" if items & set(f["exclude"])
+                else "priority" if items & set(f["include"]) else "core")
+        assert r["icp_segment"] == want, lid
+        assert r["routing_eligible"] is (want not in ("disqualified", "excluded"))
+    assert f["exclude"] and f["include"], f      # the loosened thresholds both add and remove a segment
+    assert {r["icp_segment"] for r in after.values()} >= {"priority", "excluded", "disqualified", "core"}
+    # routing skips exactly the leads the filter makes ineligible
+    now_routable = {r.record_id for r in routing.unassigned_leads(dc.con, days)}
+    assert now_routable == {i for i in routable if after[i]["routing_eligible"]} and now_routable < routable
+    _reverse(dc, lifecycle.get(dc, d.decision_id), t0, monkeypatch)
+    assert {r["icp_segment"] for r in seg().values()} == {"core"}
+    assert {r.record_id for r in routing.unassigned_leads(dc.con, days)} == routable

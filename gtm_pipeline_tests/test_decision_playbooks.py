@@ -4,7 +4,6 @@ give the action the thresholds imply -- table-style, with every threshold's boun
 from __future__ import annotations
 
 import shutil
-from datetime import date
 
 import pytest
 import yaml
@@ -13,7 +12,6 @@ from conftest import REPO
 from gtm_pipeline.decisions import known_metric_tables
 from gtm_pipeline.decisions import rules
 from gtm_pipeline.decisions.monitoring import judge
-from gtm_pipeline.decisions.packets import is_first_wednesday, is_quarterly_plan_day, quarter_end
 from gtm_pipeline.decisions.playbook import Watch, load_playbooks, load_roster
 from gtm_pipeline.errors import ContractError
 
@@ -97,7 +95,7 @@ def _broken(tmp_path, edit, file: str = "pricing_change.yaml") -> ContractError:
     (lambda d: d.update(inputs=["price_elasticity"]), "inputs: must include booking_rate, cm_per_seat, gm_pct"),
     (lambda d: d.update(inputs=[*d["inputs"], "churn"]), "inputs: 'churn' is not a metric table"),
     (lambda d: d["monitoring"]["watch"].append({"metric": "sql_volume", "rule": "max_drop", "limit": 0.1}),
-     "monitoring.watch[2].metric: 'sql_volume'; this node can watch booking_rate, cm_per_seat"),
+     "monitoring.watch[3].metric: 'sql_volume'; this node can watch booking_rate, cm_per_seat, list_price"),
     (lambda d: d["reversal"].pop("within_minutes"), "reversal.within_minutes: is required: give a number"),
     (lambda d: d["prechecks"].update(max_open_incident="SEV5"), "prechecks.max_open_incident: 'SEV5'"),
     (lambda d: d["taxonomy"].update(owner="Chief Pricing"), "roster.yaml: roles: contracts/decisions/"
@@ -324,19 +322,3 @@ def test_routing_promotion(shadow, t, promotes):
 ])
 def test_monitoring_rules(watch, baseline, observed, breach):
     assert judge(watch, baseline, observed)[0] is breach
-
-
-@pytest.mark.parametrize("day,first", [(date(2026, 11, 4), True), (date(2026, 11, 11), False),
-                                       (date(2026, 7, 1), True), (date(2026, 7, 8), False),
-                                       (date(2026, 11, 5), False)])
-def test_first_wednesday(day, first):
-    assert is_first_wednesday(day) is first
-
-
-@pytest.mark.parametrize("day,plan", [(date(2026, 3, 21), True), (date(2026, 6, 20), True),
-                                      (date(2026, 9, 20), True), (date(2026, 12, 21), True),
-                                      (date(2026, 3, 20), False), (date(2026, 6, 21), False),
-                                      (date(2026, 12, 20), False), (date(2027, 3, 21), True)])
-def test_quarterly_plan_day(day, plan):
-    assert is_quarterly_plan_day(day) is plan
-    assert quarter_end(day).month in (3, 6, 9, 12)

@@ -381,6 +381,57 @@ def flags(flag):
                    f"{f.set_at:%Y-%m-%d %H:%M:%S})")
 
 
+_IN_FORCE = {
+    "price_book": "SELECT segment, card, card_version, list_price_multiplier, round(list_price_per_seat, 2) AS list, "
+                  "round(net_price_per_seat, 2) AS net, round(card_cm_per_seat, 2) AS cm_per_seat, decision_id "
+                  "FROM {view} ORDER BY segment",
+    "bookings_outlook": "SELECT segment, horizon, card, round(forecast_at_current_prices, 0) AS at_current_prices, "
+                        "round(forecast_at_card, 0) AS at_card, volume_response FROM {view} "
+                        "ORDER BY segment, horizon",
+    "channel_plan": "SELECT channel, status, round(budget_over_window, 2) AS budget, "
+                    "round(expected_spend_per_week, 2) AS per_week, plan_version, "
+                    "round(spent_since_plan, 2) AS spent_since_plan FROM {view} ORDER BY channel",
+    "lead_icp": "SELECT icp_segment, routing_eligible, count(*) AS leads, any_value(filter_version) AS filter_version "
+                "FROM {view} GROUP BY ALL ORDER BY 1",
+}
+
+
+def _columns(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in [head, *rows])
+
+
+@decisions.command(name="in-force")
+@click.option("--view", "only", type=click.Choice(sorted(_IN_FORCE)), default=None, help="Show only this reader.")
+def in_force(only):
+    """What the applied decisions put in force: the price book and bookings outlook (price cards), the channel
+    plan (budget split), the leads' ICP segment (audience filter) and the routing rule set (FF_ROUTING_V1).
+
+    \b
+    Example:
+      gtm-pipeline decisions in-force --view channel_plan
+    """
+    from gtm_pipeline import keys
+    from gtm_pipeline.decisions import flags as store
+    from gtm_pipeline.warehouse import table_exists
+
+    views = {"price_book": keys.PRICE_BOOK_VIEW, "bookings_outlook": keys.BOOKINGS_OUTLOOK_VIEW,
+             "channel_plan": keys.CHANNEL_PLAN_VIEW, "lead_icp": keys.LEAD_ICP_VIEW}
+    with _context() as dc:
+        for name in [only] if only else sorted(_IN_FORCE):
+            view = views[name]
+            if not table_exists(dc.con, *view.split(".")):
+                click.echo(f"{view}: not yet available (its inputs are not published; run gtm-pipeline refresh)")
+                continue
+            cur = dc.con.execute(_IN_FORCE[name].format(view=view))
+            cols, rows = [d[0] for d in cur.description], cur.fetchall()
+            click.echo(f"{view}:")
+            click.echo(_columns(cols, [["-" if v is None else str(v) for v in r] for r in rows]))
+        if not only:
+            rules = store.routing_rule_set_in_force(dc.con, dc.contracts_dir)
+            click.echo(f"routing rule set in force ({store.ROUTING_FLAG}): {rules.label}")
+
+
 @decisions.command()
 def validate():
     """Load and check every playbook in contracts/decisions and the roster; the first problem names file and field.

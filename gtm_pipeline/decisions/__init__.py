@@ -8,7 +8,7 @@ reversals, monitoring, memos and review packets -- plain modules, no Dagster dec
 * `gates`: the shared pre-checks (SLO health, open incidents, input data time); `nodes`: pre-checks + inputs +
   rules -> proposals, and `recheck` at approve/apply; `refusals`: the roster and the gates at approve and apply;
 * `log`: the append-only, keyed hash chain; `anchor`: its checkpoint file, key and Prometheus gauge; `verify`;
-  `flags`: the versioned flag store;
+  `flags`: the versioned flag store; `in_force`: the views that read the flags (what an apply changes);
 * `lifecycle`: propose, approve, reject, apply, reverse; `monitoring`: watch plans after apply;
 * `memo`, `packets`: markdown for people.
 """
@@ -40,7 +40,7 @@ def open_context(con: duckdb.DuckDBPyConnection, settings: Settings,
     """A `DecisionContext` over ``con`` with the playbooks and roster of ``settings.contracts_dir``, its SLO file,
     and the decision log's key (``settings.decision_log_key`` unless ``log_key`` is given). ``health_fn`` is the SLO
     health source of the gates at approve and apply; without one the SLO gate fails closed."""
-    from gtm_pipeline.decisions import flags, log
+    from gtm_pipeline.decisions import flags, in_force, log
     from gtm_pipeline.decisions.anchor import anchor_for
 
     playbooks = load_playbooks(settings.contracts_dir, known_metric_tables(settings.contracts_dir))
@@ -49,6 +49,8 @@ def open_context(con: duckdb.DuckDBPyConnection, settings: Settings,
     anchor_for(settings.data_dir, key)  # a too short key fails here, before anything is written
     log.ensure_log(con)
     flags.ensure_flags(con)
+    # The readers of the flags (price book, channel plan, lead ICP segment) follow every apply and reverse.
+    in_force.install(con, in_force.action_flags(playbooks))
     kw = {"clock": clock} if clock is not None else {}
     return DecisionContext(con=con, playbooks=playbooks, roster=roster, contracts_dir=Path(settings.contracts_dir),
                            data_dir=Path(settings.data_dir), slo_file=settings.slo_file, health_fn=health_fn,

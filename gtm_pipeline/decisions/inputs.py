@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from gtm_pipeline import keys
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.warehouse import table_exists
 
@@ -257,6 +258,35 @@ def series_routing(con, start: date, window_days: int) -> dict[str, tuple[float 
     a = con.execute(q, [start, end]).fetchone()
     return {"unassigned_rate": (_ratio(b[0], b[1]), _ratio(a[0], a[1]), int(a[4] or 0)),
             "availability": (_ratio(b[2], b[3]), _ratio(a[2], a[3]), int(a[4] or 0))}
+
+
+def series_list_price(con, segment: str, start: date, window_days: int) -> tuple[float | None, float | None, int]:
+    """The price card in force vs what the deals paid: the card's list price per seat (decisions.price_book) and the
+    seat-weighted list price per seat of the segment's bookings booked since the change."""
+    schema, view = keys.PRICE_BOOK_VIEW.split(".")
+    if not table_exists(con, schema, view) or not table_exists(con, "metrics", "fact_bookings"):
+        return None, None, 0
+    row = con.execute(f"SELECT list_price_per_seat FROM {keys.PRICE_BOOK_VIEW} WHERE segment = ?", [segment]).fetchone()
+    card = None if row is None or row[0] is None else float(row[0])
+    after = con.execute("SELECT sum(list_price * seats) / nullif(sum(seats), 0), count(DISTINCT booked_on) "
+                        "FROM metrics.fact_bookings WHERE segment = ? AND booked_on >= ? AND booked_on < ?",
+                        [segment, start, start + timedelta(days=window_days)]).fetchone()
+    return card, (None if after[0] is None else float(after[0])), int(after[1] or 0)
+
+
+def series_marketing_spend(con, start: date, window_days: int) -> tuple[float | None, float | None, int]:
+    """The budget split in force vs what was spent: the plan's expected marketing spend per week (paused channels at
+    0; decisions.channel_plan) and the marketing spend per week since the change (metrics.fact_costs)."""
+    schema, view = keys.CHANNEL_PLAN_VIEW.split(".")
+    if not table_exists(con, schema, view) or not table_exists(con, "metrics", "fact_costs"):
+        return None, None, 0
+    planned = con.execute(f"SELECT sum(CASE WHEN status IN ('paused', 'unallocated') THEN 0 "
+                          f"ELSE expected_spend_per_week END) FROM {keys.CHANNEL_PLAN_VIEW}").fetchone()[0]
+    after = con.execute("SELECT sum(amount), count(DISTINCT day) FROM metrics.fact_costs "
+                        "WHERE cost_type IN ('ad_spend', 'vendor') AND day >= ? AND day < ?",
+                        [start, start + timedelta(days=window_days)]).fetchone()
+    spent = None if not after[1] else float(after[0] or 0) / after[1] * 7
+    return (None if planned is None else float(planned)), spent, int(after[1] or 0)
 
 
 def current_figure(con, table: str, column: str, key: str, value: str) -> float | None:

@@ -5,8 +5,10 @@ evaluated on the metric rows dated from the decision's effective day on, every t
 |---|---|---|
 | pricing.change | booking rate of the segment, won / closed since the change vs the 14 days before | outside ±5 % (relative) |
 | pricing.change | CM per seat of the segment, now vs at the proposal | reported (the spec gives no limit) |
+| pricing.change | list price per seat of the segment's bookings since vs the price card in force | reported |
 | channel.invest | bookings per week (all segments) since vs before | drop > 10 % (project default) |
 | channel.invest | payback months (all segments), now vs at the proposal | +0.5 month (project default) |
+| channel.invest | marketing spend per week since vs the budget split in force (decisions.channel_plan) | reported |
 | icp.update | SQLs per week (all channels) since vs before | drop > 10 % (spec) |
 | icp.update | win rate (all channels) since vs before | drop > 5 pp (project default) |
 | routing.policy | unassigned rate / availability since the change | > 0.5 % / < 0.995 (spec) |
@@ -95,8 +97,12 @@ def measure(con, d: lifecycle.Decision, w: Watch, start: date, window_days: int)
     if w.metric == "cm_per_seat":
         now = adapter.current_figure(con, "cm_per_seat", "cm_per_seat", "segment", subject)
         return _proposal_figure(d, "cm_per_seat"), now, 0 if now is None else 1
+    if w.metric == "list_price":
+        return adapter.series_list_price(con, subject, start, window_days)
     if w.metric == "bookings":
         return adapter.series_bookings(con, start, window_days)
+    if w.metric == "marketing_spend":
+        return adapter.series_marketing_spend(con, start, window_days)
     if w.metric == "payback":
         now = adapter.current_figure(con, "payback_by_segment", "payback_months", "segment", "all")
         at = d.proposal.details_dict.get("figures", {}).get("payback_all")

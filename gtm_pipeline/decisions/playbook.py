@@ -59,7 +59,7 @@ _SCHEMA: dict[str, dict[str, dict[str, _Num] | set[str]]] = {
         },
         "prechecks": {},
         "inputs": {"price_elasticity", "cm_per_seat", "gm_pct", "payback_by_segment", "booking_rate"},
-        "watch": {"booking_rate", "cm_per_seat"},
+        "watch": {"booking_rate", "cm_per_seat", "list_price"},
     },
     "channel.invest": {
         "thresholds": {
@@ -74,7 +74,7 @@ _SCHEMA: dict[str, dict[str, dict[str, _Num] | set[str]]] = {
         "prechecks": {"attribution_validity_min": _Num(0.995, 0, 1)},
         "inputs": {"cac_per_sqo", "sql_funnel", "attribution_validity", "attribution", "fact_pipeline",
                    "payback_by_segment", "booking_rate"},
-        "watch": {"bookings", "payback"},
+        "watch": {"bookings", "payback", "marketing_spend"},
     },
     "icp.update": {
         "thresholds": {
