@@ -174,15 +174,23 @@ FAILED = "failed"
 
 
 def decide(snap: Snapshot, cursor: Mapping | None, run_state: Callable[[str], str | None],
-           refreshed_at: Callable[[Sequence[str]], float | None]) -> Decision:
+           refreshed_at: Callable[[Sequence[str]], float | None], *,
+           refresh_busy: Callable[[Sequence[str]], str | None] | None = None, now: float | None = None,
+           grace: float = 0.0) -> Decision:
     """One sensor tick, as a plain function.
 
-    ``cursor``: ``{"batches": {batch_id: {"releases": [...], "attempt": n}}}`` from the previous tick.
+    ``cursor``: ``{"batches": {batch_id: {"releases": [...], "attempt": n}}, "refresh_wait": {key: since}}`` from
+    the previous tick.
     ``run_state(run_key)``: None (no such run), IN_FLIGHT, SUCCEEDED or FAILED.
     ``refreshed_at(entities)``: epoch seconds of the oldest latest materialization among the materialized assets
     downstream of the entities (None if none was ever materialized; see `refreshed_at_lookup`).
+    ``refresh_busy(entities)``: a run (of any job) queued or running that rebuilds the downstream, described; None
+    if there is none. ``grace``: seconds to leave the downstream refresh to the automation sensor, which refreshes
+    after new clean data on its own (``now`` required when > 0): the repair's own refresh is requested only if no
+    other run has rebuilt the downstream by then, so one repair causes one refresh.
     """
     batches: dict[str, dict] = {k: dict(v) for k, v in dict((cursor or {}).get("batches", {})).items()}
+    waits: dict[str, float] = {k: float(v) for k, v in dict((cursor or {}).get("refresh_wait", {})).items()}
     pending_by_release: dict[str, list[Pending]] = {}
     for p in snap.pending:
         pending_by_release.setdefault(p.release_id, []).append(p)
@@ -233,12 +241,29 @@ def decide(snap: Snapshot, cursor: Mapping | None, run_state: Callable[[str], st
         in_flight = True
 
     # 3. Refresh downstream once nothing is in flight, if repairs were applied after the last refresh.
+    kept_waits: dict[str, float] = {}
     if not in_flight and snap.applied:
         entities = sorted({a.entity for a in snap.applied})
         since = refreshed_at(entities)
         newer = [a for a in snap.applied if since is None or _epoch(a.applied_at) > since]
+        base = refresh_key(a.quarantine_id for a in newer) if newer else ""
+        busy = refresh_busy(entities) if newer and refresh_busy is not None else None
+        if newer and (busy is not None or grace > 0):
+            # Someone else's refresh counts: a run already rebuilding the downstream, or the automation sensor's
+            # within the grace period. Only the repair's own earlier attempts (run keys) skip the wait.
+            own = any(run_state(f"{base}-a{i}") is not None for i in range(MAX_ATTEMPTS))
+            if not own:
+                if now is None:
+                    raise ValueError("decide(grace > 0) needs now")
+                started = kept_waits[base] = waits.get(base, now)
+                if busy is not None:
+                    out.waiting.append(f"refresh {base}: {busy} rebuilds the downstream; waiting for it")
+                    newer = []
+                elif now - started < grace:
+                    out.waiting.append(f"refresh {base}: leaving the downstream refresh to the automation sensor "
+                                       f"for {grace - (now - started):.0f}s more")
+                    newer = []
         if newer:
-            base = refresh_key(a.quarantine_id for a in newer)
             ents = tuple(sorted({a.entity for a in newer}))
             for attempt in range(MAX_ATTEMPTS):  # a failed refresh is retried under the next attempt's key
                 key = f"{base}-a{attempt}"
@@ -256,7 +281,7 @@ def decide(snap: Snapshot, cursor: Mapping | None, run_state: Callable[[str], st
             else:
                 out.waiting.append(f"refresh {base}: the downstream refresh failed {MAX_ATTEMPTS} times; fix the "
                                    f"failing asset (see the runs in the UI), then run 'gtm-pipeline refresh'")
-    out.cursor = {"batches": batches}
+    out.cursor = {"batches": batches, **({"refresh_wait": kept_waits} if kept_waits else {})}
     return out
 
 
@@ -342,6 +367,24 @@ def run_state_lookup(instance) -> Callable[[str], str | None]:
             return None
         st = runs[0].status
         return SUCCEEDED if st in done_ok else FAILED if st in done_bad else IN_FLIGHT
+
+    return lookup
+
+
+def refresh_busy_lookup(instance, asset_graph) -> Callable[[Sequence[str]], str | None]:
+    """entities -> the first run queued or running whose assets include something downstream of them (e.g. the
+    automation sensor's refresh after the re-cleaned days), described; None if no such run."""
+    import dagster as dg
+
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+
+    def lookup(entities: Sequence[str]) -> str | None:
+        wanted = set(refresh_selection(asset_graph, entities))
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=active), limit=50):
+            if wanted & set(run.asset_selection or ()):
+                return f"run {run.run_id[:8]} ({run.job_name}, {run.status.value.lower()})"
+        return None
 
     return lookup
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pytest
@@ -68,7 +68,7 @@ def ours():
 
 
 @pytest.mark.slow
-def test_missing_owners_repaired_by_routing_backfill_only_that_day(env_settings):
+def test_missing_owners_repaired_by_routing_backfill_only_that_day(env_settings, monkeypatch):
     from gtm_pipeline.definitions import build_definitions
     from gtm_pipeline.generate import DefectRates, GenerateConfig, generate
 
@@ -128,8 +128,18 @@ def test_missing_owners_repaired_by_routing_backfill_only_that_day(env_settings)
     assert {m.partition for m in mats} == {BAD_DAY}
     assert {m.asset_key for m in mats} == set(day_req.asset_selection)
 
-    # 4. Next tick: the refresh downstream, daily metrics from the affected day on, then everything unpartitioned.
-    second = tick(first.cursor)
+    # 4. The re-cleaned day is new clean data, which the automation sensor refreshes after on its own: the repair
+    # leaves it the first chance. No automation sensor runs here, so after the grace the repair asks for its own
+    # refresh: daily metrics from the affected day on, then everything unpartitioned.
+    from gtm_pipeline.clock import utcnow
+    from gtm_pipeline.defs.repair.sensors import refresh_grace
+
+    t1 = utcnow().replace(microsecond=0)
+    monkeypatch.setenv("GTM_PIPELINE_NOW", t1.isoformat())
+    wait = tick(first.cursor)
+    assert wait.run_requests == [] and "leaving the downstream refresh to the automation sensor" in wait.skip_message
+    monkeypatch.setenv("GTM_PIPELINE_NOW", (t1 + timedelta(seconds=refresh_grace() + 1)).isoformat())
+    second = tick(wait.cursor)
     [refresh_req] = second.run_requests
     assert refresh_req.partition_key is None
     sel = set(refresh_req.asset_selection)

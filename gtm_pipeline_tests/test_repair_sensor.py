@@ -122,6 +122,33 @@ def test_no_refresh_while_a_partition_run_is_in_flight():
     assert d.requests == []
 
 
+def test_the_refresh_is_left_to_the_automation_sensor_first_and_requested_only_if_none_came():
+    """One repair, one refresh: re-cleaned days are new clean data, which the automation sensor refreshes after on
+    its own. The repair waits for that run (or any run rebuilding the downstream) for the grace period, and asks for
+    its own refresh only if nothing rebuilt the downstream by then."""
+    applied = Snapshot(applied=[Applied("q1", "opportunity", "2026-08-02", T, "run-1")])
+    base = backfill.refresh_key(["q1"])
+    t0 = backfill._epoch(T) + 10
+    waiting = decide(applied, {}, never, no_refresh, now=t0, grace=120)
+    assert waiting.requests == [] and "leaving the downstream refresh to the automation sensor" in \
+        waiting.skip_reason()
+    assert waiting.cursor["refresh_wait"] == {base: t0}
+    # the automation's run is queued: wait for it, however long it takes (past the grace too)
+    busy = decide(applied, waiting.cursor, never, no_refresh, refresh_busy=lambda _e: "run abc (__ASSET_JOB, queued)",
+                  now=t0 + 500, grace=120)
+    assert busy.requests == [] and "run abc (__ASSET_JOB, queued) rebuilds the downstream" in busy.skip_reason()
+    # it rebuilt the downstream after the repair: nothing more to do, and the wait is forgotten
+    done = decide(applied, busy.cursor, never, lambda _e: backfill._epoch(T) + 60, now=t0 + 600, grace=120)
+    assert done.requests == [] and done.cursor == {"batches": {}}
+    # nobody came within the grace: the repair's own refresh, once
+    late = decide(applied, waiting.cursor, never, no_refresh, refresh_busy=lambda _e: None, now=t0 + 121, grace=120)
+    assert [r.run_key for r in late.requests] == [f"{base}-a0"]
+    # the repair's own refresh in flight is not waited for as "someone else's"
+    own = decide(applied, late.cursor, states({f"{base}-a0": IN_FLIGHT}), no_refresh,
+                 refresh_busy=lambda _e: "run own (repair_backfill_job, started)", now=t0 + 130, grace=120)
+    assert own.requests == [] and "waiting for the downstream refresh run" in own.skip_reason()
+
+
 def test_cursor_round_trip_and_garbage():
     assert backfill.decode_cursor(backfill.encode_cursor({"batches": {}})) == {"batches": {}}
     assert backfill.decode_cursor("not json") == {} and backfill.decode_cursor(None) == {}
@@ -202,3 +229,23 @@ def test_sensor_skips_with_a_reason_when_idle_missing_or_locked(defs, released_w
         finally:
             holder.communicate("", timeout=30)
         assert tick(defs, db, instance).run_requests  # the lock is gone: the batch is requested
+
+
+def test_refresh_busy_sees_a_queued_run_of_the_downstream_and_ignores_other_runs(defs):
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    graph = defs.resolve_asset_graph()
+    down = backfill.refresh_selection(graph, ["opportunity"])
+    daily = backfill.partition_selection(graph, ["opportunity"])
+    with dg.DagsterInstance.ephemeral() as instance:
+        busy = backfill.refresh_busy_lookup(instance, graph)
+        # (STARTED: a QUEUED run needs a code-location origin, which a bare instance has not)
+        instance.add_run(DagsterRun(job_name="daily_ingest_job", run_id="d" * 32, status=dg.DagsterRunStatus.STARTED,
+                                    asset_selection=frozenset(daily)))
+        assert busy(["opportunity"]) is None                 # a day's clean run is not a downstream refresh
+        instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id="a" * 32, status=dg.DagsterRunStatus.SUCCESS,
+                                    asset_selection=frozenset(down[:3])))
+        assert busy(["opportunity"]) is None                 # finished runs do not count
+        instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id="b" * 32, status=dg.DagsterRunStatus.STARTED,
+                                    asset_selection=frozenset(down[:3])))
+        assert busy(["opportunity"]) == "run bbbbbbbb (__ASSET_JOB, started)"

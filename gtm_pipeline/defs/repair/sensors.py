@@ -5,7 +5,18 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import backfill, keys
+from gtm_pipeline.clock import to_epoch, utcnow
+from gtm_pipeline.config import load_settings
+from gtm_pipeline.defs.automation import DEFAULT_INTERVAL_SECONDS
 from gtm_pipeline.defs.repair.jobs import repair_backfill_job
+
+# The re-cleaned days are new clean data, which the automation sensor refreshes the downstream after on its own: the
+# repair's own refresh waits this many of its ticks for that run first (and is requested only if none came).
+REFRESH_GRACE_TICKS = 4
+
+
+def refresh_grace() -> float:
+    return float(REFRESH_GRACE_TICKS * (load_settings().sensor_interval_seconds or DEFAULT_INTERVAL_SECONDS))
 
 
 @dg.sensor(
@@ -17,8 +28,8 @@ from gtm_pipeline.defs.repair.jobs import repair_backfill_job
         "Watches quarantine tables for released repairs ('gtm-pipeline quarantine release'). Per batch of releases "
         "it requests one run per affected delivery day of only the affected entities' clean assets (run key = "
         "batch + day + attempt, so a restart never launches a run twice; a failed run is retried up to 3 times), "
-        "then, once they are in, one run of everything downstream (daily metrics from the first affected day on, "
-        "then ledger, metrics and decisions)."
+        "then, once they are in, one refresh of everything downstream (ledger, metrics and decisions): the "
+        "automation sensor's, or -- if no run rebuilt the downstream within four of its ticks -- its own."
     ),
     tags={"stage": "clean", "purpose": "quarantine_repair"},
 )
@@ -30,7 +41,9 @@ def repair_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: DuckD
     graph = context.repository_def.asset_graph
     decision = backfill.decide(snap, backfill.decode_cursor(context.cursor),
                                backfill.run_state_lookup(context.instance),
-                               backfill.refreshed_at_lookup(context.instance, graph))
+                               backfill.refreshed_at_lookup(context.instance, graph),
+                               refresh_busy=backfill.refresh_busy_lookup(context.instance, graph),
+                               now=to_epoch(utcnow()), grace=refresh_grace())
     cursor = backfill.encode_cursor(decision.cursor)
     if not decision.requests:
         context.update_cursor(cursor)
