@@ -6,7 +6,9 @@ Asset bodies never read ``os.environ``; resources get their values from here (ST
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +27,31 @@ SLACK_WEBHOOK_ENV = "GTM_PIPELINE_SLACK_WEBHOOK_URL"
 # environment of the processes that write or verify the log: never in the repository, the warehouse or the Dagster
 # instance.
 DECISION_LOG_KEY_ENV = "GTM_PIPELINE_DECISION_LOG_KEY"
+# The time of day, in America/New_York, of each review cadence's packet (issue 14 §6; docs/decisions.md, "Memos and
+# review packets"). The days are the spec's and fixed (Tuesday; first Wednesday; 10 days before the quarter starts);
+# the defaults are the spec's times, and the quarterly plan's, which the spec leaves open, is 09:00.
+REVIEW_TIME_ENVS = {"weekly_ops": "GTM_PIPELINE_WEEKLY_OPS_AT",
+                    "monthly_business_review": "GTM_PIPELINE_MONTHLY_REVIEW_AT",
+                    "quarterly_plan": "GTM_PIPELINE_QUARTERLY_PLAN_AT"}
+REVIEW_TIME_DEFAULTS = {"weekly_ops": time(10, 0), "monthly_business_review": time(13, 0),
+                        "quarterly_plan": time(9, 0)}
+
+
+@dataclass(frozen=True)
+class ReviewTimes:
+    """When each review cadence's packet is built, in America/New_York (cron has minute resolution: no seconds)."""
+
+    weekly_ops: time = REVIEW_TIME_DEFAULTS["weekly_ops"]
+    monthly_business_review: time = REVIEW_TIME_DEFAULTS["monthly_business_review"]
+    quarterly_plan: time = REVIEW_TIME_DEFAULTS["quarterly_plan"]
+
+    def of(self, cadence: str) -> time:
+        if cadence not in REVIEW_TIME_ENVS:
+            from gtm_pipeline.errors import GtmPipelineError
+
+            raise GtmPipelineError(f"review cadence {cadence!r} has no time of day; one of "
+                                   f"{', '.join(REVIEW_TIME_ENVS)}")
+        return getattr(self, cadence)
 
 
 @dataclass(frozen=True)
@@ -47,6 +74,8 @@ class Settings:
     # How often the landing sensor and the refresh automation sensor tick, in seconds (GTM_PIPELINE_SENSOR_INTERVAL).
     # None keeps their defaults (60 s and 30 s); the end-to-end tests set it low so that a day flows through quickly.
     sensor_interval_seconds: int | None = None
+    # The review packets' times of day (GTM_PIPELINE_WEEKLY_OPS_AT, ..._MONTHLY_REVIEW_AT, ..._QUARTERLY_PLAN_AT).
+    review_times: ReviewTimes = field(default_factory=ReviewTimes)
 
     @property
     def dagster_home(self) -> Path:
@@ -71,6 +100,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         slack_webhook_url=env.get(SLACK_WEBHOOK_ENV) or None,
         decision_log_key=env.get(DECISION_LOG_KEY_ENV) or None,
         sensor_interval_seconds=_seconds(env, "GTM_PIPELINE_SENSOR_INTERVAL"),
+        review_times=ReviewTimes(**{c: _time_of_day(env, name, REVIEW_TIME_DEFAULTS[c])
+                                    for c, name in REVIEW_TIME_ENVS.items()}),
     )
 
 
@@ -84,3 +115,21 @@ def _seconds(env: dict[str, str], name: str) -> int | None:
         raise GtmPipelineError(f"{name}={text!r}: expected a whole number of seconds >= 1, e.g. {name}=5; "
                                f"unset it to keep the default")
     return int(text)
+
+
+_HH_MM = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+
+
+def _time_of_day(env: dict[str, str], name: str, default: time) -> time:
+    """``HH:MM`` on a 24-hour clock (``9:00`` too); anything else fails here, when the definitions load, rather than
+    as a schedule that never fires."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    m = _HH_MM.fullmatch(text)
+    if m is None:
+        from gtm_pipeline.errors import GtmPipelineError
+
+        raise GtmPipelineError(f"{name}={text!r}: expected a time of day HH:MM (24-hour clock, America/New_York), "
+                               f"e.g. {name}=16:30; unset it to keep the default ({default:%H:%M})")
+    return time(int(m.group(1)), int(m.group(2)))

@@ -1,21 +1,25 @@
 """The decisions stage in Dagster: one materialize of the group on a temp warehouse (the real SLO resource as the
-pre-check: red until the inputs are published, then green), and the review-cadence schedules on chosen dates."""
+pre-check: red until the inputs are published, then green), and the review-cadence schedules: on chosen dates, and
+on every tick the daemon would make in a year (DST changes and leap years included), at the default and at
+configured times."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import duckdb
 import pytest
+from dagster._utils.schedules import schedule_execution_time_iterator  # the daemon's tick iterator (no public API)
 from dagster_duckdb import DuckDBResource
 
 from decision_fixtures import pricing_metrics
 from gtm_pipeline import keys
+from gtm_pipeline.config import ReviewTimes
 from gtm_pipeline.defs.decisions import defs as decision_defs
 from gtm_pipeline.defs.decisions.schedules import (
-    monthly_review_schedule, quarterly_plan_schedule, weekly_ops_schedule,
+    build_schedules, monthly_review_schedule, quarterly_plan_schedule, weekly_ops_schedule,
 )
 from gtm_pipeline.defs.resources import DecisionStore
 from gtm_pipeline.defs.slo.resources import slo_resource
@@ -91,13 +95,93 @@ def test_monthly_review_only_first_wednesday(day, runs):
         assert "is not the first Wednesday" in skip
 
 
-@pytest.mark.parametrize("day,runs", [("2026-03-21", True), ("2026-06-20", True), ("2026-09-20", True),
-                                      ("2026-12-21", True), ("2026-12-20", False), ("2026-06-21", False)])
-def test_quarterly_plan_ten_days_before_quarter_end(day, runs):
+@pytest.mark.parametrize("day,runs", [("2026-03-22", True), ("2026-06-21", True), ("2026-09-21", True),
+                                      ("2026-12-22", True), ("2026-03-21", False), ("2026-03-23", False),
+                                      ("2026-12-21", False), ("2026-12-23", False), ("2026-06-20", False)])
+def test_quarterly_plan_ten_days_before_the_quarter_starts(day, runs):
     when = datetime.fromisoformat(day).replace(hour=9, tzinfo=ET)
     reqs, skip = _tick(quarterly_plan_schedule, when)
     assert bool(reqs) is runs
     if runs:
-        assert reqs[0].run_config["ops"]["decisions__review_packet"]["config"]["cadence"] == "quarterly_plan"
+        assert reqs[0].run_config["ops"]["decisions__review_packet"]["config"] == {"cadence": "quarterly_plan",
+                                                                              "as_of": day}
     else:
-        assert "10 days before the end of its quarter" in skip
+        assert f"{day} is not 10 days before the start of a quarter" in skip
+
+
+# ---- every tick the daemon would make, evaluated (issue 14 §6: the cadences as the spec writes them) ---------------
+
+def _runs(schedule, start: datetime, end: datetime) -> list[tuple[str, datetime]]:
+    """(as_of, tick in UTC) of every run ``schedule`` requests between ``start`` and ``end``: the ticks come from the
+    iterator the scheduler daemon walks (`RemoteSchedule.execution_time_iterator`), each evaluated like a real tick."""
+    out = []
+    for tick in schedule_execution_time_iterator(start.timestamp(), schedule.cron_schedule,
+                                                 schedule.execution_timezone):
+        if tick >= end:
+            break
+        # No instance: these schedules read none, and one per tick would cost ~50 ms x 730 days
+        with dg.build_schedule_context(scheduled_execution_time=tick) as ctx:
+            result = schedule.evaluate_tick(ctx)
+        out += [(r.run_config["ops"]["decisions__review_packet"]["config"]["as_of"], tick.astimezone(UTC))
+                for r in result.run_requests or []]
+    return out
+
+
+def _days(start: date, end: date, keep) -> list[str]:
+    return [d.isoformat() for d in (start + timedelta(days=i) for i in range((end - start).days)) if keep(d)]
+
+
+YEAR = (datetime(2026, 1, 1, tzinfo=ET), datetime(2027, 1, 1, tzinfo=ET))
+
+
+def test_weekly_ops_every_tuesday_at_10_et_through_both_dst_changes():
+    runs = _runs(weekly_ops_schedule, *YEAR)
+    assert [d for d, _ in runs] == _days(date(2026, 1, 1), date(2027, 1, 1), lambda d: d.weekday() == 1)
+    assert {t.astimezone(ET).strftime("%a %H:%M") for _, t in runs} == {"Tue 10:00"}
+    utc = dict(runs)
+    # DST starts Sun 2026-03-08 and ends Sun 2026-11-01: the ET time holds, the UTC time moves by the hour
+    assert [utc[d].hour for d in ("2026-03-03", "2026-03-10", "2026-10-27", "2026-11-03")] == [15, 14, 14, 15]
+
+
+def test_monthly_review_first_wednesday_at_13_et_only():
+    runs = _runs(monthly_review_schedule, *YEAR)
+    assert [d for d, _ in runs] == ["2026-01-07", "2026-02-04", "2026-03-04", "2026-04-01", "2026-05-06",
+                                    "2026-06-03", "2026-07-01", "2026-08-05", "2026-09-02", "2026-10-07",
+                                    "2026-11-04", "2026-12-02"]
+    assert {t.astimezone(ET).strftime("%a %H:%M") for _, t in runs} == {"Wed 13:00"}
+    utc = dict(runs)
+    assert (utc["2026-10-07"].hour, utc["2026-11-04"].hour) == (17, 18)     # the first Wednesday after DST ends
+
+
+def test_quarterly_plan_four_times_a_year_including_leap_years():
+    # 2027 -> 2029 spans the leap day 2028-02-29: still Mar 22, ten days before Apr 1
+    runs = _runs(quarterly_plan_schedule, datetime(2027, 1, 1, tzinfo=ET), datetime(2029, 1, 1, tzinfo=ET))
+    assert [d for d, _ in runs] == [f"{y}-{md}" for y in (2027, 2028) for md in ("03-22", "06-21", "09-21", "12-22")]
+    assert {t.astimezone(ET).strftime("%H:%M") for _, t in runs} == {"09:00"}
+
+
+def test_configured_times_move_the_ticks_not_the_days():
+    weekly, monthly, quarterly = build_schedules(ReviewTimes(weekly_ops=time(7, 15),
+                                                             monthly_business_review=time(16, 45),
+                                                             quarterly_plan=time(23, 30)))
+    assert (weekly.cron_schedule, monthly.cron_schedule, quarterly.cron_schedule) == (
+        "15 7 * * 2", "45 16 * * 3", "30 23 * * *")
+    assert "07:15 ET" in weekly.description and "GTM_PIPELINE_QUARTERLY_PLAN_AT" in quarterly.description
+    # 23:30 ET is already the next day in UTC: the packet is still dated by the ET day
+    runs = _runs(quarterly, *YEAR)
+    assert [d for d, _ in runs] == ["2026-03-22", "2026-06-21", "2026-09-21", "2026-12-22"]
+    assert [t.strftime("%m-%d %H:%M") for _, t in runs] == ["03-23 03:30", "06-22 03:30", "09-22 03:30",
+                                                            "12-23 04:30"]
+    assert [d for d, _ in _runs(monthly, *YEAR)][:2] == ["2026-01-07", "2026-02-04"]
+
+
+def test_a_tick_given_in_utc_is_dated_by_its_et_day():
+    """A context built with a UTC time (not how the daemon passes it, but what another caller may do): the ET day
+    decides, not the UTC one -- else a late review is skipped, or dated a day late."""
+    quarterly = build_schedules(ReviewTimes(quarterly_plan=time(23, 30)))[2]
+    [req], _ = _tick(quarterly, datetime(2026, 12, 23, 4, 30, tzinfo=UTC))           # Dec 22 23:30 EST
+    assert req.run_config["ops"]["decisions__review_packet"]["config"]["as_of"] == "2026-12-22"
+    reqs, skip = _tick(quarterly, datetime(2026, 12, 22, 4, 30, tzinfo=UTC))         # Dec 21 23:30 EST
+    assert not reqs and "2026-12-21 is not 10 days before" in skip
+    [req], _ = _tick(weekly_ops_schedule, datetime(2026, 11, 24, 15, 0, tzinfo=UTC))  # Tue 10:00 EST
+    assert req.run_key == "weekly_ops-2026-11-24"

@@ -344,7 +344,8 @@ def memo(decision_id):
 @click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Date of the review (default: today, UTC).")
 def packet(cadence, as_of):
-    """Build a review packet: pending decisions, SLO health, hygiene, decisions due for review.
+    """Build a review packet: pending decisions, refusals and monitoring breaches since the previous review of the
+    cadence, SLO health, hygiene, decisions due for review, the decision log's integrity.
 
     \b
     Example:

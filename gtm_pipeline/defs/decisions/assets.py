@@ -165,8 +165,9 @@ class PacketConfig(dg.Config):
     key=keys.REVIEW_PACKET_KEY, group_name=keys.DECISIONS, kinds={"markdown"}, deps=[keys.DECISION_LOG_KEY],
     owners=["team:revops"], code_version=_CODE, tags={"stage": keys.DECISIONS},
     description="Review packet for a cadence of spec §5 (weekly ops, monthly business review, quarterly plan): "
-                "pending decisions, decisions under monitoring and due for review, SLO health, hygiene (quarantine, "
-                "incidents, DLQ). One markdown file per cadence and date in <data_dir>/packets. Source: "
+                "pending decisions, refusals and monitoring breaches of the period, decisions under monitoring and "
+                "due for review, SLO health, hygiene (quarantine, incidents, DLQ), the decision log's integrity. One "
+                "markdown file per cadence and date in <data_dir>/packets. Source: "
                 "decisions.log, ops.incidents, quarantine.*. Owner: RevOps.",
 )
 def review_packet_asset(context: dg.AssetExecutionContext, config: PacketConfig, warehouse: DuckDBResource,
@@ -181,4 +182,6 @@ def review_packet_asset(context: dg.AssetExecutionContext, config: PacketConfig,
     return dg.MaterializeResult(metadata={
         "cadence": packet.cadence, "as_of": packet.as_of.isoformat(), "path": str(packet.path),
         "pending": packet.pending, "in_flight": packet.in_flight, "due_for_review": packet.due,
+        "refusals": packet.refusals, "breaches": packet.breaches, "log_integrity": packet.log_status,
+        "period_start": packet.period.start.isoformat() if packet.period else "",
         "packet": dg.MetadataValue.md(packet.markdown)})
