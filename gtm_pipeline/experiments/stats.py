@@ -82,35 +82,37 @@ def mixture_rho(planned_n: float, alpha: float = 0.05) -> float:
     return math.sqrt((-2 * math.log(alpha) + math.log(-2 * math.log(alpha) + 1)) / planned_n)
 
 
-def always_valid(control: Arm, treatment: Arm, *, planned_n: float, alpha: float = 0.05) -> Estimate:
-    """The always-valid interval (eq. 9) and p-value (1 / e-value, eq. 155) at this look."""
+def always_valid(control: Arm, treatment: Arm, *, planned_n: float, alpha: float = 0.05,
+                 test_value: float = 0.0) -> Estimate:
+    """The always-valid interval (eq. 9) and p-value (1 / e-value, eq. 155) at this look; the p-value tests
+    difference = ``test_value`` (0: no effect; a guardrail's tolerance: no harm beyond it)."""
     if control.n < 2 or treatment.n < 2:
         return Estimate("always_valid", 0.0, -math.inf, math.inf, 1.0, control.n + treatment.n, math.inf)
     est, var = _diff(control, treatment)
     n = control.n + treatment.n
     rho = mixture_rho(planned_n, alpha)
     if var <= 0:
-        p = 0.0 if est != 0 else 1.0
-        return Estimate("always_valid", est, est, est, p, n, 0.0)
+        # Every unit has the same value in both arms (e.g. no conversion yet): no information about the difference.
+        return Estimate("always_valid", est, -math.inf, math.inf, 1.0, n, math.inf)
     s2 = var * n
     tr2p1 = n * rho ** 2 + 1
     width = math.sqrt(s2) * math.sqrt(2 * tr2p1 * math.log(math.sqrt(tr2p1) / alpha) / (n * rho) ** 2)
-    st2 = est ** 2 * n / var
+    st2 = (est - test_value) ** 2 * n / var
     log_evalue = rho ** 2 * st2 / (2 * tr2p1) - 0.5 * math.log(tr2p1)
     p = 1.0 if log_evalue <= 0 else min(1.0, math.exp(-log_evalue))
     return Estimate("always_valid", est, est - width, est + width, p, n, math.sqrt(var))
 
 
-def fixed_z(control: Arm, treatment: Arm, *, alpha: float = 0.05) -> Estimate:
-    """The fixed-horizon two-sided z-test (valid read once)."""
+def fixed_z(control: Arm, treatment: Arm, *, alpha: float = 0.05, test_value: float = 0.0) -> Estimate:
+    """The fixed-horizon two-sided z-test of difference = ``test_value`` (valid read once)."""
     if control.n < 2 or treatment.n < 2:
         return Estimate("fixed_z", 0.0, -math.inf, math.inf, 1.0, control.n + treatment.n, math.inf)
     est, var = _diff(control, treatment)
     se = math.sqrt(var)
     z = normal_quantile(1 - alpha / 2)
     if se == 0:
-        return Estimate("fixed_z", est, est, est, 0.0 if est != 0 else 1.0, control.n + treatment.n, 0.0)
-    p = math.erfc(abs(est / se) / math.sqrt(2))
+        return Estimate("fixed_z", est, -math.inf, math.inf, 1.0, control.n + treatment.n, math.inf)
+    p = math.erfc(abs((est - test_value) / se) / math.sqrt(2))
     return Estimate("fixed_z", est, est - z * se, est + z * se, p, control.n + treatment.n, se)
 
 

@@ -1,0 +1,154 @@
+"""One loader for the YAML contracts: a pydantic v2 model per kind (``extra="forbid"``), and one function that turns a
+`pydantic.ValidationError` into the project's message style::
+
+    contracts/experiments/lead_form.yaml: arms[1].weigth: unknown field; allowed: name, weight; did you mean "weight"?
+
+A model declares the shape (fields, types, literals, bounds); checks that need more than one field live in the
+model's validators and raise ``ValueError`` with a sentence, which this module prefixes with the file and the field.
+New kinds are written on it; the older hand-written validators move to it with the house redesign.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gtm_pipeline.errors import ContractError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base of every contract model: unknown fields are errors, and models are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_yaml(path: Path, where: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ContractError(f"{where}: file not found") from e
+    except UnicodeDecodeError as e:
+        raise ContractError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ContractError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from e
+
+
+def load(model: type[M], path: Path, where: str, context: dict | None = None) -> M:
+    """Read and validate one YAML file as ``model``; ``where`` names it in messages (a repo-relative path)."""
+    doc = read_yaml(path, where)
+    if not isinstance(doc, dict):
+        raise ContractError(f"{where}: expected a mapping of fields at the top level, got "
+                            f"{type(doc).__name__}")
+    return validate(model, doc, where, context)
+
+
+def validate(model: type[M], doc: Any, where: str, context: dict | None = None) -> M:
+    try:
+        return model.model_validate(doc, context=context)
+    except ValidationError as e:
+        raise ContractError(message(e, model, where)) from None
+
+
+def message(e: ValidationError, model: type[BaseModel], where: str) -> str:
+    """The first problem in the project's style (and how many more there are)."""
+    errors = e.errors(include_url=False)
+    # An unknown field first: a typo ("ownr") also makes the real field missing, and the typo is the cause.
+    errors.sort(key=lambda err: err["type"] != "extra_forbidden")
+    first = errors[0]
+    text = f"{where}: {_problem(first, model)}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} in this file)"
+    return text
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _problem(err: dict, model: type[BaseModel]) -> str:
+    # pydantic puts a model validator's error at the model's location and a tagged-union branch name in loc: drop
+    # the names that are not fields.
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind, where = err["type"], _path(loc)
+    if kind == "extra_forbidden":
+        allowed = _fields_at(model, loc[:-1])
+        hint = _close(str(loc[-1]), allowed)
+        return f"{where}: unknown field; allowed: {', '.join(allowed)}{hint}"
+    if kind == "missing":
+        return f"{where}: is required"
+    if kind in ("literal_error", "enum"):
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
+        got = err.get("input")
+        return f"{where}: {got!r} is not allowed; allowed: {', '.join(choices)}" + _close(str(got), choices)
+    if kind == "value_error":
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        return f"{where}: {msg}"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{where}: {err['msg'][0].lower() + err['msg'][1:]}{shown}"
+
+
+def _close(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the model found by walking ``loc`` from ``model`` (lists, dicts and optionals unwrapped)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current, part)
+        if current is None:
+            return []
+    current = _unwrap(current, None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(tp: Any, part: Any) -> Any:
+    """One step down a type: a model's field (``part`` a name), a list's item or a dict's value (``part`` an index or
+    key); Optional/Union unwrap to their model member. ``part`` None only unwraps."""
+    for _ in range(5):
+        origin = typing.get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(tp) if a is not type(None)]
+            models = [a for a in members if isinstance(a, type) and issubclass(a, BaseModel)]
+            tp = models[0] if models else (members[0] if members else None)
+            continue
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        break
+    if part is None:
+        return tp
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
+        f = tp.model_fields.get(part)
+        return f.annotation if f is not None else None
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple, set, frozenset) or origin is typing.Sequence:
+        args = typing.get_args(tp)
+        return args[0] if args else None
+    if origin is dict or origin is typing.Mapping:
+        args = typing.get_args(tp)
+        return args[1] if len(args) == 2 else None
+    return None

@@ -1,0 +1,51 @@
+"""What a metric column means for one randomised unit, so an experiment can be read per arm.
+
+A metric of the metric layer aggregates units (``sql_funnel.sql_rate`` = SQLs / leads); an experiment needs the
+unit-level value that aggregate is made of, as of a look. Each entry gives the units (which records, exposed when)
+and the value of one unit as of the end of a look (``{as_of}``, an exclusive TIMESTAMP literal), in SQL over the
+clean and published tables. The aggregate of the values over all units is the metric's own definition (the tests
+hold the two together), so a readout and the metric layer never disagree about what "SQL rate" is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gtm_pipeline.metrics.funnel import SQL_STATUSES
+
+
+@dataclass(frozen=True)
+class Outcome:
+    unit: str               # lead | account
+    metric: str
+    column: str
+    binary: bool            # a 0/1 value per unit (a rate) or a number (a mean)
+    units_sql: str          # SELECT unit_id, exposed_at FROM ... (every unit that can enter the experiment)
+    value_sql: str          # SELECT unit_id, value FROM ... WHERE ... (as of {as_of}); units absent count 0
+    description: str
+
+
+_LEADS = "SELECT lead_id AS unit_id, created_at AS exposed_at FROM clean.lead"
+_ACCOUNTS = "SELECT account_id AS unit_id, created_at AS exposed_at FROM clean.account"
+
+OUTCOMES: dict[tuple[str, str, str], Outcome] = {
+    ("lead", "sql_funnel", "sql_rate"): Outcome(
+        "lead", "sql_funnel", "sql_rate", True, _LEADS,
+        f"SELECT lead_id AS unit_id, 1.0 AS value FROM clean.lead WHERE status IN {SQL_STATUSES} "
+        "AND coalesce(status_changed_at, created_at) < {as_of}",
+        "the lead reached SQL (status sql or converted) by the end of the look"),
+    ("lead", "routing_health", "unassigned"): Outcome(
+        "lead", "routing_health", "unassigned", True, _LEADS,
+        "SELECT lead_id AS unit_id, 1.0 AS value FROM clean.lead "
+        "WHERE owner_id IS NULL OR assigned_at IS NULL OR assigned_at >= {as_of}",
+        "the lead had no owner at the end of the look"),
+    ("account", "fact_bookings", "amount"): Outcome(
+        "account", "fact_bookings", "amount", False, _ACCOUNTS,
+        "SELECT account_id AS unit_id, sum(amount) AS value FROM metrics.fact_bookings "
+        "WHERE booked_at < {as_of} GROUP BY 1",
+        "bookings of the account (sum of amount) by the end of the look"),
+}
+
+
+def outcome_for(unit: str, metric: str, column: str) -> Outcome | None:
+    return OUTCOMES.get((unit, metric, column))
