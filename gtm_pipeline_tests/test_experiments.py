@@ -179,3 +179,24 @@ def test_the_readout_rate_is_the_metric_layers_sql_rate(experiments, small_wareh
     leads, want = con.execute("SELECT count(*), count(*) FILTER (WHERE status IN ('sql', 'converted')) "
                               "FROM clean.lead").fetchone()
     assert units == leads and sqls == want
+
+
+def test_the_metric_layer_publishes_the_readout_of_every_experiment(warehouse_copy, monkeypatch):
+    """metrics.experiment_readout: written, audited and published like any metric, one row per experiment, look and
+    arm, equal to the readout computed directly."""
+    from gtm_pipeline.experiments.contract import load_experiments
+    from gtm_pipeline.metrics import run_layer
+
+    con = duckdb.connect(str(warehouse_copy))
+    first = con.execute("SELECT min(created_at)::DATE FROM clean.lead").fetchone()[0]
+    now = datetime.combine(first + timedelta(days=12), datetime.min.time())
+    monkeypatch.setenv("GTM_PIPELINE_NOW", now.isoformat())
+    root = REPO / "contracts"
+    out = run_layer(con, root, only=["fact_bookings", "experiment_readout"])
+    assert out["experiment_readout"].published
+    exp = load_experiments(root)["lead_form_short"]
+    rows = con.execute("SELECT look, arm, units, total, verdict FROM metrics.experiment_readout "
+                       "WHERE experiment = 'lead_form_short' ORDER BY look, arm").fetchall()
+    direct = readout(con, exp, now.date())
+    assert rows == sorted((lk.look, a.arm, a.n, a.total, lk.verdict) for lk in direct for a in lk.arms)
+    assert len(rows) == 2 * (now.date() - exp.starts).days

@@ -24,24 +24,38 @@ class Outcome:
     value_sql: str          # SELECT unit_id, value FROM ... WHERE ... (as of {as_of}); units absent count 0
     description: str
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        import re
 
-_LEADS = "SELECT lead_id AS unit_id, created_at AS exposed_at FROM clean.lead"
-_ACCOUNTS = "SELECT account_id AS unit_id, created_at AS exposed_at FROM clean.account"
+        return tuple(sorted(set(re.findall(r"\{([a-z_.]+)\}", self.units_sql + self.value_sql)) - {"as_of"}))
+
+    def sql(self, text: str, table, as_of: str | None = None) -> str:
+        """``text`` with each {input} replaced by ``table(input)`` (and {as_of} by the look's end)."""
+        for name in self.reads:
+            text = text.replace("{" + name + "}", table(name))
+        return text.replace("{as_of}", as_of) if as_of is not None else text
+
+
+# Tables are named by their input names in braces ({clean.lead}, {fact_bookings}), resolved by the caller (the metric
+# layer's BuildContext.table keeps lineage honest); `reads` lists them.
+_LEADS = "SELECT lead_id AS unit_id, created_at AS exposed_at FROM {clean.lead}"
+_ACCOUNTS = "SELECT account_id AS unit_id, created_at AS exposed_at FROM {clean.account}"
 
 OUTCOMES: dict[tuple[str, str, str], Outcome] = {
     ("lead", "sql_funnel", "sql_rate"): Outcome(
         "lead", "sql_funnel", "sql_rate", True, _LEADS,
-        f"SELECT lead_id AS unit_id, 1.0 AS value FROM clean.lead WHERE status IN {SQL_STATUSES} "
+        f"SELECT lead_id AS unit_id, 1.0 AS value FROM {{clean.lead}} WHERE status IN {SQL_STATUSES} "
         "AND coalesce(status_changed_at, created_at) < {as_of}",
         "the lead reached SQL (status sql or converted) by the end of the look"),
     ("lead", "routing_health", "unassigned"): Outcome(
         "lead", "routing_health", "unassigned", True, _LEADS,
-        "SELECT lead_id AS unit_id, 1.0 AS value FROM clean.lead "
+        "SELECT lead_id AS unit_id, 1.0 AS value FROM {clean.lead} "
         "WHERE owner_id IS NULL OR assigned_at IS NULL OR assigned_at >= {as_of}",
         "the lead had no owner at the end of the look"),
     ("account", "fact_bookings", "amount"): Outcome(
         "account", "fact_bookings", "amount", False, _ACCOUNTS,
-        "SELECT account_id AS unit_id, sum(amount) AS value FROM metrics.fact_bookings "
+        "SELECT account_id AS unit_id, sum(amount) AS value FROM {fact_bookings} "
         "WHERE booked_at < {as_of} GROUP BY 1",
         "bookings of the account (sum of amount) by the end of the look"),
 }

@@ -85,15 +85,20 @@ def _ts(t: datetime) -> str:
     return f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S}'"
 
 
-def arm_figures(con: duckdb.DuckDBPyConnection, exp: Experiment, outcome: Outcome, as_of: datetime
-                ) -> tuple[list[ArmFigures], int]:
+def default_table(name: str) -> str:
+    """Input name -> table: ``clean.lead`` as is, a metric ``fact_bookings`` in schema metrics."""
+    return name if name.startswith("clean.") else f"metrics.{name}"
+
+
+def arm_figures(con: duckdb.DuckDBPyConnection, exp: Experiment, outcome: Outcome, as_of: datetime,
+                table=default_table) -> tuple[list[ArmFigures], int]:
     """(each arm's n, sum and sum of squares of the outcome as of ``as_of``, units held out)."""
     start = datetime.combine(exp.starts, datetime.min.time())
     sql = f"""
-        WITH u AS (SELECT unit_id FROM ({outcome.units_sql}) x
+        WITH u AS (SELECT unit_id FROM ({outcome.sql(outcome.units_sql, table)}) x
                    WHERE exposed_at >= {_ts(start)} AND exposed_at < {_ts(as_of)}),
              a AS (SELECT unit_id, {arm_sql(exp, 'unit_id')} AS arm FROM u),
-             v AS ({outcome.value_sql.replace('{as_of}', _ts(as_of))})
+             v AS ({outcome.sql(outcome.value_sql, table, _ts(as_of))})
         SELECT a.arm, count(*), coalesce(sum(coalesce(v.value, 0)), 0), coalesce(sum(coalesce(v.value, 0) ^ 2), 0)
         FROM a LEFT JOIN v ON v.unit_id = a.unit_id GROUP BY 1"""
     rows = {r[0]: r for r in con.execute(sql).fetchall()}
@@ -120,8 +125,9 @@ def _outcome(exp: Experiment, ref: MetricRef) -> Outcome:
     return o
 
 
-def readout(con: duckdb.DuckDBPyConnection, exp: Experiment, through: date) -> list[Look]:
-    """Every daily look from the experiment's start through ``through`` (at most ``max_runtime_days``)."""
+def readout(con: duckdb.DuckDBPyConnection, exp: Experiment, through: date, table=default_table) -> list[Look]:
+    """Every daily look from the experiment's start through ``through`` (at most ``max_runtime_days``); ``table``
+    resolves input names (`outcomes`) to tables."""
     last = min((through - exp.starts).days, exp.max_runtime_days)
     looks: list[Look] = []
     p_min: dict[str, float] = {}
@@ -129,7 +135,7 @@ def readout(con: duckdb.DuckDBPyConnection, exp: Experiment, through: date) -> l
     weights = [a.weight for a in exp.arms]
     for k in range(1, last + 1):
         as_of = datetime.combine(exp.starts + timedelta(days=k), datetime.min.time())
-        arms, held = arm_figures(con, exp, primary, as_of)
+        arms, held = arm_figures(con, exp, primary, as_of, table)
         ctrl = _arm(arms[0], primary.binary)
         comps = []
         for f in arms[1:]:
@@ -138,17 +144,17 @@ def readout(con: duckdb.DuckDBPyConnection, exp: Experiment, through: date) -> l
             comps.append(Comparison(f.arm, e, p_min[f.arm]))
         srm = stats.srm_p_value([a.n for a in arms], weights) if sum(a.n for a in arms) else 1.0
         look = Look(exp.experiment, k, as_of, k, arms, held, comps, srm)
-        look.guardrails = _guardrails(con, exp, as_of)
+        look.guardrails = _guardrails(con, exp, as_of, table)
         look.verdict = verdict(exp, look)
         looks.append(look)
     return looks
 
 
-def _guardrails(con, exp: Experiment, as_of: datetime) -> list[GuardrailFigures]:
+def _guardrails(con, exp: Experiment, as_of: datetime, table) -> list[GuardrailFigures]:
     raw = []
     for g in exp.guardrails:
         o = _outcome(exp, g)
-        arms, _ = arm_figures(con, exp, o, as_of)
+        arms, _ = arm_figures(con, exp, o, as_of, table)
         ctrl = _arm(arms[0], o.binary)
         for f in arms[1:]:
             # H0 "worse by exactly the tolerance": a small p with the estimate beyond it means credible harm.

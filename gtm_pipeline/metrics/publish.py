@@ -300,7 +300,8 @@ def run_metric(con: duckdb.DuckDBPyConnection, contract: MetricContract, comp: C
     now = now or utcnow()
     ensure_base(con)
     _check_inputs(con, contract, comp)
-    ctx = BuildContext(name=comp.name, reads=comp.reads, now=now, window=window if comp.partitioned else None)
+    ctx = BuildContext(name=comp.name, reads=comp.reads, now=now, window=window if comp.partitioned else None,
+                       contracts_dir=contract.path.parent.parent)
     cand = write_candidate(con, contract, comp, ctx)
     rows = int(con.execute(f"SELECT count(*) FROM {cand}").fetchone()[0])
     tests = audit(con, contract, cand)

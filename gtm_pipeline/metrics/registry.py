@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Callable, Union
 
 import duckdb
@@ -26,7 +27,7 @@ from gtm_pipeline.errors import GtmPipelineError
 
 CLEAN_PREFIX = "clean."
 # Modules that register computations (imported on first use, so importing this module stays cheap).
-_MODULES = ("facts", "unit_economics", "funnel", "routing", "elasticity", "attribution", "forecast")
+_MODULES = ("facts", "unit_economics", "funnel", "routing", "elasticity", "attribution", "forecast", "experiments")
 
 Base = Union[str, pd.DataFrame]
 
@@ -39,6 +40,7 @@ class BuildContext:
     reads: tuple[str, ...]
     now: datetime                         # naive UTC
     window: tuple[date, date] | None = None  # inclusive day range of a partitioned fact
+    contracts_dir: Path | None = None     # for computations driven by other contracts (experiment readouts)
 
     def table(self, input_name: str) -> str:
         """Qualified table of a declared input: ``clean.lead`` -> clean.lead, ``fact_costs`` -> metrics.fact_costs."""
