@@ -7,7 +7,7 @@ Writes the files exactly as contracts/sources.yaml describes them, with benign s
 at configurable rates (every one listed in the manifest with its file and line) and the ground truth.
 """
 
-from .config import DefectRates, GenerateConfig
+from .config import DefectRates, GenerateConfig, PlantedEffect
 from .run import generate
 
-__all__ = ["generate", "DefectRates", "GenerateConfig"]
+__all__ = ["generate", "DefectRates", "GenerateConfig", "PlantedEffect"]

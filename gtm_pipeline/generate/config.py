@@ -52,6 +52,22 @@ class DefectRates:
 
 
 @dataclass(frozen=True)
+class PlantedEffect:
+    """A known effect planted in the leads of one experiment arm (the readout must find it): leads created on or after
+    the experiment's start whose arm (by the experiment's own assignment) is ``arm`` reach SQL with their probability
+    multiplied by ``sql_rate_multiplier``. A multiplier of 1 plants an A/A experiment. ``experiment`` is a loaded
+    `gtm_pipeline.experiments.contract.Experiment`."""
+
+    experiment: object
+    arm: str
+    sql_rate_multiplier: float
+
+    def as_dict(self) -> dict:
+        return {"experiment": getattr(self.experiment, "experiment", str(self.experiment)), "arm": self.arm,
+                "sql_rate_multiplier": float(self.sql_rate_multiplier)}
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     """What to generate: ``days`` delivery days from ``start``, volumes multiplied by ``scale``.
 
@@ -65,6 +81,7 @@ class GenerateConfig:
     scale: float = 1.0
     defects: DefectRates = field(default_factory=DefectRates)
     variant_rate: float = 0.02
+    planted: tuple[PlantedEffect, ...] = ()
 
     def validate(self) -> None:
         if not isinstance(self.days, int) or self.days < 1:
@@ -75,6 +92,13 @@ class GenerateConfig:
             raise GtmPipelineError(f"GenerateConfig.start must be a datetime.date, got {self.start!r}")
         if not (self.scale > 0):
             raise GtmPipelineError(f"GenerateConfig.scale must be > 0, got {self.scale!r}")
+        for p in self.planted:
+            arms = [a.name for a in getattr(p.experiment, "arms", [])]
+            if p.arm not in arms:
+                raise GtmPipelineError(f"PlantedEffect.arm {p.arm!r} is not an arm of the experiment (arms: {arms})")
+            if not (0 < p.sql_rate_multiplier <= 4):
+                raise GtmPipelineError(f"PlantedEffect.sql_rate_multiplier must be in (0, 4], got "
+                                       f"{p.sql_rate_multiplier!r}")
         if not (0.0 <= self.variant_rate <= 0.5):
             raise GtmPipelineError(f"GenerateConfig.variant_rate must be in [0, 0.5], got {self.variant_rate!r}")
         d = self.defects
@@ -96,4 +120,5 @@ class GenerateConfig:
             "scale": float(self.scale),
             "variant_rate": float(self.variant_rate),
             "defects": self.defects.as_dict(),
+            **({"planted": [p.as_dict() for p in self.planted]} if self.planted else {}),
         }

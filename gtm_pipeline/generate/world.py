@@ -441,6 +441,22 @@ class World:
         order = np.argsort(leads["created"], kind="stable")
         return take(leads, order)
 
+    def _planted(self, p_sql: np.ndarray, lead_no: np.ndarray, created: np.ndarray) -> np.ndarray:
+        """The SQL probability with each planted experiment effect applied to the leads of its arm (the same random
+        draws either way, so a planted effect changes only the planted arm's leads)."""
+        if not self.cfg.planted:
+            return p_sql
+        from gtm_pipeline.experiments.assignment import arm_of
+
+        ids = seq_ids("L", lead_no)
+        for eff in self.cfg.planted:
+            exp = eff.experiment
+            since = epoch_seconds(exp.starts)
+            hit = np.array([t >= since and arm_of(exp, i) == eff.arm for i, t in zip(ids, created.tolist())],
+                           dtype=bool)
+            p_sql = np.where(hit, np.clip(p_sql * eff.sql_rate_multiplier, 0, 0.95), p_sql)
+        return p_sql
+
     def _create_leads(self, d: int, L: dict, sessions: dict) -> None:
         n = nrows(L)
         if n == 0:
@@ -465,6 +481,7 @@ class World:
 
         # fate: qualification, routing, conversion
         p_sql = np.clip(C.P_SQL[channel] * C.SQL_MULT_SEGMENT[segment], 0, 0.8)
+        p_sql = self._planted(p_sql, lead_no, created)
         u = rng.random(n)
         unassigned = self._systematic("unassigned", n, C.UNASSIGNED_RATE)
         is_sql = (u < p_sql) & ~unassigned
