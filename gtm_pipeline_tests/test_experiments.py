@@ -223,3 +223,28 @@ def test_the_generator_plants_an_effect_the_readout_recovers(experiments, tmp_pa
     assert any(lk.verdict.startswith("ship short_form") for lk in looks) is ships, [lk.verdict for lk in looks[-3:]]
     if ships:
         assert c.estimate.ci_low > 0
+
+
+def test_the_backlog_ranks_by_p_win_times_dollars_over_weeks(experiments, tmp_path):
+    from gtm_pipeline.experiments.backlog import backlog
+
+    exp = _exp(experiments, planned_units=8000, max_runtime_days=120)
+    con = _warehouse(tmp_path, exp, rate_control=0.20, rate_treatment=0.30, seed=5, days=30)
+    con.execute("CREATE SCHEMA metrics")
+    con.execute("CREATE TABLE metrics.sql_funnel AS SELECT 'all' AS channel, 'all' AS week, 0.1 AS sql_to_win")
+    con.execute("CREATE TABLE metrics.payback_by_segment AS SELECT 'all' AS segment, 500.0 AS monthly_cm")
+    later = exp.model_copy(update={"experiment": "later", "starts": START + timedelta(days=60)})
+    now = datetime.combine(START + timedelta(days=30), datetime.min.time())
+    running, planned = backlog(con, {"lead_form_short": exp, "later": later}, now)
+    # one SQL is worth 0.1 x $500 x 12 = $600; 80 leads a day = 560 a week
+    assert running.dollars_per_unit == pytest.approx(600.0) and running.units_per_week == pytest.approx(560.0)
+    assert running.experiment == "lead_form_short" and running.p_win > 0.95
+    assert running.impact_per_year == pytest.approx(running.lift * 560 * 52 * 600)
+    assert running.weeks == pytest.approx((8000 - 30 * 80) / 560)
+    assert planned.status == "planned" and planned.lift == exp.mde
+    assert 0 < planned.p_win < 1 / 3 and "prior 0.33 x power" in planned.why
+    assert running.score > planned.score
+    # without the metric layer's figures the $ impact is unknown, said, and ranked last
+    con.execute("DROP TABLE metrics.payback_by_segment")
+    [a, b] = backlog(con, {"lead_form_short": exp, "later": later}, now)
+    assert a.score is None and b.score is None and "$ value of sql_funnel.sql_rate unknown" in a.why

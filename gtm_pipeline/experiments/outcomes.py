@@ -23,6 +23,10 @@ class Outcome:
     units_sql: str          # SELECT unit_id, exposed_at FROM ... (every unit that can enter the experiment)
     value_sql: str          # SELECT unit_id, value FROM ... WHERE ... (as of {as_of}); units absent count 0
     description: str
+    # Dollars of contribution margin that +1 of the value is worth, from the metric layer (the backlog's $ impact);
+    # None: not a metric an experiment is run to move (a guardrail).
+    dollars_sql: str | None = None
+    dollars_text: str = ""
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -47,7 +51,10 @@ OUTCOMES: dict[tuple[str, str, str], Outcome] = {
         "lead", "sql_funnel", "sql_rate", True, _LEADS,
         f"SELECT lead_id AS unit_id, 1.0 AS value FROM {{clean.lead}} WHERE status IN {SQL_STATUSES} "
         "AND coalesce(status_changed_at, created_at) < {as_of}",
-        "the lead reached SQL (status sql or converted) by the end of the look"),
+        "the lead reached SQL (status sql or converted) by the end of the look",
+        "SELECT (SELECT sql_to_win FROM metrics.sql_funnel WHERE channel = 'all' AND week = 'all') "
+        "* (SELECT monthly_cm FROM metrics.payback_by_segment WHERE segment = 'all') * 12",
+        "one more SQL = SQL-to-win (sql_funnel) x a new customer's monthly CM (payback_by_segment) x 12 months"),
     ("lead", "routing_health", "unassigned"): Outcome(
         "lead", "routing_health", "unassigned", True, _LEADS,
         "SELECT lead_id AS unit_id, 1.0 AS value FROM {clean.lead} "
@@ -57,7 +64,9 @@ OUTCOMES: dict[tuple[str, str, str], Outcome] = {
         "account", "fact_bookings", "amount", False, _ACCOUNTS,
         "SELECT account_id AS unit_id, sum(amount) AS value FROM {fact_bookings} "
         "WHERE booked_at < {as_of} GROUP BY 1",
-        "bookings of the account (sum of amount) by the end of the look"),
+        "bookings of the account (sum of amount) by the end of the look",
+        "SELECT gm_pct FROM metrics.gm_pct WHERE segment = 'all'",
+        "one more dollar booked = its gross margin (gm_pct)"),
 }
 
 
