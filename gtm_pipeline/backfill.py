@@ -15,6 +15,10 @@ and the CLI run the same thing:
 A *batch* is the set of releases (``release_id``) the sensor has not requested before; each run gets a run key
 derived from the batch, the day and the attempt (so a restarted sensor never launches the same run twice), and
 a failed run is retried up to :data:`MAX_ATTEMPTS` times before the sensor stops and says why.
+
+A released row of a day whose publication a blocking rule holds back (an out-of-range row of the same day and entity)
+is not taken in: the re-clean keeps it ``held`` with its released values, and it enters clean with the day once
+the day publishes. The sensor's skip reason and the CLI name that day, entity and check until then.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import TypeVar
 
 import duckdb
 
-from gtm_pipeline.repair_overlay import APPLIED, RELEASED
+from gtm_pipeline.entity_contracts import BLOCK_PUBLISH
+from gtm_pipeline.repair_overlay import APPLIED, HELD, REJECTED, RELEASED
 
 MAX_ATTEMPTS = 3
 TAG_RUN_KEY = "gtm_pipeline/run_key"
@@ -37,6 +42,8 @@ TAG_BATCH = "gtm_pipeline/repair_batch"
 TAG_TRIGGER = "gtm_pipeline/trigger"
 # Lets an operator serialise these runs on the one-writer DuckDB with run_queue.tag_concurrency_limits.
 TAG_WAREHOUSE = "gtm_pipeline/warehouse"
+# Set by Dagster on a failed run it will re-execute automatically (dagster._core.storage.tags.WILL_RETRY_TAG).
+WILL_RETRY_TAG = "dagster/will_retry"
 
 
 class WarehouseBusy(Exception):
@@ -60,14 +67,46 @@ class Applied:
     applied_run_id: str | None
 
 
+@dataclass(frozen=True)
+class Block:
+    """What holds back the publication of one entity's day: its rows that break a block-publish rule, by rule."""
+
+    entity: str
+    day: str
+    rules: tuple[tuple[str, int], ...]   # (rule, rows), e.g. (("range", 1),)
+
+    def describe(self) -> str:
+        from gtm_pipeline import keys  # imports Dagster: this module stays light for the exporter's reads
+
+        if not self.rules:
+            return (f"day {self.day} of {keys.CLEAN}/{self.entity} is blocked; see 'gtm-pipeline quarantine list "
+                    f"--entity {self.entity} --day {self.day}'")
+        checks = ", ".join(f"{keys.RULE_CHECKS.get(r.split(':')[0], r)} ({n} row(s) breaking {r})"
+                           for r, n in self.rules)
+        first = self.rules[0][0].split(":")[0]
+        return (f"day {self.day} of {keys.CLEAN}/{self.entity} is blocked by check {checks}; repair and release "
+                f"those rows ('gtm-pipeline quarantine list --entity {self.entity} --day {self.day} --rule {first}') "
+                f"and the held rows are taken in with the day")
+
+
 @dataclass
 class Snapshot:
     pending: list[Pending] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
+    held: list[Pending] = field(default_factory=list)      # released rows held on a blocked day
+    blocks: dict[tuple[str, str], Block] = field(default_factory=dict)   # (entity, day) of held rows -> why
+
+    def held_lines(self) -> list[str]:
+        """One line per blocked day that holds released rows: day, entity, the check and rows that block it."""
+        by_day: dict[tuple[str, str], int] = {}
+        for h in self.held:
+            by_day[(h.entity, h.day)] = by_day.get((h.entity, h.day), 0) + 1
+        return [f"{n} released row(s) stay held: {self.blocks[k].describe()}" for k, n in sorted(by_day.items())]
 
 
 def read_snapshot(con: duckdb.DuckDBPyConnection) -> Snapshot:
-    """Released-but-not-applied rows and applied rows, from every quarantine table that has the repair columns."""
+    """Released-but-not-applied rows, applied rows, and released rows held on a blocked day (with what blocks that
+    day), from every quarantine table that has the repair columns."""
     tables = [t for (t,) in con.execute(
         "SELECT table_name FROM information_schema.columns WHERE table_schema = 'quarantine' "
         "AND column_name = 'released_payload' ORDER BY 1").fetchall()]
@@ -75,11 +114,24 @@ def read_snapshot(con: duckdb.DuckDBPyConnection) -> Snapshot:
     for t in tables:
         for qid, ent, day, status, rid, at, run in con.execute(
                 f"SELECT quarantine_id, entity, _partition::VARCHAR, status, release_id, applied_at, applied_run_id "
-                f"FROM quarantine.{t} WHERE status IN ('{RELEASED}', '{APPLIED}')").fetchall():
+                f"FROM quarantine.{t} WHERE status IN ('{RELEASED}', '{APPLIED}') "
+                f"OR (status = '{HELD}' AND released_payload IS NOT NULL)").fetchall():
             if status == RELEASED:
                 snap.pending.append(Pending(qid, ent, day, rid or "unbatched"))
+            elif status == HELD:
+                snap.held.append(Pending(qid, ent, day, rid or "unbatched"))
             elif at is not None:
                 snap.applied.append(Applied(qid, ent, day, at, run))
+    for ent, day in sorted({(h.entity, h.day) for h in snap.held}):
+        # The rows that hold the day back: those breaking a block-publish rule, still waiting for their repair.
+        counts: dict[str, int] = {}
+        for t in tables:
+            for rule, n in con.execute(
+                    f"SELECT rule, count(*) FROM quarantine.{t} WHERE entity = ? AND _partition = ?::DATE "
+                    f"AND break_action = ? AND status NOT IN ('{HELD}', '{APPLIED}', '{REJECTED}') GROUP BY 1",
+                    [ent, day, BLOCK_PUBLISH]).fetchall():
+                counts[rule] = counts.get(rule, 0) + int(n)
+        snap.blocks[(ent, day)] = Block(ent, day, tuple(sorted(counts.items())))
     return snap
 
 
@@ -281,6 +333,9 @@ def decide(snap: Snapshot, cursor: Mapping | None, run_state: Callable[[str], st
             else:
                 out.waiting.append(f"refresh {base}: the downstream refresh failed {MAX_ATTEMPTS} times; fix the "
                                    f"failing asset (see the runs in the UI), then run 'gtm-pipeline refresh'")
+    # 4. Released rows a blocked day holds back: no run takes them in before the day publishes, so say which day and
+    # check (a re-clean would hold them again; the fix is the blocking rows' repair, whose release re-cleans the day).
+    out.waiting += snap.held_lines()
     out.cursor = {"batches": batches, **({"refresh_wait": kept_waits} if kept_waits else {})}
     return out
 
@@ -366,6 +421,10 @@ def run_state_lookup(instance) -> Callable[[str], str | None]:
         if not runs:
             return None
         st = runs[0].status
+        if st in done_bad and runs[0].tags.get(WILL_RETRY_TAG) == "true":
+            # Its worker crashed and the daemon is about to re-execute it (dagster.yaml run_retries; the retry keeps
+            # the run key tag): still in flight, so the sensor does not launch a second copy under a new attempt.
+            return IN_FLIGHT
         return SUCCEEDED if st in done_ok else FAILED if st in done_bad else IN_FLIGHT
 
     return lookup
@@ -407,12 +466,15 @@ def refreshed_at_lookup(instance, asset_graph) -> Callable[[Sequence[str]], floa
 class BackfillOutcome:
     runs: list[tuple[Request, str, bool]] = field(default_factory=list)  # (request, run_id, success)
     failed_steps: dict[str, list[str]] = field(default_factory=dict)      # run_id -> steps that failed
+    outcomes: dict = field(default_factory=dict)                          # run_id -> runner.RunOutcome
     pending_before: int = 0
     applied: int = 0
+    held: list[str] = field(default_factory=list)   # Snapshot.held_lines() after the runs
+    held_days: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
-        return all(s for _, _, s in self.runs)
+        return all(s for _, _, s in self.runs) and not self.held
 
 
 def run_backfill_in_process(database: str | Path, *, definitions=None, instance=None, refresh: bool = True,
@@ -446,6 +508,7 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
                           asset_selection=partition_selection(graph, ents),
                           tags={**req.tags, TAG_TRIGGER: "cli"}, defs=definitions)
             out.runs.append((req, res.run_id, res.success))
+            out.outcomes[res.run_id] = res
             if res.failed_steps:
                 out.failed_steps[res.run_id] = res.failed_steps
     if refresh:
@@ -462,10 +525,13 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
             res = run_job(keys.REPAIR_BACKFILL_JOB, instance=instance, run_config=run_config,
                           asset_selection=refresh_selection(graph, ents), tags=tags, defs=definitions)
             out.runs.append((req, res.run_id, res.success))
+            out.outcomes[res.run_id] = res
             if res.failed_steps:
                 out.failed_steps[res.run_id] = res.failed_steps
     with connect_reader(database) as con:
         final = read_snapshot(con)
     pend = {p.quarantine_id for p in snap.pending}
     out.applied = sum(1 for a in final.applied if a.quarantine_id in pend)
+    out.held = final.held_lines()  # this run's and earlier ones': every released row a blocked day still holds
+    out.held_days = {h.day for h in final.held}
     return out

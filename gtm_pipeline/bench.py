@@ -83,6 +83,7 @@ class SizeResult:
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     failed_steps: list[str] = field(default_factory=list)
+    step_errors: dict[str, str] = field(default_factory=dict)  # steps that broke (not a blocking check) -> error
 
 
 @dataclass
@@ -102,6 +103,7 @@ class IncrementResult:
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
     new_day: str = ""
     attempts: list[dict] = field(default_factory=list)  # every timing of the new day (the fastest one counts)
+    step_errors: dict[str, str] = field(default_factory=dict)  # steps that broke (not a blocking check) -> error
 
 
 @dataclass
@@ -282,6 +284,7 @@ def _size_run(cfg: BenchConfig, root: Path, rows: int, days: int, echo: Echo) ->
     res.load_after = os.getloadavg()
     res.stages = pipe["stages"]
     res.failed_steps = pipe["failed_steps"]
+    res.step_errors = pipe["step_errors"]
     res.event_seconds, res.events, res.stage_peak_rss = pipe["event_seconds"], pipe["events"], pipe["stage_peak_rss"]
     res.total = sum(res.stages.values())
     res.rows_per_second = res.raw_rows / res.total if res.total else 0.0
@@ -332,6 +335,7 @@ def _record_attempt(res: IncrementResult, out: dict, echo: Echo) -> None:
     """Keep the fastest attempt: the one least disturbed by other work on the machine."""
     total = out["daily"] + out["refresh"]
     load = os.getloadavg()
+    res.step_errors.update(out.get("step_errors", {}))
     res.attempts.append({"total": round(total, 3), "load": load[0]})
     echo(f"   new day ({res.history_days}d): daily_ingest_job {out['daily']:.2f}s + refresh_job {out['refresh']:.2f}s "
          f"= {total:.2f}s, load average {_fmt_load(load)}  (largest refresh steps: "
@@ -395,7 +399,21 @@ def run_bench(cfg: BenchConfig, echo: Echo = print) -> dict:
     result_file = root / "results.json"
     result_file.write_text(json.dumps(result, indent=2, default=str) + "\n")
     echo(f"\nresults: {result_file}")
+    broken = bench_failures(sizes, increments)
+    if broken:
+        from gtm_pipeline.errors import RunFailed
+
+        raise RunFailed("bench: steps broke (not a blocking check), so the figures do not measure the whole "
+                        "pipeline:\n  " + "\n  ".join(broken) + "\n  more: run again with --keep to keep the runs' "
+                        "logs and Dagster instance in the work folder")
     return result
+
+
+def bench_failures(sizes: list[SizeResult], increments: list[IncrementResult]) -> list[str]:
+    """One line per step that broke in a measured run; a blocking check's failed step is the data's finding."""
+    out = [f"{label(s.target_rows)}: step {step}: {err}" for s in sizes for step, err in s.step_errors.items()]
+    return out + [f"new day on {i.history_days}d: step {step}: {err}" for i in increments
+                  for step, err in i.step_errors.items()]
 
 
 # ---- tables -----------------------------------------------------------------------------------------------------
@@ -607,7 +625,8 @@ def _run_stages(stages: tuple[str, ...], partition_range: tuple[str, str] | None
     sel = stage_selections(defs)
     instance = dg.DagsterInstance.get()
     clock = _EventClock(instance)
-    out: dict = {"stages": {}, "events": {}, "event_seconds": {}, "stage_peak_rss": {}, "failed_steps": []}
+    out: dict = {"stages": {}, "events": {}, "event_seconds": {}, "stage_peak_rss": {}, "failed_steps": [],
+                 "step_errors": {}}
     with _SelfSampler() as sampler:
         for stage in stages:
             sampler.reset()
@@ -619,6 +638,7 @@ def _run_stages(stages: tuple[str, ...], partition_range: tuple[str, str] | None
                               partition_range=partition_range if partitioned else None,
                               asset_selection=sel[stage], run_config=_quiet(), instance=instance, defs=defs)
                 out["failed_steps"] += res.failed_steps
+                out["step_errors"].update(res.step_errors)
             out["stages"][stage] = time.perf_counter() - t0
             out["event_seconds"][stage] = clock.seconds - e0
             out["events"][stage] = clock.count - n0
@@ -647,13 +667,14 @@ def _job_increment(job: dict) -> dict:
     import gtm_pipeline.definitions  # noqa: F401
 
     t0 = time.perf_counter()
-    _run_stages(STAGES, (job["first"], job["last"]))
+    history = _run_stages(STAGES, (job["first"], job["last"]))
     setup = time.perf_counter() - t0
     gen, landing, day = Path(job["generated"]), Path(job["landing"]), job["new_day"]
     for src in (p for p in gen.iterdir() if p.is_dir()):
         if (src / day).is_dir():
             shutil.copytree(src / day, landing / src.name / day)
-    return {"setup": setup, **_time_new_day(day)}
+    new_day = _time_new_day(day)
+    return {"setup": setup, **new_day, "step_errors": {**history["step_errors"], **new_day["step_errors"]}}
 
 
 def _time_new_day(day: str) -> dict:
@@ -673,7 +694,8 @@ def _time_new_day(day: str) -> dict:
     t2 = time.perf_counter()
     return {"daily": t1 - t0, "refresh": t2 - t1, "daily_event_seconds": e1,
             "refresh_event_seconds": clock.seconds - e1,
-            "daily_steps": step_seconds(instance, daily.run_id), "refresh_steps": step_seconds(instance, refresh.run_id)}
+            "daily_steps": step_seconds(instance, daily.run_id), "refresh_steps": step_seconds(instance, refresh.run_id),
+            "step_errors": {**daily.step_errors, **refresh.step_errors}}
 
 
 def _job_retime(job: dict) -> dict:

@@ -41,7 +41,7 @@ from gtm_pipeline.entity_contracts import (
 from gtm_pipeline.expressions import assertion_sql
 from gtm_pipeline.landing import LandingSpec
 from gtm_pipeline.repair_overlay import (
-    MISSING_OWNER_TABLE, QUARANTINED_SQL, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state,
+    MISSING_OWNER_TABLE, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state,
     overlay_sql, sql_list,
 )
 from gtm_pipeline.incidents import BLOCK_KIND, QUARANTINE_KIND, Finding, record_contract_findings
@@ -529,7 +529,8 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
                 con.execute(f"DELETE FROM quarantine.{target} WHERE _partition IN {all_days} "
                             f"AND quarantine_id IN {sql_list(sorted(state_delete))}")
         if reject_rows:
-            con.executemany("INSERT INTO raw.rejects VALUES (?, ?, ?, ?, ?::DATE, ?, ?, ?, ?, ?)", reject_rows)
+            con.executemany("INSERT INTO raw.rejects (_source, _table, _file, _line, _partition, stage, rule, reason, "
+                            "raw_text, _ingested_at) VALUES (?, ?, ?, ?, ?::DATE, ?, ?, ?, ?, ?)", reject_rows)
         if published:
             con.execute(f"DELETE FROM clean.{e} WHERE _partition IN {_days_sql(published)}")
             if staged:  # the unflagged rows, straight from the temp table
@@ -636,64 +637,3 @@ def _findings(df: pd.DataFrame, day_of: pd.Series, violations: list[Violation],
     for (day, kind, rule, col), rs in col_rows.items():
         out[(day, kind, rule)].columns[col] = len(rs)
     return list(out.values())
-
-
-def conservation(con: duckdb.DuckDBPyConnection, spec: LandingSpec, source: str | None = None,
-                 day: str | None = None) -> pd.DataFrame:
-    """Per source table and day: records read, and where each ended (clean, quarantine, rejected, lost).
-
-    A record is located by its lineage (file, line). Quarantine rows count while they wait (open, held, repaired,
-    released); an applied repair counts once, in clean (see repair_overlay). ``lost`` must be 0 and
-    ``in_two_places`` must be 0 except for a day whose publication is blocked (its previous clean version is still
-    visible, as the spec requires).
-    """
-    rows = []
-    existing = {r[0] for r in con.execute(
-        "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
-    for t in spec.tables():
-        if source and t.source != source:
-            continue
-        if f"raw.{t.raw_table}" not in existing:
-            continue
-        e = t.entity
-        where = "WHERE r._partition = $day" if day else ""
-        q_parts = [f"SELECT _file, _line FROM quarantine.{e} WHERE _table = '{t.name}' AND _source = '{t.source}' "
-                   f"AND status IN {QUARANTINED_SQL}"] if f"quarantine.{e}" in existing else []
-        if "quarantine.missing_owner" in existing:
-            q_parts.append(f"SELECT _file, _line FROM quarantine.missing_owner WHERE entity = '{e}' "
-                           f"AND _table = '{t.name}' AND _source = '{t.source}' AND status IN {QUARANTINED_SQL}")
-        q_sql = " UNION ALL ".join(q_parts) if q_parts else "SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _line WHERE false"
-        c_sql = (f"SELECT _file, _line FROM clean.{e} WHERE _table = '{t.name}' AND _source = '{t.source}'"
-                 if f"clean.{e}" in existing else "SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _line WHERE false")
-        sql = f"""
-            WITH q AS ({q_sql}), c AS ({c_sql}),
-            j AS (SELECT _file, _line FROM raw.rejects WHERE stage = 'clean' AND _source = '{t.source}'
-                  AND _table = '{t.name}'),
-            fate AS (
-              SELECT r._partition,
-                     (EXISTS (SELECT 1 FROM c WHERE c._file = r._file AND c._line = r._line))::INT AS in_clean,
-                     (EXISTS (SELECT 1 FROM q WHERE q._file = r._file AND q._line = r._line))::INT AS in_q,
-                     (EXISTS (SELECT 1 FROM j WHERE j._file = r._file AND j._line = r._line))::INT AS in_rej
-              FROM raw.{t.raw_table} r {where})
-            SELECT _partition, count(*) AS raw_rows,
-                   sum(CASE WHEN in_rej = 1 THEN 0 WHEN in_q = 1 THEN 0 ELSE in_clean END) AS clean,
-                   sum(CASE WHEN in_rej = 1 THEN 0 ELSE in_q END) AS quarantined,
-                   sum(in_rej) AS rejected_clean,
-                   sum(CASE WHEN in_clean + in_q + in_rej = 0 THEN 1 ELSE 0 END) AS lost,
-                   sum(CASE WHEN in_clean + in_q + in_rej > 1 THEN 1 ELSE 0 END) AS in_two_places
-            FROM fate GROUP BY _partition"""
-        df = con.execute(sql, {"day": day} if day else {}).df()
-        rej = con.execute("SELECT _partition, count(*) AS n FROM raw.rejects WHERE stage = 'ingest' AND _source = ? "
-                          "AND _table = ? GROUP BY _partition", [t.source, t.name]).df()
-        df = df.merge(rej.rename(columns={"n": "rejected_ingest"}), on="_partition", how="left")
-        df["rejected_ingest"] = df["rejected_ingest"].fillna(0).astype(int)
-        df.insert(0, "table", t.qualified)
-        rows.append(df)
-    if not rows:
-        return pd.DataFrame(columns=["table", "_partition", "raw_rows", "clean", "quarantined", "rejected_clean",
-                                     "lost", "in_two_places", "rejected_ingest"])
-    out = pd.concat(rows, ignore_index=True)
-    num = ["raw_rows", "clean", "quarantined", "rejected_clean", "lost", "in_two_places", "rejected_ingest"]
-    out[num] = out[num].fillna(0).astype("int64")
-    out["records"] = out["raw_rows"] + out["rejected_ingest"]
-    return out.sort_values(["table", "_partition"]).reset_index(drop=True)

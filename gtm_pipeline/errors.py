@@ -20,3 +20,9 @@ class ExpressionError(ContractError):
 
 class IngestError(GtmPipelineError):
     """A landing file cannot be read at all (as opposed to single bad lines, which go to the rejects table)."""
+
+
+class RunFailed(GtmPipelineError):
+    """A Dagster run the command started failed, or a blocking check stopped it. The CLI exits 1 on it (2 is for
+    usage errors and problems to fix before anything runs; docs/operations.md, "Exit codes"); the message names the
+    failed step or the blocking check (asset, day, check) and the command that shows more."""

@@ -1,8 +1,13 @@
 """Ingestion: landing files of one source and one delivery day into ``raw.<source>_<table>`` as text.
 
 Every record of a landing file ends in exactly one of two places: its raw table (as text, typed later by the clean
-stage) or ``raw.rejects`` with the file, the line, the raw text and a reason. Re-ingesting a day first deletes that
-day's rows, rejects and drift reports, inside one transaction, so a re-run replaces the day exactly.
+stage) or ``raw.rejects`` with the file, the physical line, the line's exact bytes (``raw_bytes``; ``raw_text`` shows
+them with undecodable bytes escaped) and a reason. Every file found in the source's day folder is recorded in
+``raw.landing_files`` with its size and record count, so the conservation ledger starts from what arrived, not from
+what reached raw: a file that cannot be read line by line (0 bytes, a corrupt Parquet footer) is a file reject, and
+a file no table reads is ``unclaimed``, with the closest table as a hint (``gtm_pipeline.landing.day_files``).
+Re-ingesting a day first deletes that day's rows, rejects, file records and drift reports, inside one transaction,
+so a re-run replaces the day exactly.
 
 Row work stays in DuckDB (its CSV reader and JSON functions); Python only reads headers and, for the rare files with
 rejected lines, maps good records back to their physical line numbers.
@@ -21,8 +26,9 @@ from pathlib import Path
 import duckdb
 
 from gtm_pipeline.errors import IngestError
-from gtm_pipeline.landing import LandingSpec, Table
+from gtm_pipeline.landing import LandingSpec, Table, day_files, unclaimed_reason
 from gtm_pipeline.datatime import PUBLISHED, delivery_cutoff, record_partitions
+from gtm_pipeline.rawlines import PhysicalLines, shown
 from gtm_pipeline.warehouse import ensure_base, utcnow
 
 LINEAGE_COLUMNS = ("_source", "_table", "_file", "_line", "_partition", "_ingested_at", "_extra")
@@ -61,9 +67,17 @@ class TableReport:
     table: str
     file: str | None
     rows: int = 0
-    rejected: int = 0
+    rejected: int = 0                # rows written to raw.rejects: rejected lines, or 1 for a file rejected whole
     drift: Drift | None = None
     note: str = ""
+    bytes: int = 0
+    file_reject: str | None = None   # why the file was rejected whole (its lines cannot be read one by one)
+
+    @property
+    def records(self) -> int:
+        """Records the file delivered: its raw rows and rejected lines (a file rejected whole delivers none that
+        can be told apart; the ledger counts it as a file)."""
+        return self.rows + (0 if self.file_reject else self.rejected)
 
 
 @dataclass
@@ -71,6 +85,7 @@ class IngestReport:
     source: str
     day: str
     tables: list[TableReport] = field(default_factory=list)
+    unclaimed: list[tuple[str, str, str | None]] = field(default_factory=list)  # (file, reason, closest table)
 
     @property
     def rows(self) -> int:
@@ -121,17 +136,18 @@ def _count_lines(path: Path) -> int:
     return n + (1 if last not in (b"", b"\n") else 0)
 
 
-def _line_bytes(path: Path, byte_pos: int | None) -> str | None:
-    """The exact bytes of a rejected line (DuckDB shows undecodable bytes as '?'); backslash-escaped if not UTF-8."""
-    if byte_pos is None:
-        return None
-    with path.open("rb") as f:
-        f.seek(byte_pos)
-        raw = f.readline().rstrip(b"\r\n")
-    return raw.decode("utf-8", errors="backslashreplace")
+def _record_span(csv_line: str | None) -> int:
+    """Physical lines of a rejected record, from DuckDB's text of it: without the blank lines it sometimes puts
+    before the record and the terminator after it (a quote left open swallows the lines that follow)."""
+    parts = (csv_line or "").split("\n")
+    while len(parts) > 1 and not parts[0].strip("\r"):
+        parts.pop(0)
+    while len(parts) > 1 and not parts[-1].strip("\r"):
+        parts.pop()
+    return len(parts)
 
 
-def _good_lines(path: Path, header_lines: int, rejected_spans: list[tuple[int, int]], n_good: int,
+def _good_lines(phys: PhysicalLines, header_lines: int, rejected_spans: list[tuple[int, int]], n_good: int,
                 csv_quoting: bool) -> list[int]:
     # CSV: DuckDB skips blank lines, so they are not candidates. JSONL is read line by line (blank lines come back
     # as NULL rows and are dropped later), so every physical line is a candidate.
@@ -139,17 +155,13 @@ def _good_lines(path: Path, header_lines: int, rejected_spans: list[tuple[int, i
     covered = set(range(1, header_lines + 1))
     for start, span in rejected_spans:
         covered.update(range(start, start + max(span, 1)))
-    with path.open("rb") as f:
-        lines = f.read().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    candidates = [i + 1 for i, ln in enumerate(lines)
-                  if (i + 1) not in covered and (not csv_quoting or ln.strip(b"\r") != b"")]
+    pool = phys.non_blank() if csv_quoting else range(1, len(phys) + 1)
+    candidates = [n for n in pool if n not in covered]
     if len(candidates) == n_good:
         return candidates
     if csv_quoting:
         # A quoted field spans lines: walk records with the csv module to find where each starts.
-        text = b"\n".join(lines).decode("utf-8", errors="replace")
+        text = phys.data.decode("utf-8", errors="replace")
         reader = csv.reader(io.StringIO(text))
         starts, prev_end = [], 0
         # An unterminated quote can swallow the rest of a large file into one field: lift the csv module's 128 KiB
@@ -169,11 +181,50 @@ def _good_lines(path: Path, header_lines: int, rejected_spans: list[tuple[int, i
     return list(range(header_lines + 1, header_lines + 1 + n_good))
 
 
-def _insert_rejects(con, table: Table, rel: str, day: str, now: datetime, rows: list[tuple[int | None, str, str, str]]) -> None:
-    if rows:
-        con.executemany(
-            "INSERT INTO raw.rejects VALUES (?, ?, ?, ?, ?, 'ingest', ?, ?, ?, ?)",
-            [(table.source, table.name, rel, line, day, rule, reason, raw, now) for line, rule, reason, raw in rows])
+_REJECT_COLUMNS = "_source, _table, _file, _line, _partition, stage, rule, reason, raw_text, _ingested_at, raw_bytes"
+
+
+def _insert_rejects(con, source: str, table: str | None, rel: str, day: str, now: datetime,
+                    rows: list[tuple[int | None, str, str, bytes | None]]) -> None:
+    """Write rejects (line, rule, reason, the line's exact bytes) of one file; ``raw_text`` shows the bytes escaped.
+    Through Arrow: a file rejected whole can have millions of lines."""
+    if not rows:
+        return
+    import pyarrow as pa  # local: only needed on the rare path with rejects
+
+    name = f"rejects_{uuid.uuid4().hex[:8]}"
+    arrow = pa.table({
+        "line": pa.array([r[0] for r in rows], pa.int64()),
+        "rule": pa.array([r[1] for r in rows], pa.string()),
+        "reason": pa.array([r[2] for r in rows], pa.string()),
+        "raw_text": pa.array([None if r[3] is None else shown(r[3]) for r in rows], pa.string()),
+        "raw_bytes": pa.array([r[3] for r in rows], pa.binary()),
+    })
+    con.register(name, arrow)
+    try:
+        con.execute(f"INSERT INTO raw.rejects ({_REJECT_COLUMNS}) SELECT ?, ?, ?, line, ?::DATE, 'ingest', rule, "
+                    f"reason, raw_text, ?, raw_bytes FROM {name}", [source, table, rel, day, now])
+    finally:
+        con.unregister(name)
+
+
+def _reject_file(con, table: Table, rep: TableReport, day: str, now: datetime, rule: str, reason: str) -> TableReport:
+    """The file cannot be read line by line (no lines, or not a text format): one reject for the file, no line."""
+    _insert_rejects(con, table.source, table.name, rep.file, day, now, [(None, rule, reason, None)])
+    rep.rejected, rep.file_reject, rep.note = 1, reason, f"{reason.split(':')[0]}: file rejected"
+    return rep
+
+
+def _reject_every_line(con, table: Table, path: Path, rep: TableReport, day: str, now: datetime, rule: str,
+                       reason: str) -> TableReport:
+    """A CSV file whose header cannot be used: every line is rejected, line 1 with the reason and the others naming
+    it, so each line of the file is still accounted for once (blank lines are not records)."""
+    phys = PhysicalLines(path)
+    rows = [(n, rule, reason if n == 1 else f"not read: the whole file is rejected ({reason})", phys.line(n))
+            for n in phys.non_blank()]
+    _insert_rejects(con, table.source, table.name, rep.file, day, now, rows)
+    rep.rejected, rep.note = len(rows), f"{reason.split(':')[0]}: whole file rejected"
+    return rep
 
 
 def _load_positions(con, n: int, lines: list[int]) -> str:
@@ -200,23 +251,22 @@ def _ingest_csv(con, table: Table, path: Path, rel: str, day: str, now: datetime
     with path.open("rb") as f:
         head = f.readline()
     if not head.strip():
-        rep.note = "empty file"
-        return rep
+        if not PhysicalLines(path).non_blank():
+            return _reject_file(con, table, rep, day, now, "file", f"empty file: {rel} holds only blank lines (a CSV "
+                                                                  f"export has at least its header line); re-export it")
+        return _reject_every_line(con, table, path, rep, day, now, "schema",
+                                  "line 1 is blank: a CSV export starts with its header; re-export with the header "
+                                  "on line 1")
     try:
         header_text = head.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
     except UnicodeDecodeError as e:
-        _insert_rejects(con, table, rel, day, now, [(1, "encoding", f"header is not valid UTF-8 ({e}); re-export as UTF-8",
-                                                     head.decode("utf-8", errors="backslashreplace"))])
-        rep.rejected = 1
-        rep.note = "header not UTF-8: whole file rejected"
-        return rep
+        return _reject_every_line(con, table, path, rep, day, now, "encoding",
+                                  f"header is not valid UTF-8 ({e}); re-export as UTF-8")
     header = next(csv.reader([header_text]))
     if len(set(header)) != len(header):
         dups = sorted({h for h in header if header.count(h) > 1})
-        _insert_rejects(con, table, rel, day, now, [(1, "schema", f"duplicate column names in header: {dups}", header_text)])
-        rep.rejected = 1
-        rep.note = "duplicate header columns: whole file rejected"
-        return rep
+        return _reject_every_line(con, table, path, rep, day, now, "schema",
+                                  f"duplicate column names in header: {dups}; re-export with one column per name")
     resolved, unexpected, drift = _resolve_columns(table, header)
     rep.drift = drift or None
     pos = {name: i for i, name in enumerate(header)}
@@ -232,26 +282,30 @@ def _ingest_csv(con, table: Table, path: Path, rel: str, day: str, now: datetime
     n_good = con.execute(f"SELECT count(*) FROM {staged}").fetchone()[0]
     rej = con.execute(f"SELECT line, min(line_byte_position), min(error_type), min(error_message), min(csv_line) "
                       f"FROM {rj} GROUP BY line ORDER BY line").fetchall()
-    reject_rows, spans = [], []
+    reject_rows, spans, placed = [], [], set()
+    phys = PhysicalLines(path) if rej else None
     for line, bpos, etype, emsg, csv_line in rej:
-        text = _line_bytes(path, bpos) if etype == "INVALID ENCODING" else (csv_line or "").rstrip("\n")
         reason = _reject_reason(etype, emsg)
-        # A quote left open swallows the following lines into one rejected record: reject each physical line on its
-        # own, so every line of the file is accounted for once and can be found by its number.
-        parts = text.split("\n") if text else [text]
-        start = int(line)
-        reject_rows.append((start, "parse", reason, parts[0]))
-        for k, part in enumerate(parts[1:], start=1):
-            reject_rows.append((start + k, "parse", f"read as part of the record that starts on line {start} "
-                                                    f"({reason})", part))
-        spans.append((start, len(parts)))
+        # Placed by byte position and read back from the file (DuckDB's line numbers and text are not exact: see
+        # gtm_pipeline.rawlines). A quote left open swallows the following lines into one rejected record: reject
+        # each physical line on its own, so every line of the file is accounted for once and can be found by its
+        # number.
+        start = phys.line_of(int(bpos)) if bpos is not None else int(line)
+        span = _record_span(csv_line)
+        for n in range(start, min(start + span, len(phys) + 1)):
+            if n in placed or phys.is_blank(n):
+                continue
+            placed.add(n)
+            why = reason if n == start else f"read as part of the record that starts on line {start} ({reason})"
+            reject_rows.append((n, "parse", why, phys.line(n)))
+        spans.append((start, span))
     con.execute(f"DROP TABLE IF EXISTS {rj}; DROP TABLE IF EXISTS {rs}")
-    _insert_rejects(con, table, rel, day, now, reject_rows)
+    _insert_rejects(con, table.source, table.name, rel, day, now, reject_rows)
     total_lines = _count_lines(path)
     if not reject_rows and total_lines == n_good + 1:
         line_expr, join = "_k + 1", ""
     else:
-        lines = _good_lines(path, 1, spans, n_good, csv_quoting=True)
+        lines = _good_lines(phys or PhysicalLines(path), 1, spans, n_good, csv_quoting=True)
         pos_table = _load_positions(con, n_good, lines)
         line_expr, join = "p.line", f"JOIN {pos_table} p ON p.k = s._k"
     extra = ("json_object(" + ", ".join(f"'{u}', s.c{pos[u]}" for u in unexpected) + ")") if unexpected else "NULL"
@@ -284,11 +338,17 @@ def _ingest_jsonl(con, table: Table, path: Path, rel: str, day: str, now: dateti
     rej = con.execute(f"SELECT line, min(line_byte_position), min(error_type), min(error_message) FROM {rj} "
                       f"GROUP BY line ORDER BY line").fetchall()
     con.execute(f"DROP TABLE IF EXISTS {rj}; DROP TABLE IF EXISTS {rs}")
-    reject_rows = [(int(line), "parse", _reject_reason(et, em), _line_bytes(path, bp)) for line, bp, et, em in rej]
-    _insert_rejects(con, table, rel, day, now, reject_rows)
+    phys = PhysicalLines(path) if rej else None
+    reject_rows, placed = [], set()
+    for line, bp, et, em in rej:  # placed by byte position, read back from the file (see gtm_pipeline.rawlines)
+        n = phys.line_of(int(bp)) if bp is not None else int(line)
+        if n not in placed:
+            placed.add(n)
+            reject_rows.append((n, "parse", _reject_reason(et, em), phys.line(n)))
+    _insert_rejects(con, table.source, table.name, rel, day, now, reject_rows)
     n_read = con.execute(f"SELECT count(*) FROM {staged}").fetchone()[0]
     if reject_rows:
-        lines = _good_lines(path, 0, [(r[0], 1) for r in reject_rows], n_read, csv_quoting=False)
+        lines = _good_lines(phys, 0, [(r[0], 1) for r in reject_rows], n_read, csv_quoting=False)
         # blank lines are not records; _good_lines skipped them, so realign on non-blank rows only
         pos_table = _load_positions(con, n_read, lines)
         con.execute(f"CREATE TEMP TABLE {staged}_l AS SELECT s._k, s._raw, p.line AS _line FROM {staged} s "
@@ -302,14 +362,16 @@ def _ingest_jsonl(con, table: Table, path: Path, rel: str, day: str, now: dateti
     bad = con.execute(f"SELECT _line, _raw FROM {staged} WHERE NOT coalesce(json_valid(_raw), false) "
                       f"OR json_type(_raw) <> 'OBJECT' ORDER BY _line").fetchall()
     bad_rows = []
+    if bad:
+        phys = phys or PhysicalLines(path)
     for line, raw in bad:
         try:
             json.loads(raw)
             why = "not a JSON object"
         except json.JSONDecodeError as e:
             why = f"invalid JSON: {e.msg} at column {e.colno}"
-        bad_rows.append((int(line), "parse", why, raw))
-    _insert_rejects(con, table, rel, day, now, bad_rows)
+        bad_rows.append((int(line), "parse", why, phys.line(int(line))))  # the file's bytes, not DuckDB's text
+    _insert_rejects(con, table.source, table.name, rel, day, now, bad_rows)
     reject_rows.extend(bad_rows)
     if bad_rows:  # usually none: skip a second parse of every line
         con.execute(f"DELETE FROM {staged} WHERE _line IN (SELECT unnest(?::BIGINT[]))", [[r[0] for r in bad_rows]])
@@ -348,10 +410,8 @@ def _ingest_parquet(con, table: Table, path: Path, rel: str, day: str, now: date
         names = list(pq.read_schema(path).names)
         pq.ParquetFile(path).metadata  # noqa: B018 - raises on a corrupt footer
     except Exception as e:  # pyarrow raises several types for corrupt files; all mean "unreadable"
-        reason = f"cannot read Parquet file: {str(e).splitlines()[0]}"
-        _insert_rejects(con, table, rel, day, now, [(None, "parse", reason, None)])
-        rep.rejected, rep.note = 1, "unreadable file: rejected whole"
-        return rep
+        return _reject_file(con, table, rep, day, now, "parse",
+                            f"cannot read Parquet file: {str(e).splitlines()[0]}; re-export {rel}")
     resolved, unexpected, drift = _resolve_columns(table, names)
     rep.drift = drift or None
     extra = ("json_object(" + ", ".join(f"'{u}', CAST(\"{u}\" AS VARCHAR)" for u in unexpected) + ")"
@@ -379,6 +439,33 @@ def _sql_path(path: Path) -> str:
 
 
 _READERS = {"csv": _ingest_csv, "jsonl": _ingest_jsonl, "parquet": _ingest_parquet}
+
+
+def _read_file(con, table: Table, path: Path, rel: str, day: str, now: datetime) -> TableReport:
+    size = path.stat().st_size
+    if size == 0 and table.format != "jsonl":
+        # A 0-byte CSV has lost even its header and a 0-byte Parquet file its footer: a failed export, not an empty
+        # day. A 0-byte JSONL file is an empty day (JSONL has no header; the generator writes such files for days
+        # without events), so it is read, as 0 records, and still listed in the ledger as a file.
+        rep = TableReport(table=table.qualified, file=rel)
+        rep = _reject_file(con, table, rep, day, now, "file",
+                           f"empty file: {rel} has 0 bytes (a {table.format.upper()} export has at least its "
+                           f"{'header line' if table.format == 'csv' else 'footer'}); re-export it")
+    else:
+        rep = _READERS[table.format](con, table, path, rel, day, now)
+    rep.bytes = size
+    if rep.drift:
+        con.execute("INSERT INTO raw.schema_drift VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [table.source, table.name, rel, day, rep.drift.missing, rep.drift.unexpected, rep.drift.renamed,
+                     now])
+    return rep
+
+
+def _record_file(con, source: str, table: str | None, rel: str, day: str, now: datetime, size: int,
+                 records: int | None, status: str, reason: str | None, hint: str | None) -> None:
+    con.execute("INSERT INTO raw.landing_files (_source, _table, _file, _partition, bytes, records, status, reason, "
+                "hint, _ingested_at) VALUES (?, ?, ?, ?::DATE, ?, ?, ?, ?, ?, ?)",
+                [source, table, rel, day, size, records, status, reason, hint, now])
 
 
 def ingest_day(con: duckdb.DuckDBPyConnection, spec: LandingSpec, landing_dir: Path, source: str, day: str,
@@ -410,26 +497,32 @@ def ingest_days(con: duckdb.DuckDBPyConnection, spec: LandingSpec, landing_dir: 
     try:
         for table in tables:
             con.execute(f"DELETE FROM raw.{table.raw_table} WHERE _partition IN {in_days}")
-            con.execute(f"DELETE FROM raw.rejects WHERE _source = ? AND _table = ? AND _partition IN {in_days} "
-                        f"AND stage = 'ingest'", [source, table.name])
             con.execute(f"DELETE FROM raw.schema_drift WHERE _source = ? AND _table = ? AND _partition IN {in_days}",
                         [source, table.name])
+        # Every ingest reject and file record of the source's days, unclaimed files (no table) included.
+        con.execute(f"DELETE FROM raw.rejects WHERE _source = ? AND _partition IN {in_days} AND stage = 'ingest'",
+                    [source])
+        con.execute(f"DELETE FROM raw.landing_files WHERE _source = ? AND _partition IN {in_days}", [source])
         con.execute(f"DELETE FROM ops.partition_status WHERE asset_key = ? AND partition_key IN {in_days}",
                     [f"raw/{source}"])
         for n, day in enumerate(days, 1):
             report = IngestReport(source=source, day=day)
+            found = day_files(landing_dir, spec.sources[source], day)
             for table in tables:
-                path = table.file_for(landing_dir, day)
-                rel = path.relative_to(landing_dir).as_posix()
-                if not path.exists():
+                path = found.claimed.get(table.name)
+                if path is None:
                     report.tables.append(TableReport(table=table.qualified, file=None, note="no file delivered"))
                     continue
-                rep = _READERS[table.format](con, table, path, rel, day, now)
-                if rep.drift:
-                    con.execute("INSERT INTO raw.schema_drift VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                [source, table.name, rel, day, rep.drift.missing, rep.drift.unexpected,
-                                 rep.drift.renamed, now])
+                rep = _read_file(con, table, path, path.relative_to(landing_dir).as_posix(), day, now)
+                _record_file(con, source, table.name, rep.file, day, now, rep.bytes, rep.records,
+                             "rejected" if rep.file_reject else "read", rep.file_reject, None)
                 report.tables.append(rep)
+            for path in found.unclaimed:
+                rel = path.relative_to(landing_dir).as_posix()
+                reason, hint = unclaimed_reason(spec, landing_dir, path)
+                _insert_rejects(con, source, None, rel, day, now, [(None, "unclaimed", reason, None)])
+                _record_file(con, source, None, rel, day, now, path.stat().st_size, None, "unclaimed", reason, hint)
+                report.unclaimed.append((rel, reason, hint))
             if any(t.file for t in report.tables):  # a day with no file delivered is not a delivery
                 record_partitions(con, f"raw/{source}", [(day, PUBLISHED, delivery_cutoff(
                     con, spec.sources[source], day, now))], run_id=None, now=now)

@@ -6,6 +6,7 @@ disagree about a column name.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -185,3 +186,59 @@ def landing_days(landing_dir: Path, source: str | None = None) -> list[str]:
             if ddir.is_dir() and len(ddir.name) == 10 and ddir.name[4] == "-":
                 days.add(ddir.name)
     return sorted(days)
+
+
+@dataclass(frozen=True)
+class DayFiles:
+    """What one source delivered on one day: the file of each of its tables that is there, and every other file."""
+    claimed: dict[str, Path]     # table name -> its file
+    unclaimed: tuple[Path, ...]  # files no table of the source reads, in path order
+
+
+def day_files(landing_dir: Path, source: Source, day: str) -> DayFiles:
+    """Every file under ``<landing>/<source>/<day>/``, split into the tables' files and the unclaimed rest.
+
+    A table reads exactly ``<table>.<format>`` at the top of the day folder; anything else found there (another
+    name, another format, a file in a sub-folder) is unclaimed: the ledger lists it so it cannot vanish unseen.
+    Names starting with a dot are skipped: they are files being written (the import writes ``.<name>.tmp`` and
+    renames it when complete) or the operating system's own (``.DS_Store``), not deliveries.
+    """
+    ddir = landing_dir / source.name / day
+    claimed = {t.name: t.file_for(landing_dir, day) for t in source.tables}
+    claimed = {name: p for name, p in claimed.items() if p.is_file()}
+    if not ddir.is_dir():
+        return DayFiles(claimed=claimed, unclaimed=())
+    mine = set(claimed.values())
+    others = sorted(p for p in ddir.rglob("*") if p.is_file() and p not in mine
+                    and not any(part.startswith(".") for part in p.relative_to(ddir).parts))
+    return DayFiles(claimed=claimed, unclaimed=tuple(others))
+
+
+def closest_table(spec: LandingSpec, source: str, file_name: str) -> Table | None:
+    """The table an unclaimed file most likely meant (``leads_extra.csv`` -> crm/leads): the closest table name
+    of its own source, else of any source (a file dropped in the wrong source folder); None if nothing is close."""
+    stem = file_name.split(".", 1)[0].lower()
+    for pool in ([t for t in spec.tables() if t.source == source], spec.tables()):
+        by_name = {t.name: t for t in pool}
+        match = difflib.get_close_matches(stem, list(by_name), n=1)
+        if match:
+            return by_name[match[0]]
+    return None
+
+
+def unclaimed_reason(spec: LandingSpec, landing_dir: Path, path: Path) -> tuple[str, str | None]:
+    """(reason, hint) for an unclaimed file: why no table reads it and what to do; the hint is the closest table's
+    qualified name (or None)."""
+    rel = path.relative_to(landing_dir)
+    source, day = rel.parts[0], rel.parts[1]
+    tables = spec.sources[source].tables
+    where = f"{source}/{day}/"
+    why = (f"unclaimed: {rel.as_posix()} is in a sub-folder; tables are read only from files directly in {where}"
+           if len(rel.parts) > 3 else f"unclaimed: no table of source {source} reads {path.name}")
+    best = closest_table(spec, source, path.name)
+    if best is None:
+        expected = ", ".join(f"{t.name}.{t.format}" for t in tables)
+        return (f"{why}; it reads {expected}. Rename the file, or add its table to contracts/sources.yaml "
+                f"(sources.{source}.tables)"), None
+    return (f"{why}; closest table: {best.qualified}, read from {best.source}/{day}/{best.name}.{best.format}. "
+            f"Rename the file, or add its table to contracts/sources.yaml (sources.{source}.tables)"), best.qualified

@@ -21,6 +21,15 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS raw.rejects (
         _source VARCHAR, _table VARCHAR, _file VARCHAR, _line BIGINT, _partition DATE,
         stage VARCHAR, rule VARCHAR, reason VARCHAR, raw_text VARCHAR, _ingested_at TIMESTAMP)""",
+    # The exact bytes of a rejected landing line (raw_text shows them, undecodable bytes as \xNN); NULL for a file
+    # rejected whole and for clean-stage rejects (their raw values are in raw_text). Added to tables created before.
+    "ALTER TABLE raw.rejects ADD COLUMN IF NOT EXISTS raw_bytes BLOB",
+    # Every file found in a source's delivery-day folder, read or not: what the conservation ledger starts from.
+    # status: read (its records are raw rows or rejected lines), rejected (rejected whole: reason), or unclaimed
+    # (no table reads it: reason, and hint = the closest table). records: NULL when lines cannot be attributed.
+    """CREATE TABLE IF NOT EXISTS raw.landing_files (
+        _source VARCHAR, _table VARCHAR, _file VARCHAR, _partition DATE, bytes BIGINT, records BIGINT,
+        status VARCHAR, reason VARCHAR, hint VARCHAR, _ingested_at TIMESTAMP)""",
     """CREATE TABLE IF NOT EXISTS raw.schema_drift (
         _source VARCHAR, _table VARCHAR, _file VARCHAR, _partition DATE,
         missing_columns VARCHAR[], unexpected_columns VARCHAR[], renamed VARCHAR[], detected_at TIMESTAMP)""",

@@ -7,11 +7,12 @@ import json
 import duckdb
 import pytest
 
-from gtm_pipeline.clean import clean_partition, conservation
+from gtm_pipeline.clean import clean_partition
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.ingest import ingest_day
 from gtm_pipeline.landing import load_landing_spec
+from gtm_pipeline.ledger import conservation
 
 D1, D2 = "2026-08-01", "2026-08-02"
 HEADER = ("opportunity_id,account_id,lead_id,owner_id,created_at,stage,product,list_price,discount,seats,amount,"

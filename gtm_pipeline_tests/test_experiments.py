@@ -248,3 +248,25 @@ def test_the_backlog_ranks_by_p_win_times_dollars_over_weeks(experiments, tmp_pa
     con.execute("DROP TABLE metrics.payback_by_segment")
     [a, b] = backlog(con, {"lead_form_short": exp, "later": later}, now)
     assert a.score is None and b.score is None and "$ value of sql_funnel.sql_rate unknown" in a.why
+
+
+def test_the_experiments_commands(experiments, tmp_path, env_settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from gtm_pipeline.cli import main
+
+    exp = _exp(experiments)
+    con = _warehouse(tmp_path, exp, rate_control=0.20, rate_treatment=0.32, seed=6, days=40)
+    con.close()
+    monkeypatch.setenv("GTM_PIPELINE_DUCKDB", str(tmp_path / "wh6.duckdb"))
+    monkeypatch.setenv("GTM_PIPELINE_NOW", "2026-09-10T00:00:00")
+    run = CliRunner().invoke
+    out = run(main, ["experiments", "validate"])
+    assert out.exit_code == 0 and "ok: contracts/experiments/lead_form_short.yaml" in out.output
+    out = run(main, ["experiments", "readout", "lead_form_short", "--looks", "2"])
+    assert out.exit_code == 0, out.output
+    assert out.output.count("\nlook ") == 2 and "verdict: ship short_form" in out.output
+    out = run(main, ["experiments", "readout", "nope"])
+    assert out.exit_code == 2 and "no experiment 'nope' in contracts/experiments; known: lead_form_short" in out.output
+    out = run(main, ["experiments", "backlog"])
+    assert out.exit_code == 0 and "1. lead_form_short: score -" in out.output and "unknown" in out.output

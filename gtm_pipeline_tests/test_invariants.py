@@ -9,11 +9,12 @@ from collections import Counter
 import duckdb
 import pytest
 
-from gtm_pipeline.clean import clean_partition, conservation
+from gtm_pipeline.clean import clean_partition
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.ingest import ingest_day
 from gtm_pipeline.landing import load_landing_spec
+from gtm_pipeline.ledger import conservation
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +106,46 @@ def test_nothing_is_lost_per_source_table_and_day(small_warehouse, manifest):
         blocked = {str(d) for (d,) in con.execute(
             "SELECT DISTINCT _partition FROM quarantine.opportunity WHERE status = 'held'").fetchall()}
     assert len(ledger) > 0 and int(ledger["records"].sum()) > 10_000
-    assert int(ledger["lost"].sum()) == 0
-    balanced = ledger["records"] == (ledger["clean"] + ledger["quarantined"] + ledger["rejected_clean"]
-                                     + ledger["rejected_ingest"])
+    assert (ledger["lost"] == 0).all(), ledger[ledger["lost"] != 0]
+    balanced = ledger["records"] == ledger["clean"] + ledger["quarantined"] + ledger["held"] + ledger["rejected"]
     assert balanced.all(), ledger[~balanced]
+    assert (ledger["rejected"] == ledger["rejected_clean"] + ledger["rejected_ingest"]).all()
     two = ledger[ledger["in_two_places"] > 0]
     assert set(two["_partition"].astype(str)) <= blocked
+    held = ledger[ledger["held"] > 0]
+    assert len(held) and set(held["_partition"].astype(str)) <= blocked  # held only where a day is blocked
+
+
+def test_every_landing_file_of_every_day_is_in_the_ledger(small_warehouse, small_landing):
+    """The ledger starts from what arrived: each generated file is a file record, read, with its size (the
+    generator's 0-byte JSONL files of days without events included)."""
+    on_disk = {p.relative_to(small_landing).as_posix(): p.stat().st_size for p in small_landing.rglob("*")
+               if p.is_file() and p.parent.parent.parent == small_landing}
+    with duckdb.connect(str(small_warehouse), read_only=True) as con:
+        recorded = {f: (n, status) for f, n, status in con.execute(
+            "SELECT _file, bytes, status FROM raw.landing_files").fetchall()}
+    assert on_disk and {f: n for f, (n, _) in recorded.items()} == on_disk
+    assert {status for _, status in recorded.values()} == {"read"}
+    assert any(n == 0 for n in on_disk.values())  # the empty-day JSONL files are there and were read
+
+
+def _physical_line(path, n: int) -> bytes:
+    return path.read_bytes().split(b"\n")[n - 1].removesuffix(b"\r")
+
+
+def test_every_malformed_line_keeps_its_exact_bytes(small_warehouse, small_landing, manifest):
+    """The malformed corpus, byte for byte: each injected malformed line's reject holds the file's exact bytes
+    (raw_bytes) and shows them escaped (raw_text), the latin-1 lines included."""
+    malformed = [d for d in manifest["defects"] if d["kind"] == "malformed"]
+    latin1 = 0
+    with duckdb.connect(str(small_warehouse), read_only=True) as con:
+        for d in malformed:
+            got = con.execute("SELECT raw_bytes, raw_text FROM raw.rejects WHERE stage = 'ingest' AND _file = ? "
+                              "AND _line = ?", [d["file"], d["line"]]).fetchall()
+            expected = _physical_line(small_landing / d["file"], d["line"])
+            assert got == [(expected, expected.decode("utf-8", errors="backslashreplace"))], d
+            latin1 += b"M\xfcller" in expected
+    assert malformed and latin1, "the corpus should hold malformed lines, latin-1 ones among them"
 
 
 def test_rerunning_any_day_changes_no_count(warehouse_copy, small_landing):

@@ -91,6 +91,27 @@ def test_a_failed_run_is_retried_with_a_new_key_then_the_sensor_says_why():
     assert "gtm-pipeline quarantine backfill" in d.skip_reason()
 
 
+def test_rows_a_blocked_day_holds_are_named_with_day_check_and_fix_not_dropped_silently():
+    from gtm_pipeline.backfill import Block
+
+    cur = decide(Snapshot(pending=P[:1]), None, never, no_refresh).cursor
+    b = next(iter(cur["batches"]))
+    # The re-clean ran; the day is blocked, so the released row is held instead of applied.
+    held = Snapshot(held=P[:1], blocks={("opportunity", "2026-08-02"): Block("opportunity", "2026-08-02",
+                                                                           (("range", 1),))})
+    d = decide(held, cur, states({backfill.run_key(b, "2026-08-02"): FAILED}), no_refresh)
+    assert d.requests == []  # no retry: re-cleaning a blocked day holds the row again
+    assert d.skip_reason() == (
+        "1 released row(s) stay held: day 2026-08-02 of clean/opportunity is blocked by check ranges_in_bounds "
+        "(1 row(s) breaking range); repair and release those rows ('gtm-pipeline quarantine list --entity "
+        "opportunity --day 2026-08-02 --rule range') and the held rows are taken in with the day")
+    # A contract that blocks on another rule names that rule's check; a block whose rows are gone says where to look.
+    enum = Block("lead", "2026-08-03", (("enum", 2),)).describe()
+    assert "blocked by check enum_integrity (2 row(s) breaking enum)" in enum and "--rule enum" in enum
+    assert Block("lead", "2026-08-03", ()).describe() == (
+        "day 2026-08-03 of clean/lead is blocked; see 'gtm-pipeline quarantine list --entity lead --day 2026-08-03'")
+
+
 def test_refresh_follows_once_the_batch_is_in_and_only_once():
     first = decide(Snapshot(pending=P[:1]), None, never, no_refresh)
     applied = Snapshot(applied=[Applied("q1", "opportunity", "2026-08-02", T, "run-1")])

@@ -101,8 +101,10 @@ def test_names_pass_promtool_check_metrics(exporter, tmp_path):
     publish(inst, "forecast", time.time())
     with duckdb.connect(str(tmp_path / "gtm.duckdb")) as con:
         _ops_state(con)
+        _landing_state(con, tmp_path / "landing")
     text = _scrape(port)
     assert "gtm_publication_blocked{" in text and "gtm_quarantine_rows{" in text   # the ops series are checked too
+    assert "gtm_rejected_lines{" in text and "gtm_landing_file_not_read{" in text
     res = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -247,6 +249,70 @@ def test_warehouse_series_follow_the_warehouse_and_drop_what_was_resolved(export
     assert ops["gtm_incidents_open"] == {("contract", "RevOps", "range", "SEV3"): 1, ("manual", "CRO", "manual",
                                                                                       "SEV1"): 1}
     assert {k[1] for k in ops["gtm_incident_open_timestamp_seconds"]} == {ids["contract"], ids["manual"]}
+
+
+LANDING_DAY = "2026-08-16"
+
+
+def _landing_state(con: duckdb.DuckDBPyConnection, landing: Path) -> None:
+    """One crm day as delivered: a file under a name no table reads (crm/<day>/leads_extra.csv), a 0-byte export,
+    and an opportunities file with one good line and two bad ones; ingested for real."""
+    from gtm_pipeline.ingest import ingest_day
+    from gtm_pipeline.landing import load_landing_spec
+
+    spec = load_landing_spec(CONTRACTS_DIR_DEFAULT)
+    day = landing / "crm" / LANDING_DAY
+    day.mkdir(parents=True)
+    header = ",".join(spec.table("crm/opportunities").columns)
+    good = "O1,A1,L1,U1,2026-08-01 10:00:00,discovery,core,40,0.1,10,4320,USD,smb,na,software,11-50,email,2026-09-01"
+    (day / "opportunities.csv").write_text(f"{header}\n{good}\nO2,A1\nO3,A1\n")
+    (day / "leads_extra.csv").write_text("lead_id\nL-1\n")
+    (day / "accounts.csv").write_bytes(b"")
+    ingest_day(con, spec, landing, "crm", LANDING_DAY)
+
+
+def test_rejected_lines_and_files_not_read_are_exported_and_go_when_the_day_is_fixed(exporter, tmp_path):
+    _inst, port, collector = exporter
+    collector.source_owners = {"crm": "RevOps"}
+    db, landing = tmp_path / "gtm.duckdb", tmp_path / "landing"
+    with duckdb.connect(str(db)) as con:
+        _landing_state(con, landing)
+    s = _samples(_scrape(port))
+    lines = {tuple(v for _k, v in labels): n for (name, labels), n in s.items() if name == "gtm_rejected_lines"}
+    assert lines == {("RevOps", "crm", "ingest", "opportunities"): 2}  # owner, source, stage, table
+    files = {dict(labels)["file"]: dict(labels) | {"value": n} for (name, labels), n in s.items()
+             if name == "gtm_landing_file_not_read"}
+    assert files == {
+        f"crm/{LANDING_DAY}/leads_extra.csv": {"file": f"crm/{LANDING_DAY}/leads_extra.csv", "hint": "crm/leads",
+                                               "owner": "RevOps", "partition": LANDING_DAY, "source": "crm",
+                                               "status": "unclaimed", "table": "", "value": 1.0},
+        f"crm/{LANDING_DAY}/accounts.csv": {"file": f"crm/{LANDING_DAY}/accounts.csv", "hint": "", "owner": "RevOps",
+                                            "partition": LANDING_DAY, "source": "crm", "status": "rejected",
+                                            "table": "accounts", "value": 1.0}}
+    # Fixed upstream and re-ingested: the stray file renamed to what it meant, the export re-delivered. Both go.
+    from gtm_pipeline.ingest import ingest_day
+    from gtm_pipeline.landing import load_landing_spec
+
+    day = landing / "crm" / LANDING_DAY
+    (day / "leads_extra.csv").rename(day / "leads.csv")
+    (day / "accounts.csv").write_text(",".join(load_landing_spec(CONTRACTS_DIR_DEFAULT).table("crm/accounts").columns)
+                                      + "\n")
+    with duckdb.connect(str(db)) as con:
+        ingest_day(con, load_landing_spec(CONTRACTS_DIR_DEFAULT), landing, "crm", LANDING_DAY)
+    s = _samples(_scrape(port))
+    assert not [k for k in s if k[0] == "gtm_landing_file_not_read"]
+    assert [n for (name, _labels), n in s.items() if name == "gtm_rejected_lines"] == [2]
+    with duckdb.connect(str(db), read_only=True) as con:  # the renamed file's line is read now (with drift)
+        assert con.execute("SELECT lead_id FROM raw.crm_leads").fetchall() == [("L-1",)]
+
+
+def test_a_snapshot_stored_before_rejects_were_read_is_served_without_them():
+    from gtm_pipeline.slo.ops_state import OpsSnapshot
+
+    old = {"at": 1.0, "blocked": [], "incidents": [], "quarantine": []}
+    snap = OpsSnapshot.from_dict(old)
+    assert snap.rejects == () and snap.files_not_read == ()
+    assert OpsSnapshot.from_dict(snap.as_dict()) == snap
 
 
 def test_a_locked_warehouse_serves_the_last_snapshot_and_its_time(exporter, tmp_path):

@@ -1,5 +1,10 @@
 """The `gtm-pipeline` command. Each sub-module adds its commands to ``main``; errors the user can fix are printed
-as one clear line (never a stack trace) and exit with status 2."""
+as one clear line (never a stack trace).
+
+Exit codes (docs/operations.md, "Exit codes"): 0 the command did what it was asked (findings of non-blocking checks
+are printed, not failures); 1 a run it started failed or a blocking check stopped it (`RunFailed`), or a check
+command found what it checks not healthy (`slo health`, `decisions verify`); 2 a usage error (click's own) or a
+problem to fix before anything runs (every other `GtmPipelineError`), e.g. a bad contract or a missing warehouse."""
 
 from __future__ import annotations
 
@@ -8,11 +13,11 @@ import sys
 
 import click
 
-from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.errors import GtmPipelineError, RunFailed
 
 # Command modules, in the order their commands are listed by --help.
 _COMMAND_MODULES = ("data", "slo", "quarantine", "incidents", "notifications", "routing", "metrics", "decisions",
-                    "bench")
+                    "experiments", "bench")
 
 
 class _Group(click.Group):
@@ -21,7 +26,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except GtmPipelineError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(1 if isinstance(e, RunFailed) else 2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

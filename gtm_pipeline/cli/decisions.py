@@ -253,6 +253,8 @@ def monitor():
 def evaluate(nodes_):
     """Run the decision node assets (and monitoring, the log check) in Dagster against the published metrics.
 
+    Exits 1 when the run failed, naming the failed step; a node that proposes nothing is not a failure.
+
     \b
     Example:
       gtm-pipeline decisions evaluate --node pricing.change
@@ -269,17 +271,18 @@ def evaluate(nodes_):
     chosen = nodes_ or tuple(keys.DECISION_NODE_ASSETS)
     selection = [keys.decision_key(keys.DECISION_NODE_ASSETS[n]) for n in chosen] + [
         keys.DECISION_MONITORING_KEY, keys.DECISION_LOG_KEY]
-    outcome = run_job(keys.REFRESH_JOB, asset_selection=selection)
-    click.echo(f"{'ok' if outcome.success else 'FAILED'}: run {outcome.run_id}"
+    outcome = run_job(keys.REFRESH_JOB, asset_selection=selection,
+                      run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    click.echo(f"{outcome.status}: run {outcome.run_id}"
                + (f"; failed steps: {', '.join(outcome.failed_steps)}" if outcome.failed_steps else ""))
+    if not outcome.success:  # before reading the log: what broke the run may break the reading too
+        raise outcome.failure(f"decisions evaluate {' '.join(chosen)}")
     from gtm_pipeline.decisions import lifecycle
 
     with _context() as dc:
         for d in lifecycle.all_decisions(dc):
             if d.node in chosen and d.status in ("proposed", "pending_approval", "approved"):
                 click.echo(f"{d.decision_id}  {d.node:<15} {d.status:<17} {d.proposal.chosen_action}")
-    if not outcome.success:
-        raise GtmPipelineError(f"the decision run {outcome.run_id} failed; see 'dagster dev' for its logs")
 
 
 @decisions.command()

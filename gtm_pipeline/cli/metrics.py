@@ -8,7 +8,8 @@ from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError
 
 
-def _connect_read_only(settings):
+def connect_read_only(settings):
+    """The warehouse read-only, or a clear error when there is none yet or a run holds it (for reading commands)."""
     import duckdb
 
     if not settings.duckdb_path.exists():
@@ -62,7 +63,7 @@ def status():
 
     s = load_settings()
     contracts = load_metric_contracts(s.contracts_dir)
-    with _connect_read_only(s) as con:
+    with connect_read_only(s) as con:
         has_ops = table_exists(con, "ops", "publications") and table_exists(con, "ops", "incidents")
         click.echo(f"{'metric':24s} {'published_at (UTC)':26s} {'rows':>9s}  open incident")
         for name in contracts:
@@ -99,7 +100,7 @@ def show(name, limit):
     if name not in contracts:
         raise GtmPipelineError(f'unknown metric "{name}"; known: {", ".join(contracts)}')
     comp = computations()[name]
-    with _connect_read_only(s) as con:
+    with connect_read_only(s) as con:
         if not table_exists(con, "metrics", name):
             raise GtmPipelineError(f"metrics.{name} has never been published; see 'gtm-pipeline metrics status'")
         order = comp.order_by or ", ".join(f'"{g}"' for g in contracts[name].grain)
@@ -115,6 +116,8 @@ def refresh(names):
     """Recompute and publish (write, audit, publish) the metric layer, or only NAMES, through Dagster.
 
     Runs the refresh job restricted to the metric assets, so every publish is recorded in Dagster's event log.
+    Exits 1 when the run failed, naming the failed step. A failed audit is not a failure: write-audit-publish keeps
+    the last good version and opens an incident ('gtm-pipeline metrics status').
 
     \b
     Example:
@@ -138,11 +141,11 @@ def refresh(names):
     ensure_dagster_home(s)
     out = run_job(keys.REFRESH_JOB, asset_selection=[keys.metric_key(n) for n in chosen],
                   run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-    click.echo(f"{keys.REFRESH_JOB} ({len(chosen)} metrics): {'ok' if out.success else 'failed'} (run {out.run_id})")
+    click.echo(f"{keys.REFRESH_JOB} ({len(chosen)} metrics): {out.status} (run {out.run_id})")
     for c in out.failed_checks:
         click.echo(f"  check failed: {c}")
     if not out.success:
-        raise GtmPipelineError(f"run {out.run_id} failed; see the Dagster UI for the step that failed")
+        raise out.failure(f"metrics refresh {' '.join(chosen)}")
 
 
 def register(main: click.Group) -> None:

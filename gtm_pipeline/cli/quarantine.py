@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from gtm_pipeline.config import load_settings
-from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.errors import GtmPipelineError, RunFailed
 
 
 def connect(read_only: bool = False):
@@ -250,7 +250,9 @@ def release_cmd(ids, entity, table, rule, column, day, status, actor):
 def backfill_cmd(no_refresh):
     """Run the repair backfill now, in-process: the affected day partitions only, then the downstream refresh.
 
-    The same runs the repair_backfill_sensor would request; they are recorded in the Dagster instance.
+    The same runs the repair_backfill_sensor would request; they are recorded in the Dagster instance. Exits 1 when
+    a run failed, or when released rows stay held because their day's publication is blocked (naming the day, the
+    entity and the check).
 
     \b
     Example:
@@ -265,18 +267,28 @@ def backfill_cmd(no_refresh):
         raise GtmPipelineError(f"{s.duckdb_path}: no warehouse yet; run the pipeline first")
     out = backfill.run_backfill_in_process(s.duckdb_path, refresh=not no_refresh,
                                            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-    if not out.runs:
+    if not out.runs and not out.held:
         click.echo("nothing to backfill: no released repairs waiting and nothing downstream to refresh")
         return
+    if not out.runs:
+        click.echo("nothing to backfill now: no released repairs waiting except those a blocked day holds")
+    lines = []
     for req, run_id, ok in out.runs:
         ents = ", ".join(req.entities)
         what = f"day {req.day}: {ents}" if req.day else f"refresh downstream of {ents}"
-        failed = out.failed_steps.get(run_id)
-        click.echo(f"  {'ok    ' if ok else 'FAILED'} {what} (run {run_id})"
-                   + (f"; failed steps: {', '.join(failed)}" if failed else ""))
-    click.echo(f"{out.applied} of {out.pending_before} released row(s) taken in")
-    if not out.ok:
-        raise GtmPipelineError("quarantine backfill: a run failed; open it in the Dagster UI for the failing step")
+        res = out.outcomes[run_id]
+        click.echo(f"  {res.status:<6} {what} (run {run_id})"
+                   + (f"; failed steps: {', '.join(res.failed_steps)}" if res.failed_steps else ""))
+        # A day a blocking check holds back fails its re-clean and keeps the released rows held: its held line below
+        # says which check, once.
+        if not ok and not (res.only_blocked and req.day in out.held_days):
+            lines += [f"{what}: {p}" for p in res.problems()] + [f"more: {res.where()}"]
+    if out.runs:
+        click.echo(f"{out.applied} of {out.pending_before} released row(s) taken in")
+    lines += out.held
+    if lines:
+        broken = any(not out.outcomes[r].only_blocked for _, r, ok in out.runs if not ok)
+        raise RunFailed(f"quarantine backfill {'failed' if broken else 'was blocked'}:\n  " + "\n  ".join(lines))
 
 
 def register(main: click.Group) -> None:

@@ -154,14 +154,17 @@ def exporter(host, port, module, warehouse_min_interval):
       curl -s http://127.0.0.1:9464/metrics | grep -E '^gtm_(slo_burn_rate|publication_blocked)'
     """
     from gtm_pipeline.entity_contracts import load_entity_contracts
+    from gtm_pipeline.landing import load_landing_spec
     from gtm_pipeline.slo.exporter import SloCollector, serve
     from gtm_pipeline.slo.history import History
 
     settings, slo_file, coverage = _context(module)
     owners = {name: c.owner for name, c in load_entity_contracts(settings.contracts_dir).items()}
+    source_owners = {name: s.owner for name, s in load_landing_spec(settings.contracts_dir).sources.items()}
     history = History(settings.slo_history_path)
     collector = SloCollector(slo_file, coverage, history, lambda: _instance(settings), database=settings.duckdb_path,
-                             owners=owners, warehouse_min_interval=warehouse_min_interval)
+                             owners=owners, source_owners=source_owners,
+                             warehouse_min_interval=warehouse_min_interval)
     from gtm_pipeline.decisions.anchor import decision_log_collector
 
     # The decision log's anchored head (its checkpoint file, never the warehouse): a head that goes backwards in

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline.config import DECISION_LOG_KEY_ENV, Settings, load_settings
@@ -18,6 +19,12 @@ class WarehouseResource(DuckDBResource):
     open database with a different configuration, and other code opens the same file with DuckDBResource's own."""
 
     memory_limit: str = "1GB"
+    # A write lock that outlasts DuckDBResource's own connect backoff (10 tries over about 100 s) is transient: a CLI
+    # run outside the run queue, or a shell with the file open. The step is retried this many times, this long apart
+    # (RetryRequested: a step retry in the same run); any other error fails the step at once, since it would fail
+    # the same way again. Run-level retries (dagster.yaml run_retries) are only for crashed run workers.
+    lock_retries: int = 2
+    lock_retry_wait_seconds: float = 30.0
 
     @contextmanager
     def get_connection(self):
@@ -25,7 +32,13 @@ class WarehouseResource(DuckDBResource):
         # open (and its write lock) for the rest of the process. Leaving the upstream context manager without the
         # exception makes it close the connection either way; the exception still propagates.
         upstream = super().get_connection()
-        con = upstream.__enter__()
+        try:
+            con = upstream.__enter__()
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or self.lock_retries <= 0:
+                raise
+            raise dg.RetryRequested(max_retries=self.lock_retries, seconds_to_wait=self.lock_retry_wait_seconds) \
+                from e
         try:
             con.execute(f"SET memory_limit = '{self.memory_limit.replace(chr(39), '')}'")
             yield con

@@ -116,6 +116,9 @@ def write_candidate(con: duckdb.DuckDBPyConnection, contract: MetricContract, co
     base = comp.build(con, ctx)
     view = f"_base_{comp.name}"
     if isinstance(base, pd.DataFrame):
+        # DuckDB refuses register() while an earlier statement's result is not fully fetched (a fetchone() left it
+        # open); a new statement, fetched to the end, closes it.
+        con.execute("SELECT 1").fetchall()
         con.register(view, base)
         base_sql = f"SELECT * FROM {view}"
     else:

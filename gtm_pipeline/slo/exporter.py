@@ -8,8 +8,9 @@ At each scrape it copies new publications from Dagster's event log into the SLO 
 - the SLO's objective, threshold and window, and the figures of the persistent history: good/total/unknown seconds
   in the window, attainment, error budget remaining, burn rate per alerting window, the sensor's alert level;
 - the warehouse's operational figures (`gtm_pipeline.slo.ops_state`): ``gtm_publication_blocked``,
-  ``gtm_incidents_open``, ``gtm_incident_open_timestamp_seconds`` and ``gtm_quarantine_rows``, with owner labels,
-  plus ``gtm_warehouse_snapshot_timestamp_seconds``: when they were read;
+  ``gtm_incidents_open``, ``gtm_incident_open_timestamp_seconds``, ``gtm_quarantine_rows``, ``gtm_rejected_lines``
+  and ``gtm_landing_file_not_read`` (files rejected whole or unclaimed), with owner labels, plus
+  ``gtm_warehouse_snapshot_timestamp_seconds``: when they were read;
 - ``gtm_exporter_scrape_errors_total``: scrapes in which reading the event log or the history failed (the static
   SLO figures are still served, the per-asset ones are left out, and the rules treat them as absent).
 It never waits for the DuckDB warehouse, so it answers while a pipeline run holds the write lock: the operational
@@ -42,11 +43,12 @@ PREFIX = "gtm"
 class SloCollector(Collector):
     """``database``: the DuckDB warehouse whose operational figures are exported (None: none are);
     ``owners``: entity -> owner (from contracts/entities), for the labels of blocked days and quarantined rows;
+    ``source_owners``: source -> owner (from contracts/sources.yaml), for rejected lines and files not read;
     ``warehouse_min_interval``: read the warehouse at most this often (seconds), else serve the stored snapshot."""
 
     def __init__(self, slo_file: SloFile, coverage: Coverage, history: History, instance_factory: Callable, *,
                  database: str | Path | None = None, owners: Mapping[str, str] | None = None,
-                 warehouse_min_interval: float = 5.0):
+                 source_owners: Mapping[str, str] | None = None, warehouse_min_interval: float = 5.0):
         self.slo_file = slo_file
         self.coverage = coverage
         self.history = history
@@ -56,6 +58,7 @@ class SloCollector(Collector):
         self.errors = 0
         self.database = database
         self.owners = dict(owners or {})
+        self.source_owners = dict(source_owners or {})
         self.warehouse_min_interval = warehouse_min_interval
         self.warehouse_failures = 0
         self._last_read: float | None = None  # monotonic time of the last attempt to read the warehouse
@@ -192,7 +195,8 @@ class SloCollector(Collector):
         if snap is None:
             return  # never read: the series are absent (GtmOpsStateStale fires), not "nothing blocked"
         at = g("warehouse_snapshot_timestamp_seconds",
-               "Unix time the blocked, incident and quarantine figures were read from the warehouse.", [])
+               "Unix time the blocked, incident, quarantine, reject and landing file figures were read from the "
+               "warehouse.", [])
         at.add_metric([], snap.at)
         blocked = g("publication_blocked", "1 per asset and day whose publication is currently blocked "
                                            "(ops.partition_status).", ["asset", "entity", "partition", "owner"])
@@ -218,7 +222,19 @@ class SloCollector(Collector):
         for q in snap.quarantine:
             quarantine.add_metric([q["entity"], q["table"], q["status"], self.owners.get(q["entity"], "unknown")],
                                   float(q["rows"]))
-        yield from (at, blocked, counts, opened, quarantine)
+        rejected = g("rejected_lines", "Lines of landing files in raw.rejects: stage ingest (could not be parsed) or "
+                                       "clean (a second copy of a key).", ["source", "table", "stage", "owner"])
+        for r in snap.rejects:
+            rejected.add_metric([r["source"], r["table"], r["stage"], self.source_owners.get(r["source"], "unknown")],
+                                float(r["lines"]))
+        not_read = g("landing_file_not_read", "1 per landing file not read line by line (raw.landing_files): status "
+                                              "rejected (rejected whole: 0 bytes, unreadable) or unclaimed (no table "
+                                              "reads it; hint is the closest table).",
+                     ["source", "partition", "file", "table", "status", "hint", "owner"])
+        for f in snap.files_not_read:
+            not_read.add_metric([f["source"], f["partition"], f["file"], f["table"], f["status"], f["hint"],
+                                 self.source_owners.get(f["source"], "unknown")], 1.0)
+        yield from (at, blocked, counts, opened, quarantine, rejected, not_read)
 
 
 def make_registry(collector: SloCollector, *extra: Collector) -> CollectorRegistry:

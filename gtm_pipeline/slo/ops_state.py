@@ -1,4 +1,5 @@
-"""The warehouse's operational state, for the exporter: blocked publications, open incidents, quarantined rows.
+"""The warehouse's operational state, for the exporter: blocked publications, open incidents, quarantined rows,
+rejected lines and landing files not read.
 
 The exporter promises to answer while a pipeline run holds DuckDB's write lock, and DuckDB's file lock keeps even a
 read-only opener out while a writer holds it. So these figures are a *snapshot*: read on a short read-only
@@ -15,7 +16,11 @@ What is read (docs/slo.md, "Operational series"):
   table has one row per asset and day, so a day re-run and published is no longer there);
 - open incidents: every incident of ``ops.incidents`` that is open or acknowledged (both gate the decisions);
 - quarantined rows: rows of the quarantine tables still out of the clean tables (open, held, repaired, released),
-  per entity, table and status; applied and rejected rows are done.
+  per entity, table and status; applied and rejected rows are done;
+- rejected lines: lines of ``raw.rejects`` per source, table and stage (files rejected whole are not lines);
+- landing files not read: every file of ``raw.landing_files`` that was rejected whole (0 bytes, unreadable) or that
+  no table reads (unclaimed, with the closest table as a hint). Re-ingesting the day with the file fixed or renamed
+  (or removed) drops it.
 """
 
 from __future__ import annotations
@@ -45,15 +50,20 @@ class OpsSnapshot:
     blocked: tuple[dict, ...]      # {asset, partition, since}
     incidents: tuple[dict, ...]    # {incident_id, sev, origin, rule, owner, asset, opened_at}
     quarantine: tuple[dict, ...]   # {entity, table, status, rows}
+    rejects: tuple[dict, ...] = ()         # {source, table, stage, lines}
+    files_not_read: tuple[dict, ...] = ()  # {source, partition, file, table, status, hint}
 
     def as_dict(self) -> dict:
         return {"at": self.at, "blocked": list(self.blocked), "incidents": list(self.incidents),
-                "quarantine": list(self.quarantine)}
+                "quarantine": list(self.quarantine), "rejects": list(self.rejects),
+                "files_not_read": list(self.files_not_read)}
 
     @classmethod
     def from_dict(cls, d: dict) -> OpsSnapshot:
+        # Snapshots stored before rejects and files were read have neither: served as none.
         return cls(at=float(d["at"]), blocked=tuple(d.get("blocked", ())), incidents=tuple(d.get("incidents", ())),
-                   quarantine=tuple(d.get("quarantine", ())))
+                   quarantine=tuple(d.get("quarantine", ())), rejects=tuple(d.get("rejects", ())),
+                   files_not_read=tuple(d.get("files_not_read", ())))
 
 
 def _epoch(v) -> float | None:
@@ -85,7 +95,19 @@ def read(con: duckdb.DuckDBPyConnection, now: float) -> OpsSnapshot:
         quarantine += [{"entity": e or "", "table": t, "status": s, "rows": int(n)} for e, s, n in con.execute(
             f'SELECT entity, status, count(*) FROM quarantine."{t}" WHERE status IN {QUARANTINED_SQL} '
             f"GROUP BY ALL ORDER BY 1, 2").fetchall()]
-    return OpsSnapshot(at=now, blocked=tuple(blocked), incidents=tuple(incidents), quarantine=tuple(quarantine))
+    rejects: list[dict] = []
+    if table_exists(con, "raw", "rejects"):
+        rejects = [{"source": s or "", "table": t or "", "stage": st or "", "lines": int(n)} for s, t, st, n in
+                   con.execute("SELECT _source, _table, stage, count(*) FROM raw.rejects WHERE _line IS NOT NULL "
+                               "GROUP BY ALL ORDER BY 1, 2, 3").fetchall()]
+    files: list[dict] = []
+    if table_exists(con, "raw", "landing_files"):
+        files = [{"source": s, "partition": p, "file": f, "table": t or "", "status": st, "hint": h or ""}
+                 for s, p, f, t, st, h in con.execute(
+                     "SELECT _source, strftime(_partition, '%Y-%m-%d'), _file, _table, status, hint "
+                     "FROM raw.landing_files WHERE status <> 'read' ORDER BY 2, 3").fetchall()]
+    return OpsSnapshot(at=now, blocked=tuple(blocked), incidents=tuple(incidents), quarantine=tuple(quarantine),
+                       rejects=tuple(rejects), files_not_read=tuple(files))
 
 
 def read_file(database: str | Path, now: float | None = None) -> OpsSnapshot:

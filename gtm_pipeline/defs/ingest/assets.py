@@ -69,7 +69,7 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
             reports = ingest_days(con, spec, project.landing_path, source.name, list(days), progress=progress)
             samples = con.execute(
                 "SELECT _file, _line, reason FROM raw.rejects WHERE stage = 'ingest' AND _source = ? "
-                "AND _partition BETWEEN ?::DATE AND ?::DATE ORDER BY _file, _line LIMIT 10",
+                "AND _table IS NOT NULL AND _partition BETWEEN ?::DATE AND ?::DATE ORDER BY _file, _line LIMIT 10",
                 [source.name, context.partition_keys[0], context.partition_keys[-1]]).fetchall()
         rows = sum(r.rows for r in reports)
         rejected = sum(r.rejected for r in reports)
@@ -79,7 +79,11 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
                 per_table[t.table] = per_table.get(t.table, 0) + t.rows
         drifts = [(r.day, t) for r in reports for t in r.drifts]
         missing_days = [r.day for r in reports if all(t.file is None for t in r.tables)]
+        unclaimed = [(f, hint) for r in reports for f, _, hint in r.unclaimed]
         context.log.info(f"{source.name}: {rows} rows, {rejected} rejected over {len(reports)} day(s)")
+        for f, hint in unclaimed[:10]:  # listed in full by the ledger (gtm-pipeline ledger, contracts/conservation)
+            context.log.warning(f"{f}: no table of {source.name} reads this file"
+                                + (f"; closest table: {hint}" if hint else ""))
         yield dg.MaterializeResult(
             asset_key=key,
             metadata={
@@ -87,6 +91,7 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
                 "rejected": rejected,
                 "days": len(reports),
                 "days_without_files": len(missing_days),
+                "files_unclaimed": len(unclaimed),
                 "rows_per_table": dg.MetadataValue.json(per_table),
             },
         )

@@ -29,7 +29,8 @@ def refresh_grace() -> float:
         "it requests one run per affected delivery day of only the affected entities' clean assets (run key = "
         "batch + day + attempt, so a restart never launches a run twice; a failed run is retried up to 3 times), "
         "then, once they are in, one refresh of everything downstream (ledger, metrics and decisions): the "
-        "automation sensor's, or -- if no run rebuilt the downstream within four of its ticks -- its own."
+        "automation sensor's, or -- if no run rebuilt the downstream within four of its ticks -- its own. Released "
+        "rows that a blocked day holds back are named in the skip reason with the day and the check that blocks it."
     ),
     tags={"stage": "clean", "purpose": "quarantine_repair"},
 )
