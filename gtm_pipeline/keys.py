@@ -89,7 +89,8 @@ def decision_key(name: str) -> dg.AssetKey:
 
 
 DECISION_NODE_ASSETS = {"pricing.change": "pricing_change", "channel.invest": "channel_invest",
-                        "icp.update": "icp_update", "routing.policy": "routing_policy"}
+                        "icp.update": "icp_update", "routing.policy": "routing_policy",
+                        "experiment.ship": "experiment_ship"}
 DECISION_MONITORING_KEY = decision_key("monitoring")
 DECISION_LOG_KEY = decision_key("decision_log")
 REVIEW_PACKET_KEY = decision_key("review_packet")

@@ -113,8 +113,9 @@ def _warehouse(tmp_path, exp, *, rate_control, rate_treatment, seed, drop_treatm
             rows.append((lid, created, "sql" if sql else "working", created + timedelta(days=1),
                          None if no_owner else "U1", None if no_owner else created + timedelta(minutes=1)))
     con.execute("CREATE TABLE clean.lead (lead_id VARCHAR, created_at TIMESTAMP, status VARCHAR, "
-                "status_changed_at TIMESTAMP, owner_id VARCHAR, assigned_at TIMESTAMP)")
-    con.executemany("INSERT INTO clean.lead VALUES (?, ?, ?, ?, ?, ?)", rows)
+                "status_changed_at TIMESTAMP, owner_id VARCHAR, assigned_at TIMESTAMP, industry VARCHAR, "
+                "size_band VARCHAR, segment VARCHAR, dq_reason VARCHAR)")
+    con.executemany("INSERT INTO clean.lead VALUES (?, ?, ?, ?, ?, ?, 'software', '11-50', 'smb', NULL)", rows)
     return con
 
 
@@ -270,3 +271,72 @@ def test_the_experiments_commands(experiments, tmp_path, env_settings, monkeypat
     assert out.exit_code == 2 and "no experiment 'nope' in contracts/experiments; known: lead_form_short" in out.output
     out = run(main, ["experiments", "backlog"])
     assert out.exit_code == 0 and "1. lead_form_short: score -" in out.output and "unknown" in out.output
+
+
+# ---- experiment.ship: the readout as a decision, under the shared gates ----------------------------------------------
+
+def _ship_setup(tmp_path, env_settings, experiments, monkeypatch, **warehouse):
+    """A generated-style warehouse with the readout published through the metric layer (all other inputs absent)."""
+    from gtm_pipeline.decisions import open_context
+    from gtm_pipeline.metrics.publish import run_metric
+    from gtm_pipeline.metrics.contract import load_metric_contracts
+    from gtm_pipeline.metrics.registry import computations
+
+    exp = experiments["lead_form_short"]
+    con = _warehouse(tmp_path, exp, days=40, **warehouse)
+    con.execute("CREATE TABLE clean.account (account_id VARCHAR, created_at TIMESTAMP)")
+    con.execute("CREATE SCHEMA IF NOT EXISTS metrics")
+    con.execute("CREATE TABLE metrics.fact_bookings (account_id VARCHAR, booked_at TIMESTAMP, amount DOUBLE)")
+    now = datetime.combine(START + timedelta(days=40), datetime.min.time()) + timedelta(hours=1)
+    monkeypatch.setenv("GTM_PIPELINE_NOW", now.isoformat())
+    out = run_metric(con, load_metric_contracts(REPO / "contracts")["experiment_readout"],
+                     computations()["experiment_readout"], now=now)
+    assert out.published
+    return open_context(con, env_settings, health_fn=_green), exp
+
+
+def _green(_assets):
+    from types import SimpleNamespace
+    return SimpleNamespace(green=True, reasons=[])
+
+
+def test_a_winning_readout_is_proposed_logged_approved_and_flips_the_experiments_flag(experiments, tmp_path,
+                                                                                   env_settings, monkeypatch):
+    from gtm_pipeline.decisions import flags, lifecycle, log, nodes
+
+    dc, exp = _ship_setup(tmp_path, env_settings, experiments, monkeypatch, rate_control=0.2, rate_treatment=0.32,
+                          seed=7)
+    pb = dc.playbooks["experiment.ship"]
+    r = nodes.evaluate_node(dc, pb, _green)
+    assert r.prechecks_passed, r.note
+    [did] = r.new_proposals
+    d = lifecycle.get(dc, did)
+    assert d.proposal.chosen_action == "ship short_form of lead_form_short"
+    fig = d.proposal.details_dict["figures"]
+    # what the readout rests on is in the log: method, look, planned size, alpha, SRM p (and the rows in the hash)
+    assert (fig["method"], fig["look"], fig["planned_units"], fig["alpha"]) == ("always_valid", 40, 4000, 0.05)
+    assert fig["srm_p"] > 0.001 and fig["arms"]["short_form"]["ci_low"] > 0
+    assert d.proposal.inputs_hash.startswith("sha256:")
+    for role, person in (("Marketing Ops", "mona@example.com"), ("FP&A", "paul@example.com")):
+        lifecycle.approve(dc, did, role=role, person=person)
+    lifecycle.apply(dc, did, person="ana@example.com")
+    cur = flags.current(dc.con, exp.flag)
+    assert cur.value == {"experiment": "lead_form_short", "state": "shipped", "arm": "short_form"}
+    assert log.verify(dc.con, dc.head).ok
+
+
+def test_a_broken_split_or_a_stale_input_refuses_the_decision(experiments, tmp_path, env_settings, monkeypatch):
+    from types import SimpleNamespace
+
+    from gtm_pipeline.decisions import nodes
+
+    dc, _ = _ship_setup(tmp_path, env_settings, experiments, monkeypatch, rate_control=0.2, rate_treatment=0.35,
+                        seed=8, drop_treatment=0.15)
+    pb = dc.playbooks["experiment.ship"]
+    r = nodes.evaluate_node(dc, pb, _green)
+    [o] = r.outcomes
+    assert not r.proposals and o.held["lead_form_short"]["reason"] == "invalid readout"
+    assert "sample ratio mismatch" in o.summary
+    red = SimpleNamespace(green=False, reasons=["metric_age: metrics/experiment_readout is stale: its data is 2d old"])
+    r = nodes.evaluate_node(dc, pb, lambda _assets: red)
+    assert not r.prechecks_passed and not r.proposals and "slo_health" in r.note

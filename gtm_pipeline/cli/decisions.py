@@ -86,7 +86,7 @@ def decisions():
 
 @decisions.command(name="list")
 @click.option("--status", default=None, help="Only decisions whose current status is this (e.g. proposed, applied).")
-@click.option("--node", default=None, help="Only this node (pricing.change, channel.invest, icp.update, routing.policy).")
+@click.option("--node", default=None, help="Only this node (pricing.change, channel.invest, icp.update, routing.policy, experiment.ship).")
 def list_(status, node):
     """One line per decision: id, node, status, action, review date.
 

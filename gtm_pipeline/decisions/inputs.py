@@ -184,6 +184,30 @@ def read_routing_health(con: duckdb.DuckDBPyConnection) -> NodeInputs:
                       {"health": rows[0] if rows else None})
 
 
+def read_experiments(con: duckdb.DuckDBPyConnection) -> NodeInputs:
+    """The latest look of every experiment in metrics.experiment_readout (one row per arm)."""
+    require_tables(con, ("experiment_readout",), "experiment.ship")
+    rows = _rows(con, "SELECT experiment, look, strftime(as_of, '%Y-%m-%d %H:%M:%S') AS as_of, arm, is_control, units, "
+                      "mean, estimate, ci_low, ci_high, p_value, p_min, srm_p, method, guardrails, verdict "
+                      "FROM metrics.experiment_readout r "
+                      "WHERE look = (SELECT max(look) FROM metrics.experiment_readout x WHERE x.experiment = r.experiment)"
+                      " ORDER BY experiment, is_control DESC, arm")
+    by_exp: dict[str, list[dict]] = {}
+    for r in rows:
+        by_exp.setdefault(r["experiment"], []).append(r)
+    return NodeInputs({"experiment_readout": rows}, inputs_version(con, ("experiment_readout",)),
+                      {"experiments": by_exp})
+
+
+def series_experiment_lift(con, experiment: str, arm: str | None) -> tuple[float | None, int]:
+    """(the latest published lift of ``arm`` in ``experiment``, the look it comes from)."""
+    if arm is None or not table_exists(con, "metrics", "experiment_readout"):
+        return None, 0
+    row = con.execute("SELECT estimate, look FROM metrics.experiment_readout WHERE experiment = ? AND arm = ? "
+                      "ORDER BY look DESC LIMIT 1", [experiment, arm]).fetchall()
+    return (None, 0) if not row or row[0][0] is None else (float(row[0][0]), int(row[0][1]))
+
+
 # ---- monitoring series ----------------------------------------------------------------------------------------------
 # Each returns (baseline, observed, days_observed) for the window [start, start + window_days) against the same
 # length of time before ``start``; None when there is no data yet.

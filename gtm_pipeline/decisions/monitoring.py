@@ -12,6 +12,7 @@ evaluated on the metric rows dated from the decision's effective day on, every t
 | icp.update | SQLs per week (all channels) since vs before | drop > 10 % (spec) |
 | icp.update | win rate (all channels) since vs before | drop > 5 pp (project default) |
 | routing.policy | unassigned rate / availability since the change | > 0.5 % / < 0.995 (spec) |
+| experiment.ship | the decided arm's lift in the latest readout vs at the proposal | reported |
 
 A breach logs ``reversal_proposed`` -- or, where the playbook sets ``automatic_on_breach`` (routing: flip
 FF_ROUTING_V1), performs the reversal. A window that ends with every check in bounds logs ``confirmed``.
@@ -111,6 +112,11 @@ def measure(con, d: lifecycle.Decision, w: Watch, start: date, window_days: int)
         return adapter.series_sql_volume(con, start, window_days)
     if w.metric == "win_rate":
         return adapter.series_win_rate(con, start, window_days)
+    if w.metric == "experiment_lift":
+        arm = d.action.get("arm")
+        now, look = adapter.series_experiment_lift(con, subject, arm)
+        at = d.proposal.details_dict.get("figures", {}).get("arms", {}).get(arm, {}).get("estimate")
+        return (None if at is None else float(at)), now, look
     if w.metric in ("unassigned_rate", "availability"):
         return adapter.series_routing(con, start, window_days)[w.metric]
     raise ValueError(w.metric)

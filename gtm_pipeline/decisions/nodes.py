@@ -289,4 +289,27 @@ def _routing(dc, pb: Playbook) -> Reading:
     return Reading([], inp.version, [o], items, subjects)
 
 
-_READERS = {"pricing.change": _pricing, "channel.invest": _channel, "icp.update": _icp, "routing.policy": _routing}
+def _experiment(dc, pb: Playbook) -> Reading:
+    """One outcome per experiment contract: its latest look, decided by the rule; the flag is the contract's own."""
+    from gtm_pipeline.experiments.contract import load_experiments
+
+    inp = adapter.read_experiments(dc.con)
+    exps = load_experiments(dc.contracts_dir)
+    outcomes, items, subjects = [], [], {}
+    for name, exp in sorted(exps.items()):
+        rows = inp.figures["experiments"].get(name, [])
+        o = rules.evaluate_experiment(name, rows, pb.thresholds)
+        o.figures.update(planned_units=exp.planned_units, alpha=exp.alpha, decision_threshold=exp.decision_threshold,
+                         primary_metric=exp.primary_metric.label, experiment_owner=exp.owner)
+        outcomes.append(o)
+        initial = {"experiment": name, "state": "running", "arm": None}
+        _, before = _flag_state(dc.con, exp.flag, initial)
+        subjects[name] = tables = {"experiment_readout": rows, "flag": [{"flag": exp.flag, "value": before}]}
+        if o.proposes:
+            state = {"ship": "shipped", "roll back": "rolled_back", "stop": "stopped"}[o.action["decision"]]
+            items.append((o, tables, exp.flag, initial, {"experiment": name, "state": state, "arm": o.action["arm"]}))
+    return Reading([], inp.version, outcomes, items, subjects)
+
+
+_READERS = {"pricing.change": _pricing, "channel.invest": _channel, "icp.update": _icp, "routing.policy": _routing,
+            "experiment.ship": _experiment}

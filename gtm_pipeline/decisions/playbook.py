@@ -18,7 +18,7 @@ import yaml
 
 from gtm_pipeline.errors import ContractError
 
-NODES = ("pricing.change", "channel.invest", "icp.update", "routing.policy")
+NODES = ("pricing.change", "channel.invest", "icp.update", "routing.policy", "experiment.ship")
 LEVELS = ("High", "Medium", "Low")
 CADENCES = ("weekly_ops", "monthly_business_review", "quarterly_plan")
 SEVERITIES = ("SEV1", "SEV2", "SEV3", "SEV4")
@@ -99,6 +99,12 @@ _SCHEMA: dict[str, dict[str, dict[str, _Num] | set[str]]] = {
         "prechecks": {},
         "inputs": {"routing_health"},
         "watch": {"unassigned_rate", "availability"},
+    },
+    "experiment.ship": {
+        "thresholds": {"srm_min_p": _Num(0.001, 0, 0.1)},
+        "prechecks": {},
+        "inputs": {"experiment_readout"},
+        "watch": {"experiment_lift"},
     },
 }
 

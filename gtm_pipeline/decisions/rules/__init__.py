@@ -1,4 +1,4 @@
-"""The four playbooks' rules as plain functions: metric rows in, proposed action (or the reason for none) out.
+"""The playbooks' rules as plain functions: metric rows in, proposed action (or the reason for none) out.
 
 No warehouse and no Dagster here: `gtm_pipeline.decisions.inputs` reads the metric tables into the small row
 dicts these functions take, and the table-style tests call them directly with boundary values. Thresholds come from
@@ -19,12 +19,14 @@ from gtm_pipeline.decisions.rules.channel import (
     attribution_validity_precheck, evaluate_channel, new_budget_split,
 )
 from gtm_pipeline.decisions.rules.common import EPS, INSUFFICIENT_DATA, UNALLOCATED, Outcome, ge, le
+from gtm_pipeline.decisions.rules.experiment import evaluate_experiment
 from gtm_pipeline.decisions.rules.icp import evaluate_icp
 from gtm_pipeline.decisions.rules.pricing import evaluate_pricing, pricing_data_gap, project_raise
 from gtm_pipeline.decisions.rules.routing import evaluate_routing, shadow_report
 
 __all__ = [
     "EPS", "INSUFFICIENT_DATA", "UNALLOCATED", "Outcome", "attribution_validity_precheck", "evaluate_channel",
+    "evaluate_experiment",
     "evaluate_icp", "evaluate_pricing", "evaluate_routing", "ge", "le", "new_budget_split", "pricing_data_gap",
     "project_raise", "shadow_report",
 ]
