@@ -249,7 +249,7 @@ def monitor():
 
 
 @decisions.command()
-@click.option("--node", "nodes_", multiple=True, help="Only this node (repeatable); default: all four.")
+@click.option("--node", "nodes_", multiple=True, help="Only this node (repeatable); default: every node.")
 def evaluate(nodes_):
     """Run the decision node assets (and monitoring, the log check) in Dagster against the published metrics.
 
