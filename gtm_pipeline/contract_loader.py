@@ -85,8 +85,8 @@ def _path(loc: tuple) -> str:
 
 def _problem(err: dict, model: type[BaseModel]) -> str:
     # pydantic puts a model validator's error at the model's location and a tagged-union branch name in loc: drop
-    # the names that are not fields.
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # the names that are not fields, and the "[key]" marker of a bad mapping key (the key itself is named before it).
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]")))
     kind, where = err["type"], _path(loc)
     if kind == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])

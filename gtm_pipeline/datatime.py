@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -51,6 +51,44 @@ def combine(parts: Iterable[DataTime]) -> DataTime:
 
 def cap(dt: DataTime, limit: datetime) -> DataTime:
     return DataTime(None if dt.at is None else min(dt.at, limit), dt.blocking)
+
+
+# -- the one wording of a blocked day ------------------------------------------------------------------------------
+def split_blocking(partition: str) -> tuple[str, str]:
+    """``"clean/opportunity@2026-08-16"`` (a :attr:`DataTime.blocking` entry) -> (asset, day)."""
+    asset, _, day = partition.rpartition("@")
+    return (asset, day) if asset else (partition, "")
+
+
+def quarantine_command(asset: str, days: Sequence[str] = (), rule: str | None = None) -> str | None:
+    """The command that lists the rows behind a blocked day of a clean table (None for any other asset)."""
+    stage, _, entity = asset.partition("/")
+    if stage != "clean" or not entity:
+        return None
+    return (f"gtm-pipeline quarantine list --entity {entity}" + (f" --rule {rule}" if rule else "")
+            + (f" --day {days[0]}" if len(days) == 1 else ""))
+
+
+def blocked_text(asset: str, days: Sequence[str] = (), *, check: str | None = None, rule: str | None = None,
+                 rows: int | None = None) -> str:
+    """How every output says that a day is blocked (run and demo messages, the demo's summary, `slo report`), so a
+    person reads one sentence shape wherever they meet it::
+
+        clean/opportunity 2026-08-16 is blocked by check ranges_in_bounds (1 row(s) out of contract);
+        see 'gtm-pipeline quarantine list --entity opportunity --rule range --day 2026-08-16'
+
+    ``check`` and ``rows`` are left out when the output does not know them; ``rule`` narrows the command."""
+    days = tuple(days)
+    if not days:
+        when = ""
+    elif len(days) <= 5:
+        when = " " + ", ".join(days)
+    else:
+        when = f" {days[0]} .. {days[-1]} ({len(days)} days)"
+    text = (f"{asset}{when} {'are' if len(days) > 1 else 'is'} blocked" + (f" by check {check}" if check else "")
+            + (f" ({rows} row(s) out of contract)" if rows is not None else ""))
+    more = quarantine_command(asset, days, rule)
+    return text + (f"; see '{more}'" if more else "")
 
 
 # -- raw: a delivery's cut-off -------------------------------------------------------------------------------------

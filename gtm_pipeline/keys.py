@@ -36,12 +36,13 @@ CHECK_RANGES = "ranges_in_bounds"
 CHECK_UNIQUE = "keys_unique"
 CHECK_ROW_CHECKS = "row_checks_pass"
 CHECK_REFERENCES = "references_resolve"
+CHECK_TEXT = "text_clean"
 CHECK_LATE = "late_arrivals"
 CHECK_OWNER = "owner_present"
 # The check that reports each rule kind whose rows go to quarantine (the `rule` column of quarantine rows, and
 # `gtm-pipeline quarantine list --rule`): what a blocked day or a failed check points the user to.
 RULE_CHECKS = {"type": CHECK_TYPES, "required": CHECK_REQUIRED, "enum": CHECK_ENUMS, "range": CHECK_RANGES,
-               "row_check": CHECK_ROW_CHECKS}
+               "row_check": CHECK_ROW_CHECKS, "max_length": CHECK_TEXT, "control_chars": CHECK_TEXT}
 # Conservation
 CHECK_NOTHING_LOST = "nothing_lost"
 CHECK_EVERY_FILE_READ = "every_file_read"

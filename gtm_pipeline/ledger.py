@@ -179,31 +179,47 @@ def _table_text(df: pd.DataFrame) -> str:
     return df.to_string(index=False) if len(df) else "  (nothing arrived)"
 
 
-def render(con: duckdb.DuckDBPyConnection, spec: LandingSpec, day: str | None = None) -> str:
-    """The ledger for people: a per-table summary over all days (or, with ``day``, that day's tables, its rejected
-    lines with their raw text escaped), then the files not read and the verdict."""
+# The default view lists at most this many unread files and rejected-only days (--detail and --json list all).
+SHOWN_IN_SUMMARY = 10
+
+
+def _summary_lines(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    """One line per table over all days, then the days whose every record was rejected."""
+    summary = df.groupby("table", as_index=False).agg(
+        days=("_partition", "nunique"), **{c: (c, "sum") for c in cols[1:]}) if len(df) else df[cols]
+    lines = ["ledger over all delivery days, one line per source table (--day YYYY-MM-DD for one day's detail, "
+             "--detail for every day):", _table_text(summary)]
+    rejected_only = df[(df["records"] > 0) & (df["rejected"] == df["records"])]
+    if len(rejected_only):
+        named = [f"{r['table']} {_day_str(r['_partition'])}" for _, r in rejected_only.iterrows()]
+        lines.append("days whose every record was rejected: " + ", ".join(named[:SHOWN_IN_SUMMARY])
+                     + (f" (+{len(named) - SHOWN_IN_SUMMARY} more: --detail)" if len(named) > SHOWN_IN_SUMMARY else ""))
+    return lines
+
+
+def render(con: duckdb.DuckDBPyConnection, spec: LandingSpec, day: str | None = None, detail: bool = False) -> str:
+    """The ledger for people: one line per table over all days; with ``day``, that day's tables and its rejected
+    lines (raw text escaped); with ``detail``, one line per table and day. Then the files not read and the verdict."""
     df = conservation(con, spec, day=day)
     files = unread_files(con, day=day)
     cols = ["table", "files", "files_rejected", *COUNTS]
     if day:
         lines = [f"ledger of delivery day {day}, per source table:", _table_text(df[cols])]
-    else:
-        summary = df.groupby("table", as_index=False).agg(
-            days=("_partition", "nunique"), **{c: (c, "sum") for c in cols[1:]}) if len(df) else df[cols]
-        rejected_only = df[(df["records"] > 0) & (df["rejected"] == df["records"])]
-        lines = ["ledger over all delivery days, per source table (--day YYYY-MM-DD for one day's detail):",
-                 _table_text(summary)]
-        if len(rejected_only):
-            lines.append("days whose every record was rejected: " + ", ".join(
-                f"{r['table']} {_day_str(r['_partition'])}" for _, r in rejected_only.iterrows()))
-    if day:
         lines += _rejects_text(con, day)
+    elif detail:
+        per_day = df.assign(day=df["_partition"].map(_day_str))[["table", "day", *cols[1:]]]
+        lines = ["ledger per source table and delivery day:", _table_text(per_day)]
+    else:
+        lines = _summary_lines(df, cols)
     if len(files):
+        shown = files if (day or detail) else files.head(SHOWN_IN_SUMMARY)
         lines.append(f"files not read ({len(files)}):")
-        for f in files.to_dict("records"):
+        for f in shown.to_dict("records"):
             # The reason starts with what happened ("empty file: ...", "unclaimed: ..."); the hint comes first.
             hint = f" [closest table: {f['hint']}]" if isinstance(f["hint"], str) else ""
             lines.append(f"  {f['day']}  {f['file']}{hint}  {f['reason']}")
+        if len(shown) < len(files):
+            lines.append(f"  ... {len(files) - len(shown)} more: gtm-pipeline ledger --detail")
     lost = df[df["lost"] != 0]
     totals = {c: int(df[c].sum()) for c in COUNTS}
     verdict = (f"{totals['records']:,} records = {totals['clean']:,} clean + {totals['quarantined']:,} quarantined + "

@@ -8,7 +8,7 @@ Three ways to repair a quarantined record, each writing the corrected raw text v
 * ``enum_map``: bad enum values are mapped to allowed ones by a mapping file (YAML or CSV);
 * ``csv``: a CSV of corrected rows keyed by ``quarantine_id`` sets the listed columns.
 
-A repaired record is re-validated against the *current* contract on the same typing + pandera path as the clean
+A repaired record is re-validated against the *current* contract on the same typing + rules SQL as the clean
 stage (`gtm_pipeline.clean.validate_payloads`), plus its key against the clean table: if it passes, its status
 becomes ``repaired``; if not, it stays ``open`` with the new reason. ``release`` re-validates again and marks valid
 repaired rows ``released``: the clean stage overlays them on their raw records the next time their day is cleaned
@@ -34,8 +34,9 @@ import duckdb
 import pandas as pd
 import yaml
 
-from gtm_pipeline.clean import _PRECEDENCE, QUARANTINE_DDL, Violation, rule_kind, validate_payloads
-from gtm_pipeline.entity_contracts import WARN, EntityContract, quote_ident, slug
+from gtm_pipeline.clean import (
+    PRECEDENCE, QUARANTINE_DDL, WARN, EntityContract, Violation, quote_ident, rule_kind, slug, validate_payloads,
+)
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.repair_overlay import (
     MISSING_OWNER_TABLE, OPEN, RELEASED, REPAIRED, STATUSES, ensure_repair_columns,
@@ -240,7 +241,7 @@ def revalidate(con: duckdb.DuckDBPyConnection, contract: EntityContract, payload
 
 def _failure_fields(vs: list[Violation]) -> dict:
     acts = {v.action for v in vs if v.action != WARN}
-    act = next(a for a in _PRECEDENCE if a in acts)
+    act = next(a for a in PRECEDENCE if a in acts)
     main = [v for v in vs if v.action == act]
     return {"rule": rule_kind(main[0].rule), "rules": sorted({v.rule for v in vs}),
             "columns": sorted({v.column for v in vs if v.column}), "break_action": act,

@@ -6,16 +6,22 @@ Runs are recorded in ``$DAGSTER_HOME`` (by default ``data/dagster_home``), so `d
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
 from gtm_pipeline import keys
 from gtm_pipeline.config import Settings
+from gtm_pipeline.datatime import BLOCKED, blocked_text, quarantine_command
 from gtm_pipeline.errors import GtmPipelineError, RunFailed
 from gtm_pipeline.landing import landing_days
+
+log = logging.getLogger(__name__)
 
 # Where `make ui` serves the Dagster UI (a run's page is <UI_URL>/runs/<run id>).
 UI_URL = "http://127.0.0.1:3000"
@@ -30,28 +36,18 @@ class Blocked:
     asset: str                # "clean/opportunity"
     check: str                # "ranges_in_bounds"
     days: tuple[str, ...]     # the days it blocked (the check's blocked_days, else the run's partitions)
+    rows: int | None = None   # the rows out of contract behind it (the check's violations), when known
+
+    @property
+    def rule(self) -> str | None:
+        return {c: r for r, c in keys.RULE_CHECKS.items()}.get(self.check)
 
     def more(self) -> str | None:
         """The command that lists the rows behind the block, if the asset is a clean table."""
-        stage, _, entity = self.asset.partition("/")
-        if stage != keys.CLEAN or not entity:
-            return None
-        rule = {c: r for r, c in keys.RULE_CHECKS.items()}.get(self.check)
-        return (f"gtm-pipeline quarantine list --entity {entity}" + (f" --rule {rule}" if rule else "")
-                + (f" --day {self.days[0]}" if len(self.days) == 1 else ""))
+        return quarantine_command(self.asset, self.days, self.rule)
 
     def describe(self) -> str:
-        more = self.more()
-        return (f"check {self.check} on {self.asset} blocked {_days_text(self.days)}"
-                + (f"; the rows: '{more}'" if more else ""))
-
-
-def _days_text(days: tuple[str, ...]) -> str:
-    if not days:
-        return "its partition"
-    if len(days) == 1:
-        return f"day {days[0]}"
-    return f"days {', '.join(days)}" if len(days) <= 5 else f"{len(days)} days, {days[0]} .. {days[-1]}"
+        return blocked_text(self.asset, self.days, check=self.check, rule=self.rule, rows=self.rows)
 
 
 @dataclass
@@ -64,6 +60,9 @@ class RunOutcome:
     blocked: list[Blocked] = field(default_factory=list)
     # Failed steps other than those a blocking check stopped: step -> the root error's first line.
     step_errors: dict[str, str] = field(default_factory=dict)
+    # What the run's steps logged at WARNING or above, (step, message): a decision node's reason for proposing
+    # nothing, a metric held back. The console log is quiet by default, so commands print what explains them.
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def only_blocked(self) -> bool:
@@ -76,7 +75,7 @@ class RunOutcome:
 
     def problems(self) -> list[str]:
         """One line per blocking check and per failed step, naming asset, check or step, days and the next command."""
-        lines = [f"blocked: {b.describe()}" for b in self.blocked]
+        lines = [b.describe() for b in self.blocked]
         lines += [f"failed: step {step}: {err}" for step, err in self.step_errors.items()]
         if not self.success and not lines:
             lines.append("failed: the run failed outside its steps; see its log")
@@ -159,10 +158,25 @@ def ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
+class RunWatcher(Protocol):
+    """Follows an in-process run as it goes (the CLI's progress bar); the runner calls it from the run's thread."""
+
+    def begin(self, job: str, steps: int) -> None: ...
+    def step_started(self, step: str) -> None: ...
+    def step_done(self, step: str) -> None: ...
+    def message(self, step: str | None, text: str) -> None: ...
+    def end(self) -> None: ...
+
+
+# Dagster events after which a step runs no more in this run.
+_STEP_DONE = frozenset({"STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"})
+
+
 def run_job(job_name: str, *, partition_range: tuple[str, str] | None = None, partition_key: str | None = None,
             run_config: dict | None = None, instance=None, defs=None, asset_selection: list | None = None,
-            tags: dict[str, str] | None = None) -> RunOutcome:
-    """Execute a job in-process; ``asset_selection`` runs a subset of its assets, ``tags`` are added to the run."""
+            tags: dict[str, str] | None = None, watcher: RunWatcher | None = None) -> RunOutcome:
+    """Execute a job in-process; ``asset_selection`` runs a subset of its assets, ``tags`` are added to the run,
+    ``watcher`` follows its steps and log messages as they happen."""
     import dagster as dg
 
     if defs is None:
@@ -173,8 +187,22 @@ def run_job(job_name: str, *, partition_range: tuple[str, str] | None = None, pa
         tags.update({"dagster/asset_partition_range_start": partition_range[0],
                      "dagster/asset_partition_range_end": partition_range[1]})
     instance = instance or dg.DagsterInstance.get()
-    result = job.execute_in_process(instance=instance, tags=tags, partition_key=partition_key, run_config=run_config,
-                                    raise_on_error=False, asset_selection=asset_selection)
+    # The run id is chosen here so that the listener is in place before the run's first event.
+    run_id, notes = str(uuid.uuid4()), []
+    instance.add_event_listener(run_id, _listener(notes, watcher))
+    planned = job.get_subset(asset_selection=set(asset_selection)) if asset_selection else job
+    steps = len(planned.graph.node_dict)
+    log.info("%s: run %s starts, %d step(s)%s", job_name, run_id, steps,
+             f", days {partition_range[0]}..{partition_range[1]}" if partition_range else "")
+    if watcher is not None:
+        watcher.begin(job_name, steps)
+    try:
+        result = job.execute_in_process(instance=instance, tags=tags, partition_key=partition_key,
+                                        run_config=run_config, raise_on_error=False, run_id=run_id,
+                                        asset_selection=asset_selection)
+    finally:
+        if watcher is not None:
+            watcher.end()
     failed_steps, step_errors = [], {}
     for ev in result.all_events:
         if ev.event_type_value == "STEP_FAILURE":
@@ -182,14 +210,45 @@ def run_job(job_name: str, *, partition_range: tuple[str, str] | None = None, pa
             err = ev.step_failure_data.error if ev.step_failure_data else None
             if err is None or err.cls_name != _BLOCKING_CHECK_ERROR:
                 step_errors[ev.step_key] = _root_error(err)
+    log.info("%s: run %s %s", job_name, run_id, "succeeded" if result.success else "failed")
     evaluations = result.get_asset_check_evaluations()
     failed_checks = sorted({f"{e.asset_key.to_user_string()}:{e.check_name}" for e in evaluations if not e.passed})
     run_days = (partition_key,) if partition_key else _day_range(*partition_range) if partition_range else ()
-    blocked = [Blocked(e.asset_key.to_user_string(), e.check_name, _blocked_days(e) or run_days)
+    blocked = [Blocked(e.asset_key.to_user_string(), e.check_name, _blocked_days(e) or run_days, _violations(e))
                for e in evaluations if not e.passed and e.blocking and e.severity.value == "ERROR"]
     return RunOutcome(job=job_name, success=result.success, run_id=result.run_id, failed_steps=failed_steps,
                       failed_checks=failed_checks, blocked=sorted(blocked, key=lambda b: (b.asset, b.check)),
-                      step_errors=step_errors)
+                      step_errors=step_errors, notes=notes)
+
+
+def _listener(notes: list[tuple[str, str]], watcher: RunWatcher | None):
+    """The instance's callback for every event of the run: keeps the steps' warnings and feeds the watcher."""
+    state = {"watcher": watcher}
+
+    def on_event(entry) -> None:
+        ev = entry.dagster_event
+        if ev is None and entry.level >= logging.WARNING:
+            notes.append((entry.step_key or "", entry.user_message))
+        w = state["watcher"]
+        if w is None:
+            return
+        try:
+            if ev is None:
+                w.message(entry.step_key, entry.user_message)
+            elif ev.event_type_value == "STEP_START":
+                w.step_started(entry.step_key)
+            elif ev.event_type_value in _STEP_DONE:
+                w.step_done(entry.step_key)
+        except Exception:  # noqa: BLE001 -- a broken progress display must never fail the run it shows
+            state["watcher"] = None
+
+    return on_event
+
+
+def _violations(evaluation) -> int | None:
+    md = evaluation.metadata.get("violations")
+    value = getattr(md, "value", md)
+    return int(value) if isinstance(value, int) else None
 
 
 def _day_range(first: str, last: str) -> tuple[str, ...]:
@@ -232,6 +291,28 @@ def landing_range(settings: Settings) -> tuple[str, str]:
     return days[0], days[-1]
 
 
+def blocked_in_warehouse(con: duckdb.DuckDBPyConnection) -> list[Blocked]:
+    """The days whose publication is blocked now (``ops.partition_status``), one per asset, day and blocking check,
+    with the rows out of contract behind each (the quarantined rows of a block-publish rule; the day's other rows
+    wait as 'held' and are not counted)."""
+    from gtm_pipeline.clean.contract import BLOCK_PUBLISH
+
+    days = con.execute("SELECT asset_key, strftime(partition_key, '%Y-%m-%d') FROM ops.partition_status "
+                       "WHERE status = ? ORDER BY 1, 2", [BLOCKED]).fetchall()
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'quarantine'").fetchall()}
+    out = []
+    for asset, day in days:
+        entity = asset.partition("/")[2]
+        rows = con.execute(
+            f"SELECT split_part(rule, ':', 1), count(*) FROM quarantine.{entity} WHERE _partition = ?::DATE "
+            "AND break_action = ? AND status <> 'held' GROUP BY 1 ORDER BY 1", [day, BLOCK_PUBLISH]).fetchall() \
+            if entity in tables else []
+        out += [Blocked(asset, keys.RULE_CHECKS.get(kind, kind), (day,), n) for kind, n in rows] or [
+            Blocked(asset, "", (day,))]
+    return out
+
+
 def summary(con: duckdb.DuckDBPyConnection) -> str:
     """What landed where, for the demo's closing print."""
 
@@ -262,10 +343,10 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
         if n and (n[0][0] or n[0][1]):
             qparts.append(f"{t}={n[0][0]:,}" + (f" (+{n[0][1]:,} held)" if n[0][1] else ""))
     lines.append("quarantine: " + (", ".join(qparts) or "empty"))
-    blocked = q("SELECT asset_key, title FROM ops.incidents WHERE status IN ('open', 'acknowledged') AND "
-                "(rule = 'range' OR dedup_key LIKE 'contract:%:block_publish:%') ORDER BY 1")
-    for _, title in blocked:
-        lines.append(f"blocked:    {title}")
+    try:
+        lines.extend(f"blocked:    {b.describe()}" for b in blocked_in_warehouse(con))
+    except duckdb.Error:
+        pass  # a warehouse from before ops.partition_status: nothing recorded as blocked
     inc = q("SELECT severity, count(*) FROM ops.incidents WHERE status IN ('open', 'acknowledged') "
             "GROUP BY 1 ORDER BY 1")
     lines.append("incidents:  " + (", ".join(f"{s}={n}" for s, n in inc) or "none open") + " (ops.incidents)")
@@ -283,5 +364,6 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
         lines.append(f"decisions:  {len(proposals)} proposal(s) in the decision log (gtm-pipeline decisions list):")
         lines.extend(f"            {node}: {action}" for node, action in proposals)
     elif q("SELECT 1 FROM information_schema.tables WHERE table_schema = 'decisions' AND table_name = 'log'"):
-        lines.append("decisions:  no proposal (the thresholds imply none, or a pre-check failed: see the run's log)")
+        lines.append("decisions:  no proposal (the thresholds imply none, or a pre-check failed: "
+                     "'gtm-pipeline decisions evaluate' says which)")
     return "\n".join(lines)

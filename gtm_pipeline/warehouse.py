@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
@@ -163,5 +165,22 @@ def record_publication(con: duckdb.DuckDBPyConnection, *, asset_key: str, partit
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                            [schema, table]).fetchone()[0])
+    return table in existing_tables(con, schema)
+
+
+def existing_tables(con: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
+    """Names of the tables (and views) of ``schema``: the one place that asks the catalog."""
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
+                                      [schema]).fetchall()}
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All writes inside happen together or not at all (a kill -9 mid-way leaves the previous state)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")

@@ -9,6 +9,7 @@ import pytest
 
 from gtm_pipeline.clean import clean_partition
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
+from gtm_pipeline.datatime import blocked_text
 from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.ingest import ingest_day
 from gtm_pipeline.landing import load_landing_spec
@@ -133,3 +134,12 @@ def test_rerunning_a_day_changes_no_count_and_the_ledger_balances(env):
     ledger = conservation(con, spec, "crm").iloc[0]
     assert ledger["records"] == 5 and ledger["lost"] == 0 and ledger["in_two_places"] == 0
     assert ledger["records"] == ledger["clean"] + ledger["quarantined"] + ledger["rejected_clean"] + ledger["rejected_ingest"]
+
+
+def test_held_rows_say_which_check_blocked_their_day_in_the_one_wording(env):
+    con, deliver, _ = env
+    deliver(D1, [row("O1"), row("O2", amount="4320000000"), row("O3", seats="0")])
+    reasons = {r for (r,) in con.execute("SELECT DISTINCT reason FROM quarantine.opportunity WHERE status = 'held'")
+               .fetchall()}
+    assert reasons == {"held: " + blocked_text("clean/opportunity", (D1,), check="ranges_in_bounds", rule="range",
+                                               rows=2)}

@@ -39,15 +39,27 @@ def test_spec_break_actions_are_the_defaults_and_missing_owner_is_routed():
 
 
 @pytest.mark.parametrize("patch, message", [
-    (("size: {type: integer", "size: {type: int"), "columns.size.type: 'int' is not a type; allowed: string, integer"),
+    (("size: {type: integer", "size: {type: int"), "columns.size.type: 'int' is not allowed; allowed: string, integer, decimal, boolean, date, timestamp, enum; "
+                                                     'did you mean "integer"?'),
     (("color: {type: enum, values: [red, blue]}", "color: {type: enum, values: [red], aliases: {rouge: bleu}}"),
-     "columns.color.aliases.rouge: maps to 'bleu', which is not an allowed value; allowed: red"),
+     "columns.color: aliases.rouge maps to 'bleu', which is not an allowed value; allowed: red"),
     (("range: {min: 0, max: 10}", "range: {min: 10, max: 0}"), "columns.size.range: min 10.0 is greater than max 0.0"),
     (("widget_id: {type: string, required: true}", "widget_id: {type: string, requird: true}"),
-     "columns.widget_id: unknown field(s) ['requird']"),
+     "columns.widget_id.requird: unknown field; allowed: type, required, values, aliases, range, unique, "
+     'references, max_length, on_fail, description; did you mean "required"?'),
     (("size: {type: integer, range", "size: {type: integer, on_fail: {range: explode}, range"),
-     "columns.size.on_fail.range: unknown break action 'explode'; allowed: quarantine_and_incident"),
+     "columns.size.on_fail.range: 'explode' is not allowed; allowed: quarantine_and_incident"),
     (("entity: widget", "entity: gadget"), "entity: 'gadget' must match the file name 'widget'"),
+    (("owner: RevOps", "owner: RevOps\nownr: x"), 'ownr: unknown field; allowed: entity, version, owner'),
+    (("size: {type: integer", "size: {type: integer, required: [yes]"), "columns.size.required: input should be a "
+     "valid boolean"),
+    (("size: {type: integer", "size: {type: integer, on_fail: {rnage: warn}"), "columns.size.on_fail.rnage: 'rnage' "
+     "is not allowed; allowed: type, required, enum, range"),
+    (("size: {type: integer", "size: {type: integer, on_fail: {range: reject_duplicate}"),
+     "on_fail.range: reject_duplicate is the action of a second copy of a key"),
+    (("widget_id: {type: string, required: true}", "widget_id: {type: string, required: true, max_length: 0}"),
+     "columns.widget_id.max_length: input should be greater than or equal to 1"),
+    (("size: {type: integer", "size: {type: integer, max_length: 5"), "max_length applies to string columns"),
 ])
 def test_malformed_contracts_name_the_file_the_field_and_what_is_allowed(tmp_path, patch, message):
     p = tmp_path / "widget.yaml"

@@ -51,8 +51,17 @@ BAD_PRICE = "99999"  # contracts/entities/opportunity.yaml: list_price range max
 ])
 def test_a_blocking_check_points_to_the_rows_behind_it(blocked, more):
     assert blocked.more() == more
-    assert blocked.describe().startswith(f"check {blocked.check} on {blocked.asset} blocked day")
-    assert (f"'{more}'" in blocked.describe()) == (more is not None)
+    verb = "are" if len(blocked.days) > 1 else "is"
+    assert blocked.describe().startswith(
+        f"{blocked.asset} {', '.join(blocked.days)} {verb} blocked by check {blocked.check}")
+    assert (f"; see '{more}'" in blocked.describe()) == (more is not None)
+
+
+def test_a_blocking_check_names_the_rows_out_of_contract_when_it_counted_them():
+    b = Blocked("clean/opportunity", keys.CHECK_RANGES, ("2026-08-02",), rows=3)
+    assert b.describe() == (f"clean/opportunity 2026-08-02 is blocked by check {keys.CHECK_RANGES} (3 row(s) out of "
+                            f"contract); see 'gtm-pipeline quarantine list --entity opportunity --rule range "
+                            f"--day 2026-08-02'")
 
 
 def test_the_outcome_says_blocked_only_when_nothing_else_broke():
@@ -62,7 +71,7 @@ def test_the_outcome_says_blocked_only_when_nothing_else_broke():
     broken = RunOutcome("daily_ingest_job", False, "r1", ["clean_opportunity", "clean_lead"], [], blocked=[b],
                         step_errors={"clean_lead": "duckdb.BinderException: no column email"})
     assert broken.status == "failed" and not broken.only_blocked
-    assert broken.problems() == [f"blocked: {b.describe()}",
+    assert broken.problems() == [b.describe(),
                                  "failed: step clean_lead: duckdb.BinderException: no column email"]
     text = str(broken.failure("daily_ingest_job 2026-08-02..2026-08-02"))
     assert text.startswith("daily_ingest_job 2026-08-02..2026-08-02 failed (run r1):")
@@ -161,8 +170,10 @@ def test_demo_with_a_blocked_day_is_not_a_failure_and_says_so(built):
     _, res = built
     assert res.exit_code == 0, res.output
     assert "finished with blocked publications (a finding, not a failure of the demo" in res.output
-    assert (f"blocked: check {keys.CHECK_RANGES} on clean/opportunity blocked day {BLOCKED_DAY}; the rows: "
-            f"'gtm-pipeline quarantine list --entity opportunity --rule range --day {BLOCKED_DAY}'") in res.output
+    blocked = (f"clean/opportunity {BLOCKED_DAY} is blocked by check {keys.CHECK_RANGES} (1 row(s) out of "
+               f"contract); see 'gtm-pipeline quarantine list --entity opportunity --rule range --day {BLOCKED_DAY}'")
+    assert f"      {blocked}" in res.output  # the run's outcome, and the summary says it the same way
+    assert f"blocked:    {blocked}" in res.output
     assert "What landed where" in res.output and "error:" not in res.output
 
 
@@ -173,8 +184,8 @@ def test_run_blocked_by_a_check_exits_1_naming_check_asset_day_and_the_rows(wh):
     assert f"{keys.DAILY_JOB} {BLOCKED_DAY}..{BLOCKED_DAY}: blocked (run {run_id})" in res.output
     assert f"error: {keys.DAILY_JOB} {BLOCKED_DAY}..{BLOCKED_DAY} was blocked (run {run_id}):" in res.output
     more = f"gtm-pipeline quarantine list --entity opportunity --rule range --day {BLOCKED_DAY}"
-    assert f"blocked: check {keys.CHECK_RANGES} on clean/opportunity blocked day {BLOCKED_DAY}; the rows: " \
-           f"'{more}'" in res.output
+    assert f"clean/opportunity {BLOCKED_DAY} is blocked by check {keys.CHECK_RANGES} (1 row(s) out of " \
+           f"contract); see '{more}'" in res.output
     assert f"/runs/{run_id}" in res.output and "Traceback" not in res.output
     # The pointer is real: the command it names lists the out-of-range row.
     shown = cli(*more.split()[1:])
@@ -192,7 +203,8 @@ def test_run_exit_status_of_the_real_process(wh):
                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"error: {keys.DAILY_JOB} {BLOCKED_DAY}..{BLOCKED_DAY} was blocked" in res.stderr
-    assert f"check {keys.CHECK_RANGES} on clean/opportunity blocked day {BLOCKED_DAY}" in res.stderr
+    assert f"clean/opportunity {BLOCKED_DAY} is blocked by check {keys.CHECK_RANGES}" in res.stderr
+    assert "Warning" not in res.stderr  # Dagster's beta/preview warnings stay hidden by default
     usage = subprocess.run([venv_tool("gtm-pipeline"), "run"], env=env, cwd=str(REPO), capture_output=True,
                            text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert usage.returncode == 2 and "Missing option '--from'" in usage.stderr  # usage errors stay 2

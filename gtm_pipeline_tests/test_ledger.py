@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import dagster as dg
 import duckdb
@@ -328,3 +329,33 @@ def test_a_day_that_is_not_a_date_is_one_clear_error(wh):
     con = wh[0].con
     with pytest.raises(GtmPipelineError, match=r"--day '2026-8-1': not a delivery day; use YYYY-MM-DD"):
         conservation(con, SPEC, day="2026-8-1")
+
+
+def test_the_default_view_is_one_line_per_table_and_detail_is_every_table_and_day(small_warehouse, env_settings):
+    """`ledger` prints one line per source table over all days; `--detail` one per table and day; `--json` keeps
+    every table and day; the three agree on the totals."""
+    import shutil
+
+    env_settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(small_warehouse, env_settings.duckdb_path)
+    with duckdb.connect(str(env_settings.duckdb_path), read_only=True) as con:
+        df = conservation(con, SPEC)
+    w = Warehouse(env_settings.duckdb_path)
+    try:
+        summary, detail, doc = w.cli(), w.cli("--detail"), json.loads(w.cli("--json"))
+    finally:
+        w.con.close()
+    tables, days = sorted(df["table"].unique()), df["_partition"].nunique()
+    assert days > 1 and len(df) == len(tables) * days  # the small warehouse: every table on every day
+    lines = summary.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["table", "days"])
+    rows = lines[head + 1:head + 1 + len(tables)]
+    assert [r.split()[0] for r in rows] == tables and all(r.split()[1] == str(days) for r in rows)
+    assert len(lines) <= len(tables) + 6, summary  # title, header, tables, verdict (no file or day lists here)
+    detail_rows = [ln for ln in detail.splitlines() if re.match(r"\s*\S+/\S+ \d{4}-\d{2}-\d{2} ", ln)]
+    assert len(detail_rows) == len(df)
+    assert len(doc["tables"]) == len(df) and set(doc) == {"day", "identity", "balanced", "totals", "tables",
+                                                          "files_not_read"}
+    verdict = (f"{doc['totals']['records']:,} records = {doc['totals']['clean']:,} clean + "
+               f"{doc['totals']['quarantined']:,} quarantined")
+    assert verdict in summary.splitlines()[-1] and verdict in detail.splitlines()[-1]

@@ -1,8 +1,10 @@
 """Long runs show progress: ingesting a range of delivery days logs "i/N day(s)" lines into the run's log (the
-run page of the UI shows them live), and the CLI's long commands print their steps."""
+run page of the UI shows them live), the CLI's long commands print their steps, and an in-process run started by the
+CLI shows a bar on stderr over its steps, with the days an ingest step has read (cli/output.py)."""
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 
@@ -45,3 +47,41 @@ def test_generate_reports_what_it_wrote(tmp_path):
                                     "--no-progress"])
     assert res.exit_code == 0, res.output
     assert re.search(r"wrote [\d,]+ rows for 2 days to ", res.output)
+
+
+def test_the_progress_bar_follows_the_steps_and_the_days_they_read(small_landing, env_settings, monkeypatch):
+    import gtm_pipeline.definitions as definitions
+    from gtm_pipeline import keys
+    from gtm_pipeline.cli.output import StepBar
+    from gtm_pipeline.runner import run_job
+
+    monkeypatch.setenv("GTM_PIPELINE_LANDING_DIR", str(small_landing))
+    defs = definitions.build_definitions()
+    bar_out = io.StringIO()
+    with dg.instance_for_test() as instance:
+        out = run_job(keys.DAILY_JOB, partition_range=("2026-08-01", "2026-08-02"), instance=instance, defs=defs,
+                      run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+                      asset_selection=[keys.raw_key("web"), keys.raw_key("crm")], watcher=StepBar(bar_out))
+    assert out.success, out.problems()
+    text = bar_out.getvalue()
+    assert f"{keys.DAILY_JOB}:" in text and "2/2 [" in text, text  # the selection's 2 steps, both done
+    assert "ingest/raw_web 2/2 day(s)" in text and "ingest/raw_crm" in text, text
+
+
+def test_a_broken_progress_display_does_not_fail_the_run(small_landing, env_settings, monkeypatch):
+    import gtm_pipeline.definitions as definitions
+    from gtm_pipeline import keys
+    from gtm_pipeline.cli.output import StepBar
+    from gtm_pipeline.runner import run_job
+
+    class Broken(StepBar):
+        def step_started(self, step: str) -> None:
+            raise OSError("the terminal went away")
+
+    monkeypatch.setenv("GTM_PIPELINE_LANDING_DIR", str(small_landing))
+    with dg.instance_for_test() as instance:
+        out = run_job(keys.DAILY_JOB, partition_range=("2026-08-01", "2026-08-01"), instance=instance,
+                      defs=definitions.build_definitions(), asset_selection=[keys.raw_key("crm")],
+                      run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+                      watcher=Broken(io.StringIO()))
+    assert out.success, out.problems()

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import click
 
+from gtm_pipeline.cli import output
 from gtm_pipeline.config import load_settings
-
-
-def _quiet_run_config() -> dict:
-    # Dagster logs each expected finding (a blocked publication is a failed blocking check, with its stack trace);
-    # the command prints its own summary instead, and the full logs are in the Dagster UI.
-    return {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @click.command()
@@ -95,7 +90,7 @@ def demo(days, seed, regenerate):
     import duckdb
 
     from gtm_pipeline import keys
-    from gtm_pipeline.runner import ensure_dagster_home, landing_range, run_job, summary
+    from gtm_pipeline.runner import ensure_dagster_home, landing_range, summary
 
     s = load_settings()
     if regenerate:
@@ -110,13 +105,13 @@ def demo(days, seed, regenerate):
         click.echo(f"[1/3] generating {days} days of GTM exports into {s.landing_dir}")
         ctx = click.get_current_context()
         ctx.invoke(generate, days=days, seed=seed, out_dir=s.landing_dir, start=_dt("2026-08-01"), scale=1.0,
-                   clean_data=False, no_progress=False)
+                   clean_data=False, no_progress=not output.progress_shown())
     else:
         click.echo(f"[1/3] using the landing files in {s.landing_dir}")
     first, last = landing_range(s)
     click.echo(f"[2/3] {keys.DAILY_JOB}: ingest, clean and contract-check {first} .. {last} (one run)")
     t0 = time.perf_counter()
-    daily = run_job(keys.DAILY_JOB, partition_range=(first, last), run_config=_quiet_run_config())
+    daily = output.run(keys.DAILY_JOB, partition_range=(first, last))
     # A blocked publication is a finding, not a failure of the demo: the generated data carries out-of-range days on
     # purpose, to show the block. The demo fails (exit 1) only on a step that broke, in either run.
     said = {"ok": "ok", "blocked": "finished with blocked publications (a finding, not a failure of the demo; "
@@ -127,7 +122,7 @@ def demo(days, seed, regenerate):
     _echo_checks(daily.failed_checks)
     click.echo(f"[3/3] {keys.REFRESH_JOB}: conservation ledger, metric layer and decisions")
     t0 = time.perf_counter()
-    refresh = run_job(keys.REFRESH_JOB, run_config=_quiet_run_config())
+    refresh = output.run(keys.REFRESH_JOB)
     click.echo(f"      {said[refresh.status]} in {time.perf_counter() - t0:.1f}s (run {refresh.run_id[:8]})")
     for line in refresh.problems():
         click.echo(f"      {line}")
@@ -171,11 +166,11 @@ def run(first, last):
       gtm-pipeline run --from 2026-08-01 --to 2026-08-07
     """
     from gtm_pipeline import keys
-    from gtm_pipeline.runner import ensure_dagster_home, run_job
+    from gtm_pipeline.runner import ensure_dagster_home
 
     ensure_dagster_home(load_settings())
     a, b = first.date().isoformat(), (last or first).date().isoformat()
-    out = run_job(keys.DAILY_JOB, partition_range=(a, b), run_config=_quiet_run_config())
+    out = output.run(keys.DAILY_JOB, partition_range=(a, b))
     click.echo(f"{keys.DAILY_JOB} {a}..{b}: {out.status} (run {out.run_id})")
     for c in out.failed_checks:
         click.echo(f"  check failed: {c}")
@@ -192,10 +187,10 @@ def refresh():
       gtm-pipeline refresh
     """
     from gtm_pipeline import keys
-    from gtm_pipeline.runner import ensure_dagster_home, run_job
+    from gtm_pipeline.runner import ensure_dagster_home
 
     ensure_dagster_home(load_settings())
-    out = run_job(keys.REFRESH_JOB, run_config=_quiet_run_config())
+    out = output.run(keys.REFRESH_JOB)
     click.echo(f"{keys.REFRESH_JOB}: {out.status} (run {out.run_id})")
     for c in out.failed_checks:
         click.echo(f"  check failed: {c}")
@@ -234,19 +229,23 @@ def validate():
 @click.option("--day", default=None,
               help="Only this delivery day (YYYY-MM-DD), in detail: per table, its rejected lines (raw text "
                    "escaped) and the files not read.")
+@click.option("--detail", is_flag=True,
+              help="One line per table and delivery day (default: one line per table over all days).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON for scripts: per table and day (records, clean, quarantined, held, rejected, lost), "
                    "the files not read and the totals.")
-def ledger(day, as_json):
+def ledger(day, detail, as_json):
     """Show the conservation ledger: every file and line that arrived, and where each ended.
 
-    Per source table: records = clean + quarantined + held + rejected, lost = 0. Files rejected whole (0 bytes,
-    unreadable) and unclaimed files (no table reads them; with the closest table) are listed below the table.
+    By default one line per source table over all days (days, records = clean + quarantined + held + rejected,
+    lost = 0); --day for one day's detail with its rejected lines, --detail for every table and day. Files rejected
+    whole (0 bytes, unreadable) and unclaimed files (no table reads them; with the closest table) are listed below.
 
     \b
     Example:
       gtm-pipeline ledger
       gtm-pipeline ledger --day 2026-08-03
+      gtm-pipeline ledger --detail
       gtm-pipeline ledger --json --day 2026-08-03
     """
     import json
@@ -254,12 +253,17 @@ def ledger(day, as_json):
     import duckdb
 
     from gtm_pipeline import ledger as book
+    from gtm_pipeline.errors import GtmPipelineError
     from gtm_pipeline.landing import load_landing_spec
 
     s = load_settings()
+    if not s.duckdb_path.exists():
+        raise GtmPipelineError(f"{s.duckdb_path}: no warehouse yet; build one with 'gtm-pipeline demo' or "
+                               f"'gtm-pipeline run --from DAY', or point GTM_PIPELINE_DUCKDB at yours")
     spec = load_landing_spec(s.contracts_dir)
     with duckdb.connect(str(s.duckdb_path), read_only=True) as con:
-        out = json.dumps(book.as_json(con, spec, day), indent=2) if as_json else book.render(con, spec, day)
+        out = (json.dumps(book.as_json(con, spec, day), indent=2) if as_json
+               else book.render(con, spec, day, detail=detail))
     click.echo(out)
 
 

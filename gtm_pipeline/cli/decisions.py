@@ -260,7 +260,8 @@ def evaluate(nodes_):
       gtm-pipeline decisions evaluate --node pricing.change
     """
     from gtm_pipeline import keys
-    from gtm_pipeline.runner import ensure_dagster_home, run_job
+    from gtm_pipeline.cli import output
+    from gtm_pipeline.runner import ensure_dagster_home
 
     settings = load_settings()
     unknown = [n for n in nodes_ if n not in keys.DECISION_NODE_ASSETS]
@@ -271,10 +272,10 @@ def evaluate(nodes_):
     chosen = nodes_ or tuple(keys.DECISION_NODE_ASSETS)
     selection = [keys.decision_key(keys.DECISION_NODE_ASSETS[n]) for n in chosen] + [
         keys.DECISION_MONITORING_KEY, keys.DECISION_LOG_KEY]
-    outcome = run_job(keys.REFRESH_JOB, asset_selection=selection,
-                      run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    outcome = output.run(keys.REFRESH_JOB, asset_selection=selection)
     click.echo(f"{outcome.status}: run {outcome.run_id}"
                + (f"; failed steps: {', '.join(outcome.failed_steps)}" if outcome.failed_steps else ""))
+    output.echo_notes(outcome)  # why a node proposed nothing, a monitoring breach
     if not outcome.success:  # before reading the log: what broke the run may break the reading too
         raise outcome.failure(f"decisions evaluate {' '.join(chosen)}")
     from gtm_pipeline.decisions import lifecycle

@@ -127,7 +127,8 @@ def refresh(names):
     from gtm_pipeline import keys
     from gtm_pipeline.metrics.contract import load_metric_contracts
     from gtm_pipeline.metrics.registry import computations
-    from gtm_pipeline.runner import ensure_dagster_home, run_job
+    from gtm_pipeline.cli import output
+    from gtm_pipeline.runner import ensure_dagster_home
 
     s = load_settings()
     contracts = load_metric_contracts(s.contracts_dir)
@@ -139,9 +140,9 @@ def refresh(names):
     if not chosen:
         raise GtmPipelineError(f"{', '.join(names)}: day-partitioned; rebuild with 'gtm-pipeline run --from <day>'")
     ensure_dagster_home(s)
-    out = run_job(keys.REFRESH_JOB, asset_selection=[keys.metric_key(n) for n in chosen],
-                  run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    out = output.run(keys.REFRESH_JOB, asset_selection=[keys.metric_key(n) for n in chosen])
     click.echo(f"{keys.REFRESH_JOB} ({len(chosen)} metrics): {out.status} (run {out.run_id})")
+    output.echo_notes(out)  # a metric not published, and why
     for c in out.failed_checks:
         click.echo(f"  check failed: {c}")
     if not out.success:

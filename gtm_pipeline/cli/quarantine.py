@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from gtm_pipeline.cli import output
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError, RunFailed
 
@@ -265,8 +266,8 @@ def backfill_cmd(no_refresh):
     ensure_dagster_home(s)
     if not s.duckdb_path.exists():
         raise GtmPipelineError(f"{s.duckdb_path}: no warehouse yet; run the pipeline first")
-    out = backfill.run_backfill_in_process(s.duckdb_path, refresh=not no_refresh,
-                                           run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    # The command prints what each run did and what holds a day back; -v shows the runs' own log.
+    out = backfill.run_backfill_in_process(s.duckdb_path, refresh=not no_refresh, run_config=output.run_config())
     if not out.runs and not out.held:
         click.echo("nothing to backfill: no released repairs waiting and nothing downstream to refresh")
         return

@@ -72,7 +72,27 @@ def report(as_json, module):
     settings, slo_file, coverage = _context(module)
     with History(settings.slo_history_path) as h:
         ev = evaluate(slo_file, coverage, h, _instance(settings))
-        click.echo(json.dumps(to_json(ev, h), indent=2) if as_json else render(ev, h))
+        click.echo(json.dumps(to_json(ev, h), indent=2) if as_json else render(ev, h, _blocked_days(settings)))
+
+
+def _blocked_days(settings) -> dict[str, str]:
+    """Blocked partition ("clean/opportunity@2026-08-16") -> its sentence with check and rows, from the warehouse;
+    empty when there is none yet or it is busy (the report then names the day without the check)."""
+    import duckdb
+
+    from gtm_pipeline.runner import blocked_in_warehouse
+
+    if not settings.duckdb_path.exists():
+        return {}
+    try:
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            found = blocked_in_warehouse(con)
+    except duckdb.Error:
+        return {}
+    out: dict[str, list[str]] = {}
+    for b in found:
+        out.setdefault(f"{b.asset}@{b.days[0]}", []).append(b.describe())
+    return {k: "\n  ".join(v) for k, v in out.items()}  # one line per check, as render indents them
 
 
 @slo.command()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from gtm_pipeline.clock import iso_z
+from gtm_pipeline.datatime import blocked_text, split_blocking
 from gtm_pipeline.slo.contract import SEVERITIES, format_duration, human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
 from gtm_pipeline.slo.history import History
@@ -22,10 +24,26 @@ def _ts(t: float | None, short: bool = False) -> str:
 
 def _blocking_text(blocking: tuple[str, ...], shown: int = 3) -> str:
     more = f" (+{len(blocking) - shown} more)" if len(blocking) > shown else ""
-    return ", ".join(blocking[:shown]) + more
+    return ", ".join(" ".join(split_blocking(b)) for b in blocking[:shown]) + more
 
 
-def render(ev: Evaluation, history: History) -> str:
+def _blocked_days_text(ev: Evaluation, described: Mapping[str, str]) -> list[str]:
+    """Once per blocked day that holds a version back, in the wording every output uses (datatime.blocked_text)."""
+    held = sorted({b for figs in ev.slos for a in figs.assets for b in a.blocking})
+    if not held:
+        return []
+    return ["Blocked days holding versions back:"] + [
+        "  " + (described.get(b) or blocked_text(*_asset_days(b))) for b in held] + [""]
+
+
+def _asset_days(blocking: str) -> tuple[str, tuple[str, ...]]:
+    asset, day = split_blocking(blocking)
+    return asset, (day,) if day else ()
+
+
+def render(ev: Evaluation, history: History, blocked: Mapping[str, str] | None = None) -> str:
+    """The report for people. ``blocked``: for a blocked partition ("clean/opportunity@2026-08-16"), its sentence
+    with the check and rows behind it, when the caller could read them from the warehouse."""
     windows = ev.slo_file.windows
     wcols = "".join(f"{'burn ' + format_duration(w) if i == 0 else format_duration(w):>9}"
                     for i, w in enumerate(windows))
@@ -59,6 +77,7 @@ def render(ev: Evaluation, history: History) -> str:
                      f" of staleness), owner {slo.owner}; {human_duration(ev.reconstructed[slo.name])} of the window "
                      f"reconstructed from publication times (nothing evaluated then)")
         lines.append("")
+    lines += _blocked_days_text(ev, blocked or {})
     pending = history.outbox(pending_only=True)
     if pending:
         lines.append(f"{len(pending)} state change(s) not yet delivered to every target "

@@ -1,8 +1,8 @@
 """Clean + contracts stages: per entity, one daily-partitioned multi-asset that publishes ``clean/<entity>`` and
 its quarantine (``contracts/quarantine_<entity>``), with the entity contract's rules as asset checks.
 
-The body only reads resources, calls `gtm_pipeline.clean.clean_days` for its days and reports; the logic lives in
-plain modules.
+The body only reads resources, calls `gtm_pipeline.clean.stage.clean_days` for its days and reports; the logic lives
+beside it in this package.
 """
 
 
@@ -12,13 +12,15 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
-from gtm_pipeline.clean import CleanReport, clean_days
+from gtm_pipeline.clean.contract import MISSING_OWNER, EntityContract, load_entity_contracts
+from gtm_pipeline.clean.report import CleanReport
+from gtm_pipeline.clean.rules import quote_ident
+from gtm_pipeline.clean.stage import clean_days
 from gtm_pipeline.clock import to_epoch
 from gtm_pipeline.config import load_settings
-from gtm_pipeline.datatime import partitioned_data_time
+from gtm_pipeline.datatime import blocked_text, partitioned_data_time
 from gtm_pipeline.defs.partitions import daily_partitions
 from gtm_pipeline.defs.resources import GtmProject
-from gtm_pipeline.entity_contracts import MISSING_OWNER, EntityContract, load_entity_contracts, quote_ident
 from gtm_pipeline.errors import ContractError
 from gtm_pipeline.landing import LandingSpec, load_landing_spec
 
@@ -36,6 +38,9 @@ _CHECKS = {
                dg.AssetCheckSeverity.WARN, False),
     "row_check": (keys.CHECK_ROW_CHECKS, "Row checks written as safe boolean expressions in the contract.",
                   dg.AssetCheckSeverity.WARN, False),
+    "text": (keys.CHECK_TEXT, "Text hygiene: string values within their max_length and free of control characters "
+                              "(NUL and other C0 except tab); a broken value is quarantined.",
+             dg.AssetCheckSeverity.ERROR, False),
     "references": (keys.CHECK_REFERENCES, "Foreign keys that resolve to a published row of the referenced entity.",
                    dg.AssetCheckSeverity.WARN, False),
     "late": (keys.CHECK_LATE, "Records delivered after their event day (accepted, flagged _late).",
@@ -47,6 +52,8 @@ _CHECKS = {
 
 def _kinds_used(contract: EntityContract) -> list[str]:
     kinds = [k for k in ("type", "required", "enum", "range", "references") if contract.rules_of_kind(k)]
+    if contract.rules_of_kind("max_length"):
+        kinds.append("text")
     if contract.key:
         kinds.append("unique")
     if contract.row_checks:
@@ -92,7 +99,7 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
     code_version = hashlib.sha256(contract.path.read_bytes()).hexdigest()[:12]
     owner = [_owner_tag(contract.owner)]
     specs = [
-        dg.AssetSpec(ckey, group_name=keys.CLEAN, deps=deps, kinds={"duckdb", "pandas"}, owners=owner,
+        dg.AssetSpec(ckey, group_name=keys.CLEAN, deps=deps, kinds={"duckdb"}, owners=owner,
                      code_version=code_version, tags={"stage": "clean", "entity": e},
                      description=f"{contract.description} Grain: {contract.grain}. Sources: {feeds}. "
                                  f"Contract: contracts/entities/{e}.yaml v{contract.version}. Owner: {contract.owner}.",
@@ -136,7 +143,7 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
             for k, s in r.samples.items():
                 samples.setdefault(k, []).extend(s)
         if blocked:
-            context.log.warning(f"{e}: publication blocked for {blocked} (out-of-range rows); previous version kept")
+            context.log.warning(blocked_text(f"clean/{e}", blocked) + "; the previous version of these days is kept")
         yield dg.MaterializeResult(asset_key=ckey, metadata={
             "dagster/row_count": tot("clean"), "candidates": tot("candidates"), "quarantined": tot("quarantined"),
             "missing_owner": tot("missing_owner"), "held": tot("held"), "rejected_duplicates": tot("rejected"),
@@ -162,6 +169,9 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
                 smp = [s for s in smp if s.get("column") == "owner_id"]
             elif k == "references":
                 n, smp = sum(ref_misses.values()), []
+            elif k == "text":
+                n = counts.get("max_length", 0) + counts.get("control_chars", 0)
+                smp = samples.get("max_length", []) + samples.get("control_chars", [])
             else:
                 n, smp = counts.get(k, 0), samples.get(k, [])
             meta = {"violations": n, "samples": _md_samples(smp[:10]), "days": len(days)}
@@ -187,3 +197,6 @@ def clean_assets() -> list[dg.AssetsDefinition]:
         raise ContractError(f"contracts/entities: quarantine_missing_owner is used by {users}; only one entity may "
                             f"route to quarantine.missing_owner")
     return [build_clean_asset(contracts[e], spec, owns_missing_owner=(e in users)) for e in spec.entities()]
+
+
+defs = dg.Definitions(assets=clean_assets())
