@@ -84,19 +84,21 @@ def _broken(tmp_path, edit, file: str = "pricing_change.yaml") -> ContractError:
 
 @pytest.mark.parametrize("edit,expected", [
     (lambda d: d["thresholds"].update(elastcity_min=-1), "pricing_change.yaml: thresholds.elastcity_min: unknown "
-                                                         "threshold; allowed: cm_per_seat_uplift_min"),
+                                                         "field; allowed: elasticity_min, elasticity_max, "
+                                                         "cm_per_seat_uplift_min"),
     (lambda d: d["thresholds"].update(cm_per_seat_uplift_min="three"), "thresholds.cm_per_seat_uplift_min: must be a "
                                                                       "number, got 'three'; e.g. 3.0"),
     (lambda d: d["thresholds"].update(elasticity_min=-0.1), "thresholds.elasticity_min: -0.1 is above "
                                                             "elasticity_max -0.3; swap them"),
-    (lambda d: d["taxonomy"].update(reversibility="Fast"), "taxonomy.reversibility: 'Fast' is not allowed; use one "
-                                                           "of High, Medium, Low"),
+    (lambda d: d["taxonomy"].update(reversibility="Fast"), "taxonomy.reversibility: 'Fast' is not allowed; allowed: "
+                                                           "High, Medium, Low"),
     (lambda d: d.update(approvers=["Finance", "CRO"]), "approvers: the owner 'CRO' cannot also approve"),
     (lambda d: d.update(inputs=["price_elasticity"]), "inputs: must include booking_rate, cm_per_seat, gm_pct"),
     (lambda d: d.update(inputs=[*d["inputs"], "churn"]), "inputs: 'churn' is not a metric table"),
     (lambda d: d["monitoring"]["watch"].append({"metric": "sql_volume", "rule": "max_drop", "limit": 0.1}),
-     "monitoring.watch[3].metric: 'sql_volume'; this node can watch booking_rate, cm_per_seat, list_price"),
-    (lambda d: d["reversal"].pop("within_minutes"), "reversal.within_minutes: is required: give a number"),
+     "monitoring.watch[3].metric: 'sql_volume' is not allowed; allowed: booking_rate, cm_per_seat, list_price"),
+    (lambda d: d["reversal"].pop("within_minutes"), "reversal.within_minutes: is required"),
+    (lambda d: d["reversal"].update(within_minutes=None), "reversal.within_minutes: is required: give a number"),
     (lambda d: d["prechecks"].update(max_open_incident="SEV5"), "prechecks.max_open_incident: 'SEV5'"),
     (lambda d: d["taxonomy"].update(owner="Chief Pricing"), "roster.yaml: roles: contracts/decisions/"
                                                             "pricing_change.yaml names the role 'Chief Pricing'"),

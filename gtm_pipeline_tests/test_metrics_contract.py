@@ -110,8 +110,9 @@ _TESTS = yaml.safe_load(SPEC_PAYBACK)["qa_tests"]
 
 
 @pytest.mark.parametrize("text, message", [
-    (_mutate(colour="red"), "contracts/metrics/payback.yaml: unknown field(s) ['colour']; allowed: metric,"),
-    (_mutate(owner=None), "contracts/metrics/payback.yaml: missing required field(s) ['owner']"),
+    (_mutate(colour="red"), "contracts/metrics/payback.yaml: colour: unknown field; allowed: metric, definition, "
+                            "grain, inputs, formula, qa_tests, break_action, owner, kind,"),
+    (_mutate(owner=None), "contracts/metrics/payback.yaml: owner: is required"),
     (_mutate(inputs=["cac_by_channel_daly", "cm_by_account_monthly"]),
      'contracts/metrics/payback.yaml: inputs[0]: unknown input "cac_by_channel_daly"; known: metric-layer tables'),
     (_mutate(inputs=["cac_by_channel_daily"]),
@@ -132,21 +133,24 @@ _TESTS = yaml.safe_load(SPEC_PAYBACK)["qa_tests"]
     (_mutate(qa_tests=[{"name": "x", "assert": "CAC.real > 0"}]),
      "contracts/metrics/payback.yaml: qa_tests[0].assert: attribute access"),
     (_mutate(break_action="page_everyone"),
-     "contracts/metrics/payback.yaml: break_action: 'page_everyone' is not a break action; allowed: "
-     "block_publish_and_page_owner"),
+     "contracts/metrics/payback.yaml: break_action: 'page_everyone' is not allowed; allowed: "
+     "block_publish_and_page_owner, block_publish_and_notify_owner"),
     (_mutate(qa_tests=[{"name": "grain_unique", "assert": "CAC >= 0"}]),
      "contracts/metrics/payback.yaml: qa_tests[0].name: 'grain_unique' is reserved for the automatic check"),
     (_mutate(qa_tests=[_TESTS[0], _TESTS[0]]),
      "contracts/metrics/payback.yaml: qa_tests[1].name: 'positive_values' is used by another test of this contract"),
     (_mutate(qa_tests=[{"name": "x", "assert": "CAC >= 0", "severity": "fatal"}]),
-     "contracts/metrics/payback.yaml: qa_tests[0].severity: 'fatal' is not allowed; use error"),
+     "contracts/metrics/payback.yaml: qa_tests[0].severity: 'fatal' is not allowed; allowed: error, warn"),
     (_mutate(qa_tests=[{"name": "x", "asert": "CAC >= 0"}]),
-     "contracts/metrics/payback.yaml: qa_tests[0]: must be a mapping with name and assert"),
-    (_mutate(qa_tests=[]), "contracts/metrics/payback.yaml: qa_tests: must be a non-empty list"),
+     'contracts/metrics/payback.yaml: qa_tests[0].asert: unknown field; allowed: name, assert, severity, '
+     'description; did you mean "assert"?'),
+    (_mutate(qa_tests=[]), "contracts/metrics/payback.yaml: qa_tests: list should have at least 1 item"),
     (_mutate(null_policy="ignore"), "contracts/metrics/payback.yaml: null_policy: 'ignore' is not allowed"),
-    (_mutate(formula=None), 'contracts/metrics/payback.yaml: missing required field "formula"'),
+    (_mutate(formula=None), 'contracts/metrics/payback.yaml: formula: is required ("target = expression"); only '
+                            "kind: fact may omit it"),
     (_mutate(parameters={"churn": {"by": "region", "values": {"na": 0.1}}}),
-     "contracts/metrics/payback.yaml: parameters.churn.by: 'region' is not a column of the metric; known: segment,"),
+     'contracts/metrics/payback.yaml: parameters.churn.by: unknown column "region"; the computation of payback '
+     "has: segment,"),
     (_mutate(parameters={"cac": 3}),
      'contracts/metrics/payback.yaml: parameters.cac: "cac" is already a column of payback; rename it'),
     (_mutate(parameters={"rate": "high"}), "contracts/metrics/payback.yaml: parameters.rate: must be a number"),

@@ -75,23 +75,25 @@ def _set(path: list, value):
      "contracts/slos.yaml: slos[1] (forecast_age).threshold: '4 hours' is not a duration; write a positive whole "
      "number with one unit"),
     (_set(["slos", 1, "thresold"], "4h"),
-     "contracts/slos.yaml: slos[1] (forecast_age): unknown field(s) thresold; allowed:"),
+     'contracts/slos.yaml: slos[1] (forecast_age).thresold: unknown field; allowed: name, statement, description, '
+     'threshold, warn_after, objective, window, owner, assets, exclude; did you mean "threshold"?'),
     (_set(["slos", 1, "warn_after"], "5h"),
      "contracts/slos.yaml: slos[1] (forecast_age).warn_after: 5h must be shorter than threshold 4h"),
     (_set(["slos", 1, "statement"], "P(ForecastAge<6h) >= 0.98"),
      "slos[1] (forecast_age).statement: 'P(ForecastAge<6h) >= 0.98' disagrees with threshold 4h / objective 0.98"),
     (_set(["slos", 0, "objective"], 98),
-     "slos[0] (metric_age).objective: objective 98 must be a number strictly between 0 and 1"),
+     "slos[0] (metric_age).objective: 98 must be a number strictly between 0 and 1, e.g. 0.98"),
     (_set(["slos", 1, "window"], "2d"),
      "slos[1] (forecast_age).window: 2d is shorter than the longest alerting window 3d"),
     (_set(["slos", 2, "name"], "forecast_age"),
      "slos[2] (forecast_age).name: SLO 'forecast_age' is defined twice"),
-    (_set(["slos", 1, "owner"], None), "slos[1] (forecast_age): missing owner"),
+    (_set(["slos", 1, "owner"], None), "slos[1] (forecast_age).owner: is required: the team that answers for the "
+                                       "SLO, e.g. RevOps"),
     (_set(["slos", 1, "assets"], [{"key": "metrics/forecast", "group": "metrics"}]),
      "slos[1] (forecast_age).assets[0]: a selector is exactly one of key:, group:, prefix:"),
-    (_set(["alerting", 0, "severity"], "sev1"), "alerting[0].severity: 'sev1' is not one of page, ticket"),
+    (_set(["alerting", 0, "severity"], "sev1"), "alerting[0].severity: 'sev1' is not allowed; allowed: page, ticket"),
     (_set(["alerting", 0, "short"], "2h"), "alerting[0]: short window 2h must be shorter than long window 1h"),
-    (_set(["version"], 2), "contracts/slos.yaml: version: expected 1, got 2"),
+    (_set(["version"], 2), "contracts/slos.yaml: version: 2 is not allowed; allowed: 1"),
 ])
 def test_bad_file_names_file_field_and_fix(tmp_path, mutate, expected):
     with pytest.raises(ContractError) as e:

@@ -16,8 +16,9 @@ richer fields:
   empty (NULL) on a row instead of failing the audit. A negative denominator always fails.
 
 The file name is the table name (``payback.yaml`` -> ``metrics.payback``). Everything is checked when the Dagster
-definitions load: unknown fields, unknown inputs, unknown columns in grain/formula/assert (through
-`gtm_pipeline.expressions`, the only compiler of contract text), duplicate test names, unknown break actions.
+definitions load, by the one contract loader (`gtm_pipeline.contract_loader`; `MetricDoc` below is the file's
+shape): unknown fields, unknown inputs, unknown columns in grain/formula/assert (through `gtm_pipeline.expressions`,
+the only compiler of contract text), duplicate test names, unknown break actions.
 Names in formulas and asserts match the computation's columns case-insensitively (``Monthly_CM`` ->
 ``monthly_cm``).
 """
@@ -29,31 +30,32 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
-import yaml
+from pydantic import (AfterValidator, BeforeValidator, Field, PrivateAttr, StringConstraints, ValidationError,
+                      ValidationInfo, create_model, field_validator, model_validator)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gtm_pipeline.contract_loader import Strict, read_yaml, validate
 from gtm_pipeline.errors import ContractError
 from gtm_pipeline.expressions import Denominator, Expression, compile_assertion, compile_formula
 from gtm_pipeline.metrics.registry import CLEAN_PREFIX, Computation, computations
 
-PAGE = "block_publish_and_page_owner"
-NOTIFY = "block_publish_and_notify_owner"
+BreakAction = Literal["block_publish_and_page_owner", "block_publish_and_notify_owner"]
+Severity = Literal["error", "warn"]            # error blocks publication, warn is reported only
+NullPolicy = Literal["fail", "allow"]          # allow: a zero or missing denominator may leave a row NULL
+Kind = Literal["metric", "fact"]               # a fact table has no formula
+PAGE, NOTIFY = get_args(BreakAction)
 BREAK_ACTIONS = {
     PAGE: "the previous version stays published; a SEV2 incident opens and the owner is paged",
     NOTIFY: "the previous version stays published; a SEV2 incident opens and the owner is notified",
 }
-SEVERITIES = ("error", "warn")
-NULL_POLICIES = ("fail", "allow")
-KINDS = ("metric", "fact")
+SEVERITIES, NULL_POLICIES, KINDS = get_args(Severity), get_args(NullPolicy), get_args(Kind)
 # Checks every metric gets without writing them; contract tests may not use these names.
 CHECK_GRAIN_UNIQUE = "grain_unique"
 CHECK_DENOMINATOR = "denominator_positive"
 RESERVED_TESTS = (CHECK_GRAIN_UNIQUE, CHECK_DENOMINATOR)
 
-_REQUIRED = ("metric", "definition", "grain", "inputs", "qa_tests", "break_action", "owner")
-_OPTIONAL = ("formula", "kind", "description", "unit", "version", "parameters", "null_policy")
-_TEST_KEYS = ("name", "assert", "severity", "description")
-_PARAM_KEYS = ("value", "by", "values", "default", "description")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -148,59 +150,209 @@ class MetricContract:
         return tuple(t.name for t in self.qa_tests) + auto
 
 
-def _err(where: str, msg: str) -> ContractError:
-    return ContractError(f"{where}: {msg}")
+def _at(loc: tuple, sentence: str) -> ValidationError:
+    """A problem at ``loc`` below the model being validated, for a model validator whose check belongs to one field
+    (pydantic prefixes the model's own place). Generic: it belongs in gtm_pipeline.contract_loader."""
+    return ValidationError.from_exception_data("contract", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "{sentence}", {"sentence": sentence}), loc=loc, input=None)])
 
 
-def _text(where: str, value: object, field: str) -> str:
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool) or str(value).strip() == "":
-        raise _err(f"{where}: {field}", f"must be non-empty text, got {value!r}")
-    return str(value).strip()
+def _ctx(info: ValidationInfo) -> dict:
+    """What `parse_metric_contract` passes: the file (``where``), its computation (``name``, ``comp``), every
+    computation (``comps``) and the names a contract may list as inputs (``inputs_known``)."""
+    return info.context or {}
 
 
-def _string_list(where: str, value: object, field: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
-        raise _err(f"{where}: {field}",
-                   f'must be a non-empty list of names, like ["segment", "channel"]; got {value!r}')
-    return tuple(v.strip() for v in value)
+def _column(v: str, info: ValidationInfo) -> str:
+    """A column of the computation, written in any case (``Monthly_CM`` -> ``monthly_cm``)."""
+    ctx = _ctx(info)
+    lowered = {c.lower(): c for c in ctx["comp"].columns}
+    if v.lower() not in lowered:
+        raise ValueError(f'unknown column "{v}"; the computation of {ctx["name"]} has: '
+                         f"{', '.join(ctx['comp'].columns)}")
+    return lowered[v.lower()]
 
 
-def _number(where: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _err(where, f"must be a number, got {value!r}")
-    return float(value)
+def _known_input(v: str, info: ValidationInfo) -> str:
+    ctx = _ctx(info)
+    if v not in ctx["inputs_known"]:
+        raise ValueError(f'unknown input "{v}"; known: metric-layer tables ({", ".join(sorted(ctx["comps"]))}) '
+                         f"or clean.<entity>")
+    return v
 
 
-def _parameter(where: str, name: str, body: object, base: tuple[str, ...]) -> Parameter:
-    w = f"{where}: parameters.{name}"
-    if not _NAME.match(str(name)):
-        raise _err(w, "a parameter name must be letters, digits and _ (it is used in formulas)")
-    if not isinstance(body, dict):
-        return Parameter(name=name, value=_number(w, body))
-    unknown = sorted(set(body) - set(_PARAM_KEYS))
-    if unknown:
-        raise _err(w, f"unknown field(s) {unknown}; allowed: {', '.join(_PARAM_KEYS)}")
-    desc = str(body.get("description", "")).strip()
-    if "by" in body:
-        by = body["by"]
-        lowered = {c.lower(): c for c in base}
-        if not isinstance(by, str) or by.lower() not in lowered:
-            raise _err(f"{w}.by", f"{by!r} is not a column of the metric; known: {', '.join(base)}")
-        vals = body.get("values")
-        if not isinstance(vals, dict) or not vals:
-            raise _err(f"{w}.values", "must map each level of the 'by' column to a number, e.g. {smb: 0.03}")
-        if "value" in body:
-            raise _err(w, "use either value (one constant) or by + values (one per level), not both")
-        default = _number(f"{w}.default", body["default"]) if "default" in body else None
-        return Parameter(name=name, by=lowered[by.lower()], default=default, description=desc,
-                         values=tuple((str(k), _number(f"{w}.values.{k}", v)) for k, v in vals.items()))
-    if "value" not in body:
-        raise _err(w, "needs value: <number> (or by: <column> with values: {level: number})")
-    if "values" in body or "default" in body:
-        raise _err(w, "values/default need by: <column>")
-    return Parameter(name=name, value=_number(f"{w}.value", body["value"]), description=desc)
+def _number(v: object) -> object:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"must be a number, got {v!r}")
+    return v
+
+
+def _as_text(v: object) -> object:
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v   # version: 1 means "1"
+
+
+def _as_list(v: object) -> object:
+    return [v] if isinstance(v, str) else v                                            # grain: segment
+
+
+def _as_parameter(v: object) -> object:
+    return v if isinstance(v, dict) else {"value": _number(v)}                         # name: 6.0
+
+
+def _formula_lines(v: object) -> object:
+    if not (v is None or isinstance(v, str) or (isinstance(v, list) and v)):
+        raise ValueError(f'must be "target = expression" or a list of such lines, got {v!r}')
+    for i, line in enumerate(v if isinstance(v, list) else []):
+        if not isinstance(line, str):
+            raise _at((i,), f'must be text "target = expression", got {line!r}')
+    return v
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Text = Annotated[str, BeforeValidator(_as_text), StringConstraints(strip_whitespace=True, min_length=1)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class ParameterSpec(Strict):
+    """``name: 6.0``, ``name: {value: 6.0}`` or ``name: {by: segment, values: {smb: 6.0}, default: 7.0}``."""
+
+    value: Number | None = None
+    by: Annotated[str, AfterValidator(_column)] | None = None
+    values: dict[str, Number] | None = None
+    default: Number | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ParameterSpec:
+        if self.by is None and self.value is None:
+            raise ValueError("needs value: <number> (or by: <column> with values: {level: number})")
+        if self.by is None and (self.values is not None or self.default is not None):
+            raise ValueError("values/default need by: <column>")
+        if self.by is not None and self.value is not None:
+            raise ValueError("use either value (one constant) or by + values (one per level), not both")
+        if self.by is not None and not self.values:
+            raise _at(("values",), "must map each level of the 'by' column to a number, e.g. {smb: 0.03}")
+        return self
+
+    def parameter(self, name: str) -> Parameter:
+        return Parameter(name=name, value=self.value, by=self.by, default=self.default,
+                         values=tuple((str(k), v) for k, v in (self.values or {}).items()),
+                         description=(self.description or "").strip())
+
+
+# `assert` is a Python keyword, so no class body can declare it; create_model can. (An alias would not do: the
+# loader's "allowed:" list and its "did you mean" name the fields, and would say assert_.)
+_QaTestFields = create_model("QaTestSpec", __base__=Strict, name=(str, ...), **{"assert": (str, ...)})
+
+
+class QaTestSpec(_QaTestFields):
+    severity: Severity = "error"
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be letters, digits and _ (it names a Dagster asset check)")
+        if v in RESERVED_TESTS:
+            raise ValueError(f"{v!r} is reserved for the automatic check of that name; rename the test")
+        return v
+
+
+class MetricDoc(Strict):
+    """One metric contract file: the spec's fields first (§3 "Example Contract"), then the optional ones."""
+
+    metric: Text
+    definition: Text
+    grain: Annotated[list[Annotated[Name, AfterValidator(_column)]], BeforeValidator(_as_list), Field(min_length=1)]
+    inputs: Annotated[list[Annotated[Name, AfterValidator(_known_input)]], BeforeValidator(_as_list),
+                      Field(min_length=1)]
+    formula: Annotated[str | list[str] | None, BeforeValidator(_formula_lines)] = None
+    qa_tests: Annotated[list[QaTestSpec], Field(min_length=1)]
+    break_action: BreakAction
+    owner: Text
+    kind: Kind = "metric"
+    description: str | None = None
+    unit: str | None = None
+    version: Text = "1"
+    parameters: dict[str, Annotated[ParameterSpec, BeforeValidator(_as_parameter)]] = {}
+    null_policy: NullPolicy = "fail"
+    _formulas: tuple[Formula, ...] = PrivateAttr(default=())
+    _tests: tuple[QaTest, ...] = PrivateAttr(default=())
+
+    @field_validator("inputs")
+    @classmethod
+    def _what_the_computation_reads(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        comp, name = _ctx(info)["comp"], _ctx(info)["name"]
+        if len(set(v)) != len(v):
+            raise ValueError(f"lists an input twice: {v}")
+        not_listed = [r for r in comp.reads if r not in v]
+        if not_listed:
+            raise ValueError(f"the computation of {name} reads {not_listed}, which the contract does not list; add "
+                             f"them to inputs")
+        not_read = [i for i in v if i not in comp.reads]
+        if not_read:
+            raise ValueError(f"{not_read} are not read by the computation of {name} (it reads {list(comp.reads)}); "
+                             f"remove them")
+        return v
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameter_names(cls, v: dict[str, ParameterSpec], info: ValidationInfo) -> dict[str, ParameterSpec]:
+        comp, name = _ctx(info)["comp"], _ctx(info)["name"]
+        for p in v:
+            if not _NAME.match(p):
+                raise _at((p,), "a parameter name must be letters, digits and _ (it is used in formulas)")
+            if p.lower() in {c.lower() for c in comp.columns}:
+                raise _at((p,), f'"{p}" is already a column of {name}; rename it')
+        return v
+
+    @field_validator("qa_tests")
+    @classmethod
+    def _unique_tests(cls, v: list[QaTestSpec]) -> list[QaTestSpec]:
+        seen: set[str] = set()
+        for i, t in enumerate(v):
+            if t.name in seen:
+                raise _at((i, "name"), f"{t.name!r} is used by another test of this contract; names must be unique")
+            seen.add(t.name)
+        return v
+
+    @model_validator(mode="after")
+    def _compile(self, info: ValidationInfo) -> MetricDoc:
+        """Formulas in order (a line may use the targets above it), then the asserts, through the allow-list
+        compiler; its ExpressionError already names file and field."""
+        ctx = _ctx(info)
+        if self.formula is None and self.kind == "metric":
+            raise _at(("formula",), 'is required ("target = expression"); only kind: fact may omit it')
+        known = list(ctx["comp"].columns) + list(self.parameters)
+        lines = [self.formula] if isinstance(self.formula, str) else self.formula or []
+        formulas = []
+        for i, text in enumerate(lines):
+            field = "formula" if isinstance(self.formula, str) else f"formula[{i}]"
+            target, expr = compile_formula(text, known, where=f"{ctx['where']}: {field}")
+            if target.lower() in {k.lower() for k in known}:
+                raise _at(("formula",) if isinstance(self.formula, str) else ("formula", i),
+                          f'the target "{target}" is already a column or parameter of {ctx["name"]}; choose a new '
+                          f"name")
+            formulas.append(Formula(text=text.strip(), target=target, expression=expr))
+            known.append(target)
+        self._formulas = tuple(formulas)
+        self._tests = tuple(
+            QaTest(name=t.name, text=getattr(t, "assert").strip(), severity=t.severity,
+                   description=(t.description or "").strip(),
+                   expression=compile_assertion(getattr(t, "assert"), known,
+                                                where=f"{ctx['where']}: qa_tests[{i}].assert"))
+            for i, t in enumerate(self.qa_tests))
+        return self
+
+    def contract(self, path: Path) -> MetricContract:
+        return MetricContract(
+            path=path, name=path.stem, metric=self.metric, definition=self.definition, grain=tuple(self.grain),
+            inputs=tuple(self.inputs), formulas=self._formulas, qa_tests=self._tests, break_action=self.break_action,
+            owner=self.owner, kind=self.kind, description=(self.description or "").strip(),
+            unit=(self.unit or "").strip(), version=self.version,
+            parameters=tuple(p.parameter(k) for k, p in self.parameters.items()), null_policy=self.null_policy,
+            digest=hashlib.sha256(path.read_bytes()).hexdigest()[:12])
 
 
 def known_inputs(contracts_dir: Path, comps: dict[str, Computation]) -> set[str]:
@@ -211,130 +363,17 @@ def known_inputs(contracts_dir: Path, comps: dict[str, Computation]) -> set[str]
 
 def parse_metric_contract(path: Path, comps: dict[str, Computation], inputs_known: set[str]) -> MetricContract:
     where = f"contracts/metrics/{path.name}"
-    raw = path.read_bytes()
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise _err(where, f"not valid YAML: {e}") from e
-    if not isinstance(doc, dict):
-        raise _err(where, "must be a mapping with " + ", ".join(_REQUIRED))
-    unknown = sorted(set(doc) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise _err(where, f"unknown field(s) {unknown}; allowed: {', '.join(_REQUIRED + _OPTIONAL)}")
-    missing = [k for k in _REQUIRED if k not in doc]
-    if missing:
-        raise _err(where, f"missing required field(s) {missing}; a metric contract needs {', '.join(_REQUIRED)}")
+    doc = read_yaml(path, where)
     name = path.stem
     comp = comps.get(name)
     if comp is None:
-        raise _err(where, f'no computation is registered for "{name}" (the file name is the table name); '
-                          f"known: {', '.join(sorted(comps))}")
-    kind = str(doc.get("kind", "metric"))
-    if kind not in KINDS:
-        raise _err(f"{where}: kind", f"{kind!r} is not allowed; use one of {', '.join(KINDS)}")
-    base = comp.columns
-
-    # inputs: known names, and exactly what the computation reads
-    inputs = _string_list(where, doc["inputs"], "inputs")
-    for i, inp in enumerate(inputs):
-        if inp not in inputs_known:
-            raise _err(f"{where}: inputs[{i}]", f'unknown input "{inp}"; known: metric-layer tables '
-                                                f"({', '.join(sorted(comps))}) or clean.<entity>")
-    if len(set(inputs)) != len(inputs):
-        raise _err(f"{where}: inputs", f"lists an input twice: {list(inputs)}")
-    not_listed = [r for r in comp.reads if r not in inputs]
-    if not_listed:
-        raise _err(f"{where}: inputs", f"the computation of {name} reads {not_listed}, which the contract does not "
-                                       f"list; add them to inputs")
-    not_read = [i for i in inputs if i not in comp.reads]
-    if not_read:
-        raise _err(f"{where}: inputs", f"{not_read} are not read by the computation of {name} "
-                                       f"(it reads {list(comp.reads)}); remove them")
-
-    # grain: columns of the base
-    grain = _string_list(where, doc["grain"], "grain")
-    lowered = {c.lower(): c for c in base}
-    for i, g in enumerate(grain):
-        if g.lower() not in lowered:
-            raise _err(f"{where}: grain[{i}]", f'unknown column "{g}"; the computation of {name} has: '
-                                               f"{', '.join(base)}")
-    grain = tuple(lowered[g.lower()] for g in grain)
-
-    # parameters
-    params_raw = doc.get("parameters") or {}
-    if not isinstance(params_raw, dict):
-        raise _err(f"{where}: parameters", "must map parameter names to numbers")
-    params = tuple(_parameter(where, str(k), v, base) for k, v in params_raw.items())
-    for p in params:
-        if p.name.lower() in lowered:
-            raise _err(f"{where}: parameters.{p.name}", f'"{p.name}" is already a column of {name}; rename it')
-    known = list(base) + [p.name for p in params]
-
-    # formula(s)
-    f_raw = doc.get("formula")
-    if f_raw is None:
-        if kind == "metric":
-            raise _err(where, 'missing required field "formula" ("target = expression"); only kind: fact may omit it')
-        f_list: list = []
-    else:
-        f_list = [f_raw] if isinstance(f_raw, str) else f_raw
-        if not isinstance(f_list, list) or not f_list:
-            raise _err(f"{where}: formula", 'must be "target = expression" or a list of such lines')
-    formulas = []
-    for i, text in enumerate(f_list):
-        fw = f"{where}: formula" + (f"[{i}]" if not isinstance(f_raw, str) else "")
-        if not isinstance(text, str):
-            raise _err(fw, f'must be text "target = expression", got {text!r}')
-        target, expr = compile_formula(text, known, where=fw)
-        if target.lower() in {k.lower() for k in known}:
-            raise _err(fw, f'the target "{target}" is already a column or parameter of {name}; choose a new name')
-        formulas.append(Formula(text=text.strip(), target=target, expression=expr))
-        known.append(target)
-
-    # qa tests
-    tests_raw = doc["qa_tests"]
-    if not isinstance(tests_raw, list) or not tests_raw:
-        raise _err(f"{where}: qa_tests", "must be a non-empty list of {name: ..., assert: ...}")
-    tests, seen = [], set()
-    for i, t in enumerate(tests_raw):
-        tw = f"{where}: qa_tests[{i}]"
-        if not isinstance(t, dict) or "name" not in t or "assert" not in t:
-            raise _err(tw, "must be a mapping with name and assert")
-        unknown = sorted(set(t) - set(_TEST_KEYS))
-        if unknown:
-            raise _err(tw, f"unknown field(s) {unknown}; allowed: {', '.join(_TEST_KEYS)}")
-        tname = str(t["name"])
-        if not _NAME.match(tname):
-            raise _err(f"{tw}.name", f"{tname!r} must be letters, digits and _ (it names a Dagster asset check)")
-        if tname in RESERVED_TESTS:
-            raise _err(f"{tw}.name", f"{tname!r} is reserved for the automatic check of that name; rename the test")
-        if tname in seen:
-            raise _err(f"{tw}.name", f"{tname!r} is used by another test of this contract; names must be unique")
-        seen.add(tname)
-        sev = str(t.get("severity", "error"))
-        if sev not in SEVERITIES:
-            raise _err(f"{tw}.severity", f"{sev!r} is not allowed; use error (blocks publication) or warn")
-        if not isinstance(t["assert"], str):
-            raise _err(f"{tw}.assert", f"must be text, got {t['assert']!r}")
-        expr = compile_assertion(t["assert"], known, where=f"{tw}.assert")
-        tests.append(QaTest(name=tname, text=t["assert"].strip(), expression=expr, severity=sev,
-                            description=str(t.get("description", "")).strip()))
-
-    action = str(doc["break_action"])
-    if action not in BREAK_ACTIONS:
-        raise _err(f"{where}: break_action", f"{action!r} is not a break action; allowed: "
-                                             + "; ".join(f"{k} ({v})" for k, v in BREAK_ACTIONS.items()))
-    policy = str(doc.get("null_policy", "fail"))
-    if policy not in NULL_POLICIES:
-        raise _err(f"{where}: null_policy", f"{policy!r} is not allowed; use fail or allow")
-    return MetricContract(
-        path=path, name=name, metric=_text(where, doc["metric"], "metric"),
-        definition=_text(where, doc["definition"], "definition"), grain=grain, inputs=inputs,
-        formulas=tuple(formulas), qa_tests=tuple(tests), break_action=action,
-        owner=_text(where, doc["owner"], "owner"), kind=kind,
-        description=str(doc.get("description", "")).strip(), unit=str(doc.get("unit", "")).strip(),
-        version=str(doc.get("version", "1")), parameters=params, null_policy=policy,
-        digest=hashlib.sha256(raw).hexdigest()[:12])
+        raise ContractError(f'{where}: no computation is registered for "{name}" (the file name is the table name); '
+                            f"known: {', '.join(sorted(comps))}")
+    if not isinstance(doc, dict):
+        raise ContractError(f"{where}: expected a mapping of fields at the top level (metric, definition, grain, "
+                            f"inputs, formula, qa_tests, break_action, owner), got {type(doc).__name__}")
+    context = {"where": where, "name": name, "comp": comp, "comps": comps, "inputs_known": inputs_known}
+    return validate(MetricDoc, doc, where, context).contract(path)
 
 
 @lru_cache(maxsize=256)

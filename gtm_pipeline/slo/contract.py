@@ -1,7 +1,8 @@
 """`contracts/slos.yaml`: loading, validation and which assets each SLO covers.
 
 Two steps, because they need different things:
-- `load_slo_file(path)` checks the file on its own (fields, durations, objectives, alert windows, statements);
+- `load_slo_file(path)` checks the file on its own (fields, durations, objectives, alert windows, statements), with
+  the one contract loader (`gtm_pipeline.contract_loader`): `SloDoc` below is the file's shape;
 - `resolve_coverage(slo_file, asset_index)` turns the selectors (``key``, ``group``, ``prefix``, ``exclude``) into
   asset keys against the assets that exist when definitions load, and rejects unknown keys with close matches.
 Every error names the file, the field and the fix (STYLE rule 8).
@@ -14,9 +15,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
-import yaml
+from pydantic import BeforeValidator, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gtm_pipeline.contract_loader import Strict, read_yaml, validate
 from gtm_pipeline.errors import ContractError
 
 log = logging.getLogger(__name__)
@@ -32,26 +36,29 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # "P(ForecastAge<4h) >= 0.98" or with the spec's "≥"
 _STATEMENT = re.compile(r"^P\((\w+)\s*<\s*(\d+[smhdw])\)\s*(?:>=|≥)\s*([0-9.]+)$")
 
-_TOP_KEYS = {"version", "defaults", "alerting", "prometheus", "slos"}
-_DEFAULT_KEYS = {"objective", "window", "evaluation_interval", "resolve_after", "report_interval"}
-_ALERT_KEYS = {"severity", "long", "short", "burn_rate"}
-_PROM_KEYS = {"rule_interval", "absent_for"}
-_SLO_KEYS = {"name", "statement", "description", "threshold", "warn_after", "objective", "window", "owner",
-             "assets", "exclude"}
-_SELECTOR_KEYS = ("key", "group", "prefix")
-
 # The SRE Workbook's pairs (ch. 5, table 5-8), used when the file has no `alerting` section.
 DEFAULT_ALERTING = (("page", "1h", "5m", 14.4), ("page", "6h", "30m", 6.0), ("ticket", "1d", "2h", 3.0),
                     ("ticket", "3d", "6h", 1.0))
 
 
+def _seconds(value: object) -> int | None:
+    m = _DURATION.match(str(value).strip()) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if not m or int(m.group(1)) <= 0:
+        return None
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def _not_a_duration(value: object) -> str:
+    return (f"{value!r} is not a duration; write a positive whole number with one unit (s, m, h, d, w), "
+            f"e.g. 30s, 5m, 4h, 28d")
+
+
 def parse_duration(value: object, where: str) -> int:
     """'28d' -> seconds. Whole numbers with one unit (s, m, h, d, w), the subset Prometheus also accepts."""
-    m = _DURATION.match(str(value).strip()) if isinstance(value, (str, int)) else None
-    if not m or int(m.group(1)) <= 0:
-        raise ContractError(f"{where}: {value!r} is not a duration; write a positive whole number with one unit "
-                            f"(s, m, h, d, w), e.g. 30s, 5m, 4h, 28d")
-    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    seconds = _seconds(value)
+    if seconds is None:
+        raise ContractError(f"{where}: {_not_a_duration(value)}")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -61,6 +68,170 @@ def format_duration(seconds: float) -> str:
         if s and s % _UNIT_SECONDS[unit] == 0:
             return f"{s // _UNIT_SECONDS[unit]}{unit}"
     return f"{s}s"
+
+
+def _duration(value: object) -> int:
+    seconds = _seconds(value)
+    if seconds is None:
+        raise ValueError(_not_a_duration(value))
+    return seconds
+
+
+def _duration_or_zero(value: object) -> int:
+    return 0 if str(value).strip() in ("0", "0s") else _duration(value)
+
+
+def _objective(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{value!r} must be a number strictly between 0 and 1, e.g. 0.98")
+    return float(value)
+
+
+def _team(value: object) -> object:
+    if value is None or value == "":
+        raise ValueError("is required: the team that answers for the SLO, e.g. RevOps")
+    return value
+
+
+def _as_key(value: object) -> object:
+    return {"key": value} if isinstance(value, str) else value   # '- metrics/forecast' is short for '- key: ...'
+
+
+def _at(loc: tuple, sentence: str) -> ValidationError:
+    """A problem at ``loc`` below the model being validated, for a model validator whose check belongs to one field
+    (pydantic prefixes the model's own place). Generic: it belongs in gtm_pipeline.contract_loader."""
+    return ValidationError.from_exception_data("contract", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "{sentence}", {"sentence": sentence}), loc=loc, input=None)])
+
+
+Duration = Annotated[int, BeforeValidator(_duration)]
+Objective = Annotated[float, BeforeValidator(_objective)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class DefaultsSpec(Strict):
+    objective: Objective = 0.98
+    window: Duration = 28 * 86400
+    evaluation_interval: Duration = 60
+    resolve_after: Annotated[int, BeforeValidator(_duration_or_zero)] = 600   # 0: step down at once
+    report_interval: Duration = 900
+
+
+class AlertSpec(Strict):
+    severity: Literal["page", "ticket"]
+    long: Duration
+    short: Duration
+    burn_rate: Annotated[float, Field(strict=True, gt=0)]
+
+    @model_validator(mode="after")
+    def _short_inside_long(self) -> AlertSpec:
+        if self.short >= self.long:
+            raise ValueError(f"short window {format_duration(self.short)} must be shorter than long window "
+                             f"{format_duration(self.long)} (the workbook uses short = long / 12)")
+        return self
+
+
+class PrometheusSpec(Strict):
+    rule_interval: Duration = 30
+    absent_for: Duration = 600
+
+
+class SelectorSpec(Strict):
+    key: Text | None = None
+    group: Text | None = None
+    prefix: Text | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SelectorSpec:
+        given = [k for k in ("key", "group", "prefix") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a selector is exactly one of key:, group:, prefix: (e.g. '- key: metrics/forecast'), "
+                             f"got {', '.join(given) or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("key", "group", "prefix") if getattr(self, k) is not None)
+
+
+SelectorItem = Annotated[SelectorSpec, BeforeValidator(_as_key)]
+
+
+class SloSpec(Strict):
+    name: str
+    statement: str | None = None
+    description: str | None = None
+    threshold: Duration                 # an asset is fresh while its published age is below this
+    warn_after: Duration | None = None
+    objective: Objective | None = None  # default: defaults.objective
+    window: Duration | None = None      # default: defaults.window
+    owner: Annotated[Text, BeforeValidator(_team)]
+    assets: Annotated[list[SelectorItem], Field(min_length=1)]
+    exclude: list[SelectorItem] = []
+
+    @field_validator("name")
+    @classmethod
+    def _snake_case(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} must be snake_case (letters, digits, underscores), e.g. forecast_age")
+        return v
+
+    @field_validator("statement")
+    @classmethod
+    def _statement_form(cls, v: str | None) -> str | None:
+        if v and not _STATEMENT.match(v.strip()):
+            raise ValueError(f"{v!r} is not of the form 'P(ForecastAge<4h) >= 0.98'")
+        return v
+
+    @model_validator(mode="after")
+    def _warn_before_stale(self) -> SloSpec:
+        if self.warn_after is not None and self.warn_after >= self.threshold:
+            raise _at(("warn_after",), f"{format_duration(self.warn_after)} must be shorter than threshold "
+                                       f"{format_duration(self.threshold)}")
+        return self
+
+
+class SloDoc(Strict):
+    """The whole file; checks that need the file-wide defaults, alerting or Prometheus settings live here."""
+
+    version: Literal[1]
+    defaults: DefaultsSpec | None = None
+    alerting: Annotated[list[AlertSpec], Field(min_length=1)] | None = None   # default: DEFAULT_ALERTING
+    prometheus: PrometheusSpec | None = None
+    slos: Annotated[list[SloSpec], Field(min_length=1)]
+
+    def burn_windows(self) -> tuple[BurnWindow, ...]:
+        if self.alerting is None:
+            return tuple(BurnWindow(s, _duration(lo), _duration(sh), r) for s, lo, sh, r in DEFAULT_ALERTING)
+        return tuple(BurnWindow(a.severity, a.long, a.short, float(a.burn_rate)) for a in self.alerting)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SloDoc:
+        defaults, prom = self.defaults or DefaultsSpec(), self.prometheus or PrometheusSpec()
+        alerting = self.burn_windows()
+        for b in alerting:
+            if b.short < 2 * prom.rule_interval:
+                raise _at(("prometheus", "rule_interval"),
+                          f"{format_duration(prom.rule_interval)} leaves fewer than two rule evaluations in the "
+                          f"alerting window {format_duration(b.short)}; shorten the interval or lengthen the window")
+        longest = max(b.long for b in alerting)
+        seen: set[str] = set()
+        for i, s in enumerate(self.slos):
+            if s.name in seen:
+                raise _at(("slos", i, "name"), f"SLO {s.name!r} is defined twice; names must be unique")
+            seen.add(s.name)
+            window = s.window or defaults.window
+            if window < longest:
+                raise _at(("slos", i, "window"), f"{format_duration(window)} is shorter than the longest alerting "
+                                                 f"window {format_duration(longest)}; lengthen the window or shorten "
+                                                 f"the alerting windows")
+            m = _STATEMENT.match(s.statement.strip()) if s.statement else None
+            objective = defaults.objective if s.objective is None else s.objective
+            if m and (_duration(m.group(2)) != s.threshold or abs(float(m.group(3)) - objective) > 1e-9):
+                raise _at(("slos", i, "statement"), f"{s.statement!r} disagrees with threshold "
+                                                    f"{format_duration(s.threshold)} / objective {objective}; make "
+                                                    f"them match")
+        return self
 
 
 @dataclass(frozen=True)
@@ -133,38 +304,16 @@ def _where(path: Path) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-2] == "contracts" else str(path)
 
 
-def _check_keys(body: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ContractError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+def _named(e: ContractError, doc: dict) -> ContractError:
+    """'slos[1].threshold' -> 'slos[1] (forecast_age).threshold': the name finds the SLO faster than its index.
+    Generic (a list field whose items have a name): it belongs in gtm_pipeline.contract_loader."""
+    def label(m: re.Match) -> str:
+        items, i = doc.get("slos"), int(m.group(1))
+        item = items[i] if isinstance(items, list) and i < len(items) else None
+        name = item.get("name") if isinstance(item, dict) else None
+        return f"{m.group(0)} ({name})" if isinstance(name, str) and name else m.group(0)
 
-
-def _objective(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-        raise ContractError(f"{where}: objective {value!r} must be a number strictly between 0 and 1, e.g. 0.98")
-    return float(value)
-
-
-def _selectors(items: object, where: str, *, allow_plain: bool) -> tuple[Selector, ...]:
-    if items is None:
-        return ()
-    if not isinstance(items, list):
-        raise ContractError(f"{where}: expected a list of selectors such as '- key: metrics/forecast', "
-                            f"'- group: metrics' or '- prefix: metrics/fact_'")
-    out = []
-    for i, item in enumerate(items):
-        w = f"{where}[{i}]"
-        if isinstance(item, str) and allow_plain:
-            out.append(Selector("key", item, w))
-            continue
-        if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in _SELECTOR_KEYS:
-            raise ContractError(f"{w}: a selector is exactly one of key:, group:, prefix: "
-                                f"(e.g. '- key: metrics/forecast'), got {item!r}")
-        kind, value = next(iter(item.items()))
-        if not isinstance(value, str) or not value.strip():
-            raise ContractError(f"{w}.{kind}: expected a non-empty string")
-        out.append(Selector(kind, value.strip(), f"{w}.{kind}"))
-    return tuple(out)
+    return ContractError(re.sub(r"slos\[(\d+)\]", label, str(e), count=1))
 
 
 def load_slo_file(path: Path) -> SloFile:
@@ -174,119 +323,31 @@ def load_slo_file(path: Path) -> SloFile:
     if not path.exists():
         raise ContractError(f"{where}: SLO file not found; create it (see docs/slo.md) or point "
                             f"GTM_PIPELINE_SLO_FILE at one")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ContractError(f"{where}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
+    doc = read_yaml(path, where)
+    if not isinstance(doc, dict):
         raise ContractError(f"{where}: expected a mapping with 'version' and 'slos'")
-    _check_keys(raw, _TOP_KEYS, where)
-    if raw.get("version") != 1:
-        raise ContractError(f"{where}: version: expected 1, got {raw.get('version')!r}")
-
-    defaults = raw.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        raise ContractError(f"{where}: defaults: expected a mapping")
-    _check_keys(defaults, _DEFAULT_KEYS, f"{where}: defaults")
-    d_objective = _objective(defaults.get("objective", 0.98), f"{where}: defaults.objective")
-    d_window = parse_duration(defaults.get("window", "28d"), f"{where}: defaults.window")
-    evaluation_interval = parse_duration(defaults.get("evaluation_interval", "1m"),
-                                         f"{where}: defaults.evaluation_interval")
-    resolve_after = (0 if str(defaults.get("resolve_after", "")).strip() in ("0", "0s")
-                     else parse_duration(defaults.get("resolve_after", "10m"), f"{where}: defaults.resolve_after"))
-    report_interval = parse_duration(defaults.get("report_interval", "15m"), f"{where}: defaults.report_interval")
-
-    alerting_raw = raw.get("alerting")
-    if alerting_raw is None:
-        alerting = tuple(BurnWindow(s, parse_duration(lo, where), parse_duration(sh, where), r)
-                         for s, lo, sh, r in DEFAULT_ALERTING)
-    else:
-        if not isinstance(alerting_raw, list) or not alerting_raw:
-            raise ContractError(f"{where}: alerting: expected a non-empty list of "
-                                f"{{severity, long, short, burn_rate}}")
-        items = []
-        for i, a in enumerate(alerting_raw):
-            w = f"{where}: alerting[{i}]"
-            if not isinstance(a, dict):
-                raise ContractError(f"{w}: expected a mapping {{severity, long, short, burn_rate}}")
-            _check_keys(a, _ALERT_KEYS, w)
-            missing = sorted(_ALERT_KEYS - set(a))
-            if missing:
-                raise ContractError(f"{w}: missing {', '.join(missing)}")
-            if a["severity"] not in SEVERITIES:
-                raise ContractError(f"{w}.severity: {a['severity']!r} is not one of {', '.join(SEVERITIES)}")
-            long_s, short_s = parse_duration(a["long"], f"{w}.long"), parse_duration(a["short"], f"{w}.short")
-            if short_s >= long_s:
-                raise ContractError(f"{w}: short window {a['short']} must be shorter than long window {a['long']} "
-                                    f"(the workbook uses short = long / 12)")
-            rate = a["burn_rate"]
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-                raise ContractError(f"{w}.burn_rate: {rate!r} must be a positive number, e.g. 14.4")
-            items.append(BurnWindow(a["severity"], long_s, short_s, float(rate)))
-        alerting = tuple(items)
-
-    prom = raw.get("prometheus") or {}
-    if not isinstance(prom, dict):
-        raise ContractError(f"{where}: prometheus: expected a mapping")
-    _check_keys(prom, _PROM_KEYS, f"{where}: prometheus")
-    rule_interval = parse_duration(prom.get("rule_interval", "30s"), f"{where}: prometheus.rule_interval")
-    absent_for = parse_duration(prom.get("absent_for", "10m"), f"{where}: prometheus.absent_for")
-    for b in alerting:
-        if b.short < 2 * rule_interval:
-            raise ContractError(f"{where}: alerting window {format_duration(b.short)} holds fewer than two rule "
-                                f"evaluations at prometheus.rule_interval {format_duration(rule_interval)}; "
-                                f"lengthen the window or shorten the interval")
-
-    slos_raw = raw.get("slos")
-    if not isinstance(slos_raw, list) or not slos_raw:
-        raise ContractError(f"{where}: slos: expected a non-empty list of SLOs")
-    slos: list[Slo] = []
-    for i, body in enumerate(slos_raw):
-        if not isinstance(body, dict):
-            raise ContractError(f"{where}: slos[{i}]: expected a mapping")
-        name = body.get("name")
-        w = f"{where}: slos[{i}]" + (f" ({name})" if name else "")
-        _check_keys(body, _SLO_KEYS, w)
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ContractError(f"{w}.name: {name!r} must be snake_case (letters, digits, underscores), "
-                                f"e.g. forecast_age")
-        if name in {s.name for s in slos}:
-            raise ContractError(f"{w}.name: SLO {name!r} is defined twice; names must be unique")
-        for req in ("threshold", "owner", "assets"):
-            if not body.get(req):
-                raise ContractError(f"{w}: missing {req}")
-        threshold = parse_duration(body["threshold"], f"{w}.threshold")
-        warn_after = parse_duration(body["warn_after"], f"{w}.warn_after") if body.get("warn_after") else None
-        if warn_after is not None and warn_after >= threshold:
-            raise ContractError(f"{w}.warn_after: {body['warn_after']} must be shorter than threshold "
-                                f"{body['threshold']}")
-        objective = _objective(body.get("objective", d_objective), f"{w}.objective")
-        window = parse_duration(body["window"], f"{w}.window") if "window" in body else d_window
-        longest = max(b.long for b in alerting)
-        if window < longest:
-            raise ContractError(f"{w}.window: {format_duration(window)} is shorter than the longest alerting window "
-                                f"{format_duration(longest)}; lengthen the window or shorten the alerting windows")
-        statement = str(body.get("statement") or f"P(Age<{format_duration(threshold)}) >= {objective:g}")
-        if body.get("statement"):
-            m = _STATEMENT.match(statement.strip())
-            if not m:
-                raise ContractError(f"{w}.statement: {statement!r} is not of the form 'P(ForecastAge<4h) >= 0.98'")
-            if parse_duration(m.group(2), f"{w}.statement") != threshold or abs(float(m.group(3)) - objective) > 1e-9:
-                raise ContractError(f"{w}.statement: {statement!r} disagrees with threshold "
-                                    f"{format_duration(threshold)} / objective {objective}; make them match")
-        if not isinstance(body["owner"], str):
-            raise ContractError(f"{w}.owner: expected a team name, e.g. RevOps")
+    try:
+        spec = validate(SloDoc, doc, where)
+    except ContractError as e:
+        raise _named(e, doc) from None
+    defaults, prom = spec.defaults or DefaultsSpec(), spec.prometheus or PrometheusSpec()
+    slos = []
+    for i, s in enumerate(spec.slos):
+        objective = defaults.objective if s.objective is None else s.objective
+        w = f"{where}: slos[{i}] ({s.name})"
         slos.append(Slo(
-            name=name, statement=statement, description=str(body.get("description") or "").strip(),
-            threshold=threshold, warn_after=warn_after, objective=objective, window=window,
-            owner=body["owner"].strip(),
-            selectors=_selectors(body["assets"], f"{w}.assets", allow_plain=True),
-            exclude=_selectors([{"key": e} if isinstance(e, str) else e for e in body.get("exclude") or []],
-                               f"{w}.exclude", allow_plain=False),
+            name=s.name, statement=s.statement or f"P(Age<{format_duration(s.threshold)}) >= {objective:g}",
+            description=(s.description or "").strip(), threshold=s.threshold, warn_after=s.warn_after,
+            objective=objective, window=s.window or defaults.window, owner=s.owner,
+            selectors=tuple(Selector(sel.kind, getattr(sel, sel.kind), f"{w}.assets[{j}].{sel.kind}")
+                            for j, sel in enumerate(s.assets)),
+            exclude=tuple(Selector(sel.kind, getattr(sel, sel.kind), f"{w}.exclude[{j}].{sel.kind}")
+                          for j, sel in enumerate(s.exclude)),
         ))
-    return SloFile(path=path, slos=tuple(slos), alerting=alerting, evaluation_interval=evaluation_interval,
-                   resolve_after=resolve_after, report_interval=report_interval, rule_interval=rule_interval,
-                   absent_for=absent_for)
+    return SloFile(path=path, slos=tuple(slos), alerting=spec.burn_windows(),
+                   evaluation_interval=defaults.evaluation_interval, resolve_after=defaults.resolve_after,
+                   report_interval=defaults.report_interval, rule_interval=prom.rule_interval,
+                   absent_for=prom.absent_for)
 
 
 @dataclass(frozen=True)
