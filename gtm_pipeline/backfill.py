@@ -27,7 +27,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -77,16 +77,16 @@ class Block:
 
     def describe(self) -> str:
         from gtm_pipeline import keys  # imports Dagster: this module stays light for the exporter's reads
+        from gtm_pipeline.datatime import blocked_text
 
+        asset = f"{keys.CLEAN}/{self.entity}"
         if not self.rules:
-            return (f"day {self.day} of {keys.CLEAN}/{self.entity} is blocked; see 'gtm-pipeline quarantine list "
-                    f"--entity {self.entity} --day {self.day}'")
-        checks = ", ".join(f"{keys.RULE_CHECKS.get(r.split(':')[0], r)} ({n} row(s) breaking {r})"
-                           for r, n in self.rules)
-        first = self.rules[0][0].split(":")[0]
-        return (f"day {self.day} of {keys.CLEAN}/{self.entity} is blocked by check {checks}; repair and release "
-                f"those rows ('gtm-pipeline quarantine list --entity {self.entity} --day {self.day} --rule {first}') "
-                f"and the held rows are taken in with the day")
+            return blocked_text(asset, (self.day,))
+        checks = ", ".join(dict.fromkeys(keys.RULE_CHECKS.get(r.split(":")[0], r) for r, _ in self.rules))
+        kinds = {r.split(":")[0] for r, _ in self.rules}
+        text = blocked_text(asset, (self.day,), check=checks, rule=kinds.pop() if len(kinds) == 1 else None,
+                            rows=sum(n for _, n in self.rules))
+        return text + "; repair and release those rows and the held rows are taken in with the day"
 
 
 @dataclass
@@ -351,7 +351,7 @@ def _days(rows: Iterable[Pending]) -> dict[str, list[str]]:
 
 def _epoch(ts: datetime) -> float:
     """Naive-UTC warehouse timestamp -> epoch seconds (Dagster's event timestamps)."""
-    return ts.replace(tzinfo=timezone.utc).timestamp()
+    return ts.replace(tzinfo=UTC).timestamp()
 
 
 def encode_cursor(cursor: Mapping) -> str:
@@ -502,7 +502,7 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
         releases = sorted({p.release_id for p in snap.pending})
         b = batch_id(releases) + "-cli"
         for day, ents in _days(snap.pending).items():
-            req = Request(run_key(b, day) + "-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S"), b,
+            req = Request(run_key(b, day) + "-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), b,
                           tuple(ents), day)
             res = run_job(keys.REPAIR_BACKFILL_JOB, partition_key=day, instance=instance, run_config=run_config,
                           asset_selection=partition_selection(graph, ents),

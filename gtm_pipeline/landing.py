@@ -1,7 +1,8 @@
 """The landing spec (`contracts/sources.yaml`): which exports exist, their columns and the entity each feeds.
 
 Generator, ingestion, drift detection and the real-export mappings all read this one file, so they cannot
-disagree about a column name.
+disagree about a column name. It is read by the one contract loader (`gtm_pipeline.contract_loader`): an unknown
+field, a wrong type or a value outside its list fails at load, naming the file and the field.
 """
 
 from __future__ import annotations
@@ -10,17 +11,21 @@ import difflib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gtm_pipeline.contract_loader import Strict, load
 from gtm_pipeline.errors import ContractError
 
-FORMATS = ("csv", "jsonl", "parquet")
-_SOURCE_KEYS = {"description", "owner", "tables", "cutoff"}
-_TABLE_KEYS = {"format", "columns", "aliases", "entity", "to_entity", "description", "event_time"}
+Format = Literal["csv", "jsonl", "parquet"]
+FORMATS = get_args(Format)
 # How far a delivery is complete (its data time, DESIGN §6): through the end of its delivery day, or through the
 # newest event timestamp it carries (a source that syncs during the day; each table names its event_time column).
-CUTOFFS = ("end_of_day", "newest_event")
+Cutoff = Literal["end_of_day", "newest_event"]
+CUTOFFS = get_args(Cutoff)
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 @dataclass(frozen=True)
@@ -80,85 +85,100 @@ class LandingSpec:
         return sorted({t.entity for t in self.tables()})
 
 
-def _fail(path: Path, where: str, msg: str) -> ContractError:
-    return ContractError(f"{path.name}: {where}: {msg}")
+def _error_at(loc: tuple[str | int, ...], message: str) -> ValidationError:
+    """A validator's problem placed below the field it checks: on ``to_entity`` with loc ``("b",)`` the message names
+    ``to_entity.b``, the entry to fix (the loader adds the file and the place of the field)."""
+    details = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=None)
+    return ValidationError.from_exception_data("contract", [details])
 
 
-def _parse_table(path: Path, source: str, name: str, body: object) -> Table:
-    where = f"sources.{source}.tables.{name}"
-    if not isinstance(body, dict):
-        raise _fail(path, where, "must be a mapping with format, columns, entity and to_entity")
-    unknown = set(body) - _TABLE_KEYS
-    if unknown:
-        raise _fail(path, where, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_TABLE_KEYS)}")
-    fmt = body.get("format")
-    if fmt not in FORMATS:
-        raise _fail(path, f"{where}.format", f"{fmt!r} is not a supported format; use one of {list(FORMATS)}")
-    columns = body.get("columns")
-    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
-        raise _fail(path, f"{where}.columns", "must be a non-empty list of column names")
-    if len(set(columns)) != len(columns):
-        raise _fail(path, f"{where}.columns", "column names must be unique")
-    entity = body.get("entity")
-    if not isinstance(entity, str) or not entity:
-        raise _fail(path, f"{where}.entity", "must name the cleaned entity the rows feed")
-    to_entity_raw = body.get("to_entity") or {}
-    if not isinstance(to_entity_raw, dict):
-        raise _fail(path, f"{where}.to_entity", "must map entity columns to landing columns or {const: value}")
-    to_entity: dict[str, str | tuple[str, str]] = {}
-    for ecol, spec in to_entity_raw.items():
-        if isinstance(spec, str):
-            if spec not in columns:
-                raise _fail(path, f"{where}.to_entity.{ecol}",
-                            f"landing column {spec!r} is not in columns; known: {', '.join(columns)}")
-            to_entity[ecol] = spec
-        elif isinstance(spec, dict) and set(spec) == {"const"}:
-            to_entity[ecol] = ("const", str(spec["const"]))
-        else:
-            raise _fail(path, f"{where}.to_entity.{ecol}", "must be a landing column name or {const: value}")
-    aliases_raw = body.get("aliases") or {}
-    aliases: dict[str, tuple[str, ...]] = {}
-    for col, alts in aliases_raw.items():
-        if col not in columns:
-            raise _fail(path, f"{where}.aliases.{col}", f"not a column of the table; known: {', '.join(columns)}")
-        if not isinstance(alts, list) or not all(isinstance(a, str) for a in alts):
-            raise _fail(path, f"{where}.aliases.{col}", "must be a list of alternative column names")
-        aliases[col] = tuple(alts)
-    event_time = body.get("event_time")
-    if event_time is not None and event_time not in columns:
-        raise _fail(path, f"{where}.event_time", f"{event_time!r} is not a column of the table; known: "
-                                                 f"{', '.join(columns)}")
-    return Table(source=source, name=name, format=fmt, columns=tuple(columns), entity=entity,
-                 to_entity=to_entity, aliases=aliases, event_time=event_time)
+class TableContract(Strict):
+    """One export: ``sources.<source>.tables.<table>``."""
+
+    format: Format
+    columns: list[NonEmpty]
+    entity: NonEmpty
+    to_entity: dict[str, str | tuple[str, str]] = {}   # entity column -> landing column, or ("const", value)
+    aliases: dict[str, list[str]] = {}                 # column -> accepted alternative names
+    event_time: str | None = None
+    description: str = ""
+
+    @field_validator("columns")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must list the export's columns, in order")
+        repeated = sorted({c for c in v if v.count(c) > 1})
+        if repeated:
+            raise ValueError(f"column names must be unique; repeated: {', '.join(repeated)}")
+        return v
+
+    @field_validator("to_entity", mode="before")
+    @classmethod
+    def _constants(cls, raw: Any) -> Any:
+        """``{const: v}`` becomes ``("const", "v")``, the form the clean stage reads."""
+        if not isinstance(raw, dict):
+            return {} if raw is None else raw
+        for ecol, spec in raw.items():
+            if not isinstance(spec, str) and not (isinstance(spec, dict) and set(spec) == {"const"}):
+                raise _error_at((str(ecol),), "must be a landing column name or {const: value}")
+        return {k: v if isinstance(v, str) else ("const", str(v["const"])) for k, v in raw.items()}
+
+    @model_validator(mode="after")
+    def _names_are_columns(self) -> TableContract:
+        known = ", ".join(self.columns)
+        for ecol, spec in self.to_entity.items():
+            if isinstance(spec, str) and spec not in self.columns:
+                raise _error_at(("to_entity", ecol), f"landing column {spec!r} is not in columns; known: {known}")
+        for col in self.aliases:
+            if col not in self.columns:
+                raise _error_at(("aliases", col), f"not a column of the table; known: {known}")
+        if self.event_time is not None and self.event_time not in self.columns:
+            raise _error_at(("event_time",), f"{self.event_time!r} is not a column of the table; known: {known}")
+        return self
+
+
+class SourceContract(Strict):
+    """One source system: ``sources.<source>``."""
+
+    description: str = ""
+    owner: str = ""
+    tables: Annotated[dict[str, TableContract], Field(validate_default=True)] = {}
+    cutoff: Cutoff = "end_of_day"
+
+    @field_validator("tables")
+    @classmethod
+    def _some_table(cls, v: dict[str, TableContract]) -> dict[str, TableContract]:
+        if not v:
+            raise ValueError("a source needs at least one table")
+        return v
+
+    @model_validator(mode="after")
+    def _newest_event_needs_event_time(self) -> SourceContract:
+        missing = [name for name, t in self.tables.items() if not t.event_time]
+        if self.cutoff == "newest_event" and missing:
+            raise _error_at(("cutoff",), f"newest_event needs event_time on every table; missing on {missing}")
+        return self
+
+
+class LandingContract(Strict):
+    """The whole of ``contracts/sources.yaml``."""
+
+    version: int = 1
+    sources: dict[str, SourceContract]
 
 
 def parse_landing_spec(path: Path) -> LandingSpec:
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ContractError(f"{path.name}: not valid YAML: {e}") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), dict):
-        raise ContractError(f"{path.name}: must have a top-level 'sources' mapping")
-    sources: dict[str, Source] = {}
-    for sname, sbody in doc["sources"].items():
-        if not isinstance(sbody, dict):
-            raise _fail(path, f"sources.{sname}", "must be a mapping with description, owner and tables")
-        unknown = set(sbody) - _SOURCE_KEYS
-        if unknown:
-            raise _fail(path, f"sources.{sname}", f"unknown field(s) {sorted(unknown)}; allowed: {sorted(_SOURCE_KEYS)}")
-        tables = tuple(_parse_table(path, sname, tname, tbody) for tname, tbody in (sbody.get("tables") or {}).items())
-        if not tables:
-            raise _fail(path, f"sources.{sname}.tables", "a source needs at least one table")
-        cutoff = sbody.get("cutoff", "end_of_day")
-        if cutoff not in CUTOFFS:
-            raise _fail(path, f"sources.{sname}.cutoff", f"{cutoff!r} is not a cut-off; use one of {list(CUTOFFS)}")
-        if cutoff == "newest_event":
-            missing = [t.name for t in tables if not t.event_time]
-            if missing:
-                raise _fail(path, f"sources.{sname}.cutoff", f"newest_event needs event_time on every table; "
-                                                             f"missing on {missing}")
-        sources[sname] = Source(name=sname, description=str(sbody.get("description", "")),
-                                owner=str(sbody.get("owner", "")), tables=tables, cutoff=cutoff)
+    """Validate ``path`` with the models above and return the plain dataclasses the stages read (and tests build by
+    hand, without a YAML file)."""
+    doc = load(LandingContract, path, path.name)
+    sources = {
+        sname: Source(name=sname, description=s.description, owner=s.owner, cutoff=s.cutoff, tables=tuple(
+            Table(source=sname, name=tname, format=t.format, columns=tuple(t.columns), entity=t.entity,
+                  to_entity=dict(t.to_entity), aliases={c: tuple(a) for c, a in t.aliases.items()},
+                  event_time=t.event_time)
+            for tname, t in s.tables.items()))
+        for sname, s in doc.sources.items()}
     return LandingSpec(path=path, sources=sources)
 
 

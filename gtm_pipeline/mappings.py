@@ -5,23 +5,7 @@ landing table it feeds (``outputs``), how each landing column is computed from o
 writes ``<out>/<source>/<YYYY-MM-DD>/<table>.<format>`` with exactly the columns ``contracts/sources.yaml`` lists,
 in order, so the normal ingest reads the result like any other delivery. Pure Python: no Dagster here.
 
-Mapping grammar (the shipped YAML files document it again in their header comment):
-
-    name, description, license_note
-    inputs:  <name>: {file: <path relative to input_dir>, encoding: utf-8, delimiter: ","}
-    outputs: - target: <source>/<table>          # must exist in sources.yaml
-               input: <input name>               # the input whose rows feed this output
-               filter: {column: c, in: [..]}     # or not_in: [..], or not_empty: true; a list means "all of"
-               day_from: [col, ...]              # landing day = first non-empty of these columns
-               day_format: "%d/%m/%Y"            # optional; default ISO 8601 (2017-03-01 or 2017-03-01 10:00:00)
-               default_day: "2017-12-31"         # optional; for rows with none of the day_from columns set
-               columns: {<landing column>: <column spec>}   # unlisted landing columns are empty
-    column spec = exactly one source   from: col | const: v | template: "{a}-{b}" |
-                                       lookup: {input, key, value, on, on_map: {..}, missing: reject|empty|warn}
-                  then optionally      map: {raw: landed, ..} with default: v or unmapped: keep|warn|reject
-                  then at most one of  date_format: "%Y-%m-%d" (or a list) | bucket: [[upper, label], ..] |
-                                       multiply: 12
-                  and optionally       required: true
+The mapping grammar and its validation are in `gtm_pipeline.mapping_spec`.
 
 Guarantees
 - Nothing is lost. The first output listed for an input is its *primary* output. Every data row of an input that
@@ -41,579 +25,29 @@ from __future__ import annotations
 
 import codecs
 import csv
-import difflib
 import io
 import json
 import os
-import re
-import string
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from gtm_pipeline.config import PROJECT_ROOT, load_settings
 from gtm_pipeline.errors import ContractError, GtmPipelineError
-from gtm_pipeline.landing import LandingSpec, Table, load_landing_spec
+from gtm_pipeline.landing import Table
+# The mapping contract lives in its own module; its names stay importable from here (mappings.load_mapping, ...).
+from gtm_pipeline.mapping_spec import (  # noqa: F401 - re-exported
+    LANDING_TIMESTAMP_FORMAT, ColumnSpec, Condition, InputSpec, LookupSpec, Mapping, OutputSpec, did_you_mean,
+    load_mapping)
 
-# crm exports carry naive timestamps in this layout; date_format turns any parsed date into it.
-LANDING_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 IMPORT_DIR = "_import"
 REJECTS_FILE = "rejects.csv"
 LINEAGE_FILE = "lineage.csv"
 REJECTS_COLUMNS = ("input_file", "input_line", "raw", "reason", "output")
 LINEAGE_COLUMNS = ("landing_file", "landing_line", "input_file", "input_line")
-
-_TOP_KEYS = ("name", "description", "license_note", "anchors", "inputs", "outputs")
-_INPUT_KEYS = ("file", "encoding", "delimiter", "description")
-_OUTPUT_KEYS = ("target", "input", "description", "filter", "day_from", "day_format", "default_day", "columns")
-_FILTER_KEYS = ("column", "in", "not_in", "not_empty")
-_SOURCE_KEYS = ("from", "const", "template", "lookup")
-_CONVERTER_KEYS = ("date_format", "bucket", "multiply")
-_COLUMN_KEYS = (*_SOURCE_KEYS, "map", "default", "unmapped", *_CONVERTER_KEYS, "required")
-_LOOKUP_KEYS = ("input", "key", "value", "on", "on_map", "missing")
 _ISO_DAY_HINT = "ISO 8601 such as 2017-03-01 or 2017-03-01 10:00:00; set day_format for other layouts"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The parsed mapping
-# --------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    file: str
-    encoding: str = "utf-8"
-    delimiter: str = ","
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One filter condition on a raw input column."""
-
-    column: str
-    op: str  # "in", "not_in" or "not_empty"
-    values: tuple[str, ...] = ()
-
-    def failure(self, row: dict[str, str]) -> str | None:
-        """None when the row passes, else why it does not."""
-        value = row[self.column]
-        shown = "[" + ", ".join(self.values) + "]"
-        if self.op == "in" and value not in self.values:
-            return f'{self.column} "{value}" not in {shown}'
-        if self.op == "not_in" and value in self.values:
-            return f'{self.column} "{value}" is in not_in {shown}'
-        if self.op == "not_empty" and value.strip() == "":
-            return f"{self.column} is empty"
-        return None
-
-
-@dataclass(frozen=True)
-class LookupSpec:
-    input: str
-    key: str
-    value: str
-    on: str
-    on_map: dict[str, str] | None = None
-    missing: str = "reject"  # or "empty" (silently) or "warn" (empty, counted in the import report)
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """How one landing column is computed: source, then value map, then at most one converter."""
-
-    target: str
-    source: str  # "from", "const", "template" or "lookup"
-    column: str | None = None
-    const: str = ""
-    template: tuple[tuple[str, str | None], ...] = ()
-    lookup: LookupSpec | None = None
-    value_map: dict[str, str] | None = None
-    default: str | None = None
-    unmapped: str = "keep"  # "keep" (silently), "warn" (keep, count in the import report) or "reject"
-    converter: str | None = None  # "date_format", "bucket" or "multiply"
-    date_formats: tuple[str, ...] = ()
-    buckets: tuple[tuple[float | None, str], ...] = ()
-    factor: Decimal | None = None
-    required: bool = False
-    # (where in the mapping, input name, column) for every raw column this spec reads; checked against headers.
-    refs: tuple[tuple[str, str, str], ...] = ()
-
-    @property
-    def label(self) -> str:
-        if self.source == "from" and self.column != self.target:
-            return f"{self.target} (from {self.column})"
-        if self.source == "lookup" and self.lookup is not None:
-            return f"{self.target} (lookup {self.lookup.input}.{self.lookup.value} on {self.lookup.on})"
-        if self.source == "template":
-            return f"{self.target} (template)"
-        return self.target
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    index: int
-    table: Table  # the landing table of contracts/sources.yaml
-    input: str
-    columns: dict[str, ColumnSpec]
-    filter: tuple[Condition, ...] = ()
-    day_from: tuple[str, ...] = ()
-    day_formats: tuple[str, ...] = ()
-    default_day: str | None = None
-    description: str = ""
-    label: str = ""  # "crm/leads", or "crm/leads (outputs[3])" when a mapping targets one table twice
-
-    @property
-    def target(self) -> str:
-        return self.table.qualified
-
-    @property
-    def where(self) -> str:
-        return f"outputs[{self.index}]"
-
-
-@dataclass(frozen=True)
-class Mapping:
-    name: str
-    description: str
-    license_note: str
-    path: Path
-    display: str
-    inputs: dict[str, InputSpec]
-    outputs: tuple[OutputSpec, ...]
-
-    def outputs_for(self, input_name: str) -> list[OutputSpec]:
-        """The outputs fed by one input; the first is its primary output."""
-        return [o for o in self.outputs if o.input == input_name]
-
-    def lookup_inputs(self) -> set[str]:
-        return {c.lookup.input for o in self.outputs for c in o.columns.values() if c.lookup is not None}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Loading and validation
-# --------------------------------------------------------------------------------------------------------------
-def _display(path: Path | str) -> str:
-    """A path as a user wants to read it: relative to the project or the working directory when possible."""
-    p = Path(path)
-    for base in (PROJECT_ROOT, Path.cwd()):
-        try:
-            return p.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            continue
-    return str(path)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML would silently keep the last one)."""
-
-
-def _construct_mapping_no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # keys merged in with "<<" may be overridden; only literal repeats are mistakes
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, (str, int, float, bool)):
-            continue
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}; each key may appear once", key_node.start_mark
-            )
-        seen.add(key)
-    loader.flatten_mapping(node)
-    return {
-        loader.construct_object(k, deep=True): loader.construct_object(v, deep=True) for k, v in node.value
-    }
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_no_duplicates)
-
-# YAML 1.1 reads on/off/yes/no as booleans, which would turn the lookup key "on" and raw values such as "Yes" in a
-# value map into True. Mappings use YAML 1.2's rule instead: only true/false (any case) are booleans.
-_StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _near(word: str, known: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f'; did you mean "{close[0]}"?' if close else ""
-
-
-class _Checker:
-    """Raises ContractError messages of the form '<file>: <field>: <problem>; <what is allowed>'."""
-
-    def __init__(self, display: str) -> None:
-        self.display = display
-
-    def fail(self, where: str, message: str) -> ContractError:
-        return ContractError(f"{self.display}: {where}: {message}" if where else f"{self.display}: {message}")
-
-    def mapping(self, obj: Any, where: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
-        if not isinstance(obj, dict):
-            raise self.fail(where, f"expected a mapping with keys {', '.join(allowed)}; got {_kind(obj)}")
-        for key in obj:
-            if key not in allowed:
-                at = f"{where}.{key}" if where else str(key)
-                raise self.fail(at, f"unknown key; allowed: {', '.join(allowed)}{_near(str(key), allowed)}")
-        for key in required:
-            if key not in obj:
-                raise self.fail(where, f"missing required key {key!r}")
-        return obj
-
-    def text(self, obj: Any, where: str, *, allow_empty: bool = False) -> str:
-        if not isinstance(obj, str) or (not allow_empty and not obj.strip()):
-            raise self.fail(where, f"expected a non-empty string; got {_kind(obj)}")
-        return obj
-
-    def scalar(self, obj: Any, where: str) -> str:
-        """A YAML scalar as the text it lands as (null is empty; dates in ISO form)."""
-        if obj is None:
-            return ""
-        if isinstance(obj, bool):
-            return "true" if obj else "false"
-        if isinstance(obj, datetime):
-            return obj.strftime(LANDING_TIMESTAMP_FORMAT)
-        if isinstance(obj, date):
-            return obj.isoformat()
-        if isinstance(obj, (str, int, float)):
-            return str(obj)
-        raise self.fail(where, f"expected a single value (text or number); got {_kind(obj)}")
-
-    def value_map(self, obj: Any, where: str) -> dict[str, str]:
-        if not isinstance(obj, dict) or not obj:
-            raise self.fail(where, f"expected a non-empty mapping of raw value to landed value; got {_kind(obj)}")
-        out: dict[str, str] = {}
-        for key, value in obj.items():
-            # YAML turns yes/no/on/off/true/false and ~ into booleans and null, and 0.10 into 0.1: the raw text
-            # would then never match, so such keys must be quoted.
-            if isinstance(key, bool) or key is None or isinstance(key, float):
-                raise self.fail(f"{where}.{key}", 'key is read by YAML as a boolean, null or float; quote it ("yes")')
-            if not isinstance(key, (str, int)):
-                raise self.fail(f"{where}.{key}", f"keys must be text; got {_kind(key)}")
-            out[str(key)] = self.scalar(value, f"{where}.{key}")
-        return out
-
-
-def _kind(obj: Any) -> str:
-    if obj is None:
-        return "nothing"
-    if isinstance(obj, dict):
-        return "a mapping"
-    if isinstance(obj, list):
-        return "a list"
-    return f"{type(obj).__name__} {obj!r}"
-
-
-def load_mapping(path: Path | str, *, contracts_dir: Path | str | None = None) -> Mapping:
-    """Load and strictly validate a mapping file against ``sources.yaml``.
-
-    Unknown keys, unknown target source/table/column, unknown inputs and malformed transforms raise
-    ``ContractError`` naming the file, the field and what is allowed. Whether the input files exist and have the
-    columns the mapping reads is checked by ``run_mapping`` (or ``check_inputs``), which knows the input folder.
-    ``contracts_dir`` holds ``sources.yaml``; by default the configured contracts folder.
-    """
-    path = Path(path)
-    shown = _display(path)
-    check = _Checker(shown)
-    try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
-    except OSError as e:
-        raise ContractError(f"{shown}: cannot read the mapping file ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        raise ContractError(f"{shown}: not valid YAML: {e}") from e
-    landing = load_landing_spec(Path(contracts_dir) if contracts_dir is not None else load_settings().contracts_dir)
-
-    check.mapping(doc, "", _TOP_KEYS, required=("name", "inputs", "outputs"))
-    name = check.text(doc["name"], "name")
-    if not all(ch.isalnum() or ch in "_-" for ch in name):
-        raise check.fail("name", f"{name!r}: use letters, digits, '_' and '-' only")
-    description = check.text(doc.get("description", ""), "description", allow_empty=True)
-    license_note = check.text(doc.get("license_note", ""), "license_note", allow_empty=True)
-
-    raw_inputs = doc["inputs"]
-    if not isinstance(raw_inputs, dict) or not raw_inputs:
-        raise check.fail("inputs", "expected a mapping of input name to {file, encoding, delimiter}")
-    inputs: dict[str, InputSpec] = {}
-    for input_name, spec in raw_inputs.items():
-        inputs[str(input_name)] = _parse_input(check, str(input_name), spec)
-
-    raw_outputs = doc["outputs"]
-    if not isinstance(raw_outputs, list) or not raw_outputs:
-        raise check.fail("outputs", "expected a non-empty list of outputs")
-    outputs = [_parse_output(check, i, spec, inputs, landing) for i, spec in enumerate(raw_outputs)]
-    target_counts = Counter(o.target for o in outputs)
-    outputs = [
-        replace(o, label=o.target if target_counts[o.target] == 1 else f"{o.target} ({o.where})") for o in outputs
-    ]
-
-    used = {o.input for o in outputs} | {c.lookup.input for o in outputs for c in o.columns.values() if c.lookup}
-    for input_name in inputs:
-        if input_name not in used:
-            raise check.fail(f"inputs.{input_name}", "not read by any output or lookup; remove it or use it")
-    return Mapping(name, description, license_note, path, shown, inputs, tuple(outputs))
-
-
-def _parse_input(check: _Checker, name: str, spec: Any) -> InputSpec:
-    where = f"inputs.{name}"
-    check.mapping(spec, where, _INPUT_KEYS, required=("file",))
-    file = check.text(spec["file"], f"{where}.file")
-    if Path(file).is_absolute() or ".." in Path(file).parts:
-        raise check.fail(f"{where}.file", f"{file!r}: give a path relative to the input folder, inside it")
-    encoding = check.text(spec.get("encoding", "utf-8"), f"{where}.encoding")
-    try:
-        codecs.lookup(encoding)
-    except LookupError as e:
-        raise check.fail(f"{where}.encoding", f"unknown encoding {encoding!r}; e.g. utf-8, cp1252, latin-1") from e
-    delimiter = spec.get("delimiter", ",")
-    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
-        raise check.fail(f"{where}.delimiter", f'{delimiter!r}: expected one character such as "," ";" or "\\t"')
-    description = check.text(spec.get("description", ""), f"{where}.description", allow_empty=True)
-    return InputSpec(name, file, encoding, delimiter, description)
-
-
-def _parse_output(
-    check: _Checker, index: int, spec: Any, inputs: dict[str, InputSpec], landing: LandingSpec
-) -> OutputSpec:
-    where = f"outputs[{index}]"
-    check.mapping(spec, where, _OUTPUT_KEYS, required=("target", "input", "columns"))
-    target = check.text(spec["target"], f"{where}.target")
-    source, _, table_name = target.partition("/")
-    if source not in landing.sources:
-        known = sorted(landing.sources)
-        raise check.fail(
-            f"{where}.target", f'unknown source "{source}"; known: {", ".join(known)}{_near(source, known)}'
-        )
-    tables = {t.name: t for t in landing.sources[source].tables}
-    if table_name not in tables:
-        known = sorted(tables)
-        raise check.fail(
-            f"{where}.target",
-            f'unknown table "{table_name}" in source {source}; known: {", ".join(known)}{_near(table_name, known)}',
-        )
-    table = tables[table_name]
-    input_name = check.text(spec["input"], f"{where}.input")
-    if input_name not in inputs:
-        raise check.fail(f"{where}.input", f'unknown input "{input_name}"; declared inputs: {", ".join(inputs)}')
-
-    conditions = _parse_filter(check, f"{where}.filter", spec.get("filter"))
-    day_from = spec.get("day_from", [])
-    if not isinstance(day_from, list) or not all(isinstance(c, str) and c for c in day_from):
-        raise check.fail(f"{where}.day_from", "expected a list of input column names, e.g. [close_date, engage_date]")
-    day_formats = _parse_formats(check, f"{where}.day_format", spec["day_format"]) if "day_format" in spec else ()
-    default_day = None
-    if "default_day" in spec:
-        default_day = check.scalar(spec["default_day"], f"{where}.default_day")
-        try:
-            default_day = date.fromisoformat(default_day).isoformat()
-        except ValueError as e:
-            raise check.fail(f"{where}.default_day", f"{default_day!r} is not a day in the form YYYY-MM-DD") from e
-    if not day_from and default_day is None:
-        raise check.fail(where, "needs day_from (date columns) or default_day: every landing file belongs to a day")
-
-    raw_columns = spec["columns"]
-    if not isinstance(raw_columns, dict) or not raw_columns:
-        raise check.fail(f"{where}.columns", f"expected a mapping of {target} column to its spec")
-    columns: dict[str, ColumnSpec] = {}
-    for target_column, col_spec in raw_columns.items():
-        col_where = f"{where}.columns.{target_column}"
-        if target_column not in table.columns:
-            known = sorted(table.columns)
-            raise check.fail(
-                col_where,
-                f"unknown column for {target}; known: {', '.join(known)}{_near(str(target_column), known)}",
-            )
-        columns[target_column] = _parse_column(check, col_where, target_column, col_spec, input_name, inputs)
-    return OutputSpec(
-        index=index,
-        table=table,
-        input=input_name,
-        columns=columns,
-        filter=conditions,
-        day_from=tuple(day_from),
-        day_formats=day_formats,
-        default_day=default_day,
-        description=check.text(spec.get("description", ""), f"{where}.description", allow_empty=True),
-    )
-
-
-def _parse_filter(check: _Checker, where: str, spec: Any) -> tuple[Condition, ...]:
-    if spec is None:
-        return ()
-    items = spec if isinstance(spec, list) else [spec]
-    conditions = []
-    for i, item in enumerate(items):
-        at = f"{where}[{i}]" if isinstance(spec, list) else where
-        check.mapping(item, at, _FILTER_KEYS, required=("column",))
-        column = check.text(item["column"], f"{at}.column")
-        ops = [k for k in ("in", "not_in", "not_empty") if k in item]
-        if len(ops) != 1:
-            raise check.fail(at, "give exactly one of in: [..], not_in: [..] or not_empty: true")
-        op = ops[0]
-        if op == "not_empty":
-            if item[op] is not True:
-                raise check.fail(f"{at}.not_empty", "only not_empty: true is supported")
-            conditions.append(Condition(column, op))
-            continue
-        values = item[op]
-        if not isinstance(values, list) or not values:
-            raise check.fail(f"{at}.{op}", "expected a non-empty list of raw values")
-        conditions.append(Condition(column, op, tuple(check.scalar(v, f"{at}.{op}") for v in values)))
-    return tuple(conditions)
-
-
-def _parse_formats(check: _Checker, where: str, spec: Any) -> tuple[str, ...]:
-    formats = spec if isinstance(spec, list) else [spec]
-    if not formats:
-        raise check.fail(where, 'expected a strptime format such as "%Y-%m-%d" or a list of them')
-    for fmt in formats:
-        if not isinstance(fmt, str) or "%" not in fmt:
-            raise check.fail(where, f'{fmt!r} is not a strptime format such as "%Y-%m-%d"')
-        try:
-            datetime(2001, 2, 3, 4, 5, 6).strftime(fmt)
-        except ValueError as e:
-            raise check.fail(where, f"{fmt!r} is not a valid strptime format ({e})") from e
-    return tuple(formats)
-
-
-def _parse_column(
-    check: _Checker, where: str, target: str, spec: Any, input_name: str, inputs: dict[str, InputSpec]
-) -> ColumnSpec:
-    check.mapping(spec, where, _COLUMN_KEYS)
-    sources = [k for k in _SOURCE_KEYS if k in spec]
-    if len(sources) != 1:
-        raise check.fail(where, "give exactly one of from, const, template or lookup" + (
-            f" (found {', '.join(sources)})" if sources else ""))
-    source = sources[0]
-    kw: dict[str, Any] = {"target": target, "source": source}
-    refs: list[tuple[str, str, str]] = []
-
-    if source == "const":
-        extra = [k for k in spec if k != "const"]
-        if extra:
-            raise check.fail(f"{where}.{extra[0]}", "a const column takes no other keys")
-        return ColumnSpec(target=target, source="const", const=check.scalar(spec["const"], f"{where}.const"))
-    if source == "from":
-        kw["column"] = check.text(spec["from"], f"{where}.from")
-        refs.append((f"{where}.from", input_name, kw["column"]))
-    elif source == "template":
-        text = check.text(spec["template"], f"{where}.template")
-        pieces: list[tuple[str, str | None]] = []
-        try:
-            parsed = list(string.Formatter().parse(text))
-        except ValueError as e:
-            raise check.fail(f"{where}.template", f"{text!r}: {e}; write literal braces as {{{{ and }}}}") from e
-        for literal, field_name, fmt_spec, conversion in parsed:
-            if literal:
-                pieces.append((literal, None))
-            if field_name is None:
-                continue
-            if not field_name or fmt_spec or conversion or any(ch in field_name for ch in ".[]"):
-                raise check.fail(
-                    f"{where}.template",
-                    f"{text!r}: fields are plain input column names such as {{opportunity_id}}; "
-                    "format specs, conversions, attributes and indexes are not supported",
-                )
-            pieces.append(("", field_name))
-            refs.append((f"{where}.template", input_name, field_name))
-        kw["template"] = tuple(pieces)
-    else:
-        lk_where = f"{where}.lookup"
-        lk = check.mapping(spec["lookup"], lk_where, _LOOKUP_KEYS, required=("input", "key", "value", "on"))
-        lk_input = check.text(lk["input"], f"{lk_where}.input")
-        if lk_input not in inputs:
-            raise check.fail(f"{lk_where}.input", f'unknown input "{lk_input}"; declared inputs: {", ".join(inputs)}')
-        missing = lk.get("missing", "reject")
-        if missing not in ("reject", "empty", "warn"):
-            raise check.fail(
-                f"{lk_where}.missing", f"{missing!r}: expected reject, empty or warn (empty, and report it)"
-            )
-        lookup = LookupSpec(
-            input=lk_input,
-            key=check.text(lk["key"], f"{lk_where}.key"),
-            value=check.text(lk["value"], f"{lk_where}.value"),
-            on=check.text(lk["on"], f"{lk_where}.on"),
-            on_map=check.value_map(lk["on_map"], f"{lk_where}.on_map") if "on_map" in lk else None,
-            missing=missing,
-        )
-        refs += [
-            (f"{lk_where}.key", lk_input, lookup.key),
-            (f"{lk_where}.value", lk_input, lookup.value),
-            (f"{lk_where}.on", input_name, lookup.on),
-        ]
-        kw["lookup"] = lookup
-
-    if "map" in spec:
-        kw["value_map"] = check.value_map(spec["map"], f"{where}.map")
-    if "default" in spec:
-        kw["default"] = check.scalar(spec["default"], f"{where}.default")
-    if "unmapped" in spec:
-        if "map" not in spec:
-            raise check.fail(f"{where}.unmapped", "only applies together with map")
-        if "default" in spec:
-            raise check.fail(f"{where}.unmapped", "give either default (a value for unmapped input) or unmapped")
-        if spec["unmapped"] not in ("keep", "warn", "reject"):
-            raise check.fail(
-                f"{where}.unmapped",
-                f"{spec['unmapped']!r}: expected keep (pass through), warn (pass through and report) or reject",
-            )
-        kw["unmapped"] = spec["unmapped"]
-
-    converters = [k for k in _CONVERTER_KEYS if k in spec]
-    if len(converters) > 1:
-        raise check.fail(where, f"give at most one of date_format, bucket or multiply (found {', '.join(converters)})")
-    if converters:
-        conv = kw["converter"] = converters[0]
-        if conv == "date_format":
-            kw["date_formats"] = _parse_formats(check, f"{where}.date_format", spec["date_format"])
-        elif conv == "bucket":
-            kw["buckets"] = _parse_buckets(check, f"{where}.bucket", spec["bucket"])
-        else:
-            factor = spec["multiply"]
-            if isinstance(factor, bool) or not isinstance(factor, (int, float)):
-                raise check.fail(f"{where}.multiply", f"expected a number; got {_kind(factor)}")
-            kw["factor"] = Decimal(str(factor))
-    if "required" in spec:
-        if not isinstance(spec["required"], bool):
-            raise check.fail(f"{where}.required", "expected true or false")
-        kw["required"] = spec["required"]
-    kw["refs"] = tuple(refs)
-    return ColumnSpec(**kw)
-
-
-def _parse_buckets(check: _Checker, where: str, spec: Any) -> tuple[tuple[float | None, str], ...]:
-    hint = (
-        "expected a list of [upper_bound, label] pairs, ascending, "
-        "e.g. [[50, smb], [1000, mid_market], [null, enterprise]]"
-    )
-    if not isinstance(spec, list) or not spec:
-        raise check.fail(where, hint)
-    buckets: list[tuple[float | None, str]] = []
-    previous: float | None = None
-    for i, pair in enumerate(spec):
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise check.fail(f"{where}[{i}]", hint)
-        bound, label = pair
-        if bound is None:
-            if i != len(spec) - 1:
-                raise check.fail(f"{where}[{i}]", "only the last bucket may have no upper bound (null)")
-        elif isinstance(bound, bool) or not isinstance(bound, (int, float)):
-            raise check.fail(f"{where}[{i}]", f"upper bound must be a number or null; got {_kind(bound)}")
-        elif previous is not None and bound <= previous:
-            raise check.fail(f"{where}[{i}]", f"upper bounds must increase; {bound:g} follows {previous:g}")
-        else:
-            previous = float(bound)
-        buckets.append((None if bound is None else float(bound), check.scalar(label, f"{where}[{i}]")))
-    return tuple(buckets)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -702,19 +136,13 @@ def _read_input(mapping: Mapping, spec: InputSpec, input_dir: Path) -> _InputDat
 
 def _check_columns(mapping: Mapping, data: dict[str, _InputData]) -> None:
     """Every raw column the mapping reads must be in the header of the input it reads from."""
-    check = _Checker(mapping.display)
     for out in mapping.outputs:
-        refs: list[tuple[str, str, str]] = [(f"{out.where}.filter", out.input, c.column) for c in out.filter]
-        refs += [(f"{out.where}.day_from", out.input, c) for c in out.day_from]
-        for col in out.columns.values():
-            refs += col.refs
-        for where, input_name, column in refs:
+        for where, input_name, column in out.reads():
             header = data[input_name].header
             if column not in header:
-                raise check.fail(
-                    where,
-                    f'unknown column "{column}" in input {input_name} ({data[input_name].spec.file}); '
-                    f"its columns: {', '.join(header)}{_near(column, header)}",
+                raise ContractError(
+                    f'{mapping.display}: {where}: unknown column "{column}" in input {input_name} '
+                    f"({data[input_name].spec.file}); its columns: {', '.join(header)}{did_you_mean(column, header)}"
                 )
 
 
@@ -810,14 +238,14 @@ def _apply(col: ColumnSpec, row: dict[str, str], lookups: _Lookups) -> tuple[str
 
     if value != "" and col.converter == "date_format":
         parsed = None
-        for fmt in col.date_formats:
+        for fmt in col.date_format:
             try:
                 parsed = datetime.strptime(value, fmt)
                 break
             except ValueError:
                 continue
         if parsed is None:
-            shown = col.date_formats[0] if len(col.date_formats) == 1 else "any of " + ", ".join(col.date_formats)
+            shown = col.date_format[0] if len(col.date_format) == 1 else "any of " + ", ".join(col.date_format)
             return "", f'{col.label}: "{value}" does not match {shown}', None
         if parsed.tzinfo is not None:  # an offset in the format: land the UTC wall time
             parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
@@ -826,17 +254,17 @@ def _apply(col: ColumnSpec, row: dict[str, str], lookups: _Lookups) -> tuple[str
         number = _number(value)
         if number is None:
             return "", f'{col.label}: "{value}" is not a number (bucket)', None
-        for bound, label in col.buckets:
+        for bound, label in col.bucket:
             if bound is None or number <= Decimal(str(bound)):
                 value = label
                 break
         else:
-            return "", f'{col.label}: {value} is above the last bucket bound {col.buckets[-1][0]:g} (bucket)', None
+            return "", f'{col.label}: {value} is above the last bucket bound {col.bucket[-1][0]:g} (bucket)', None
     elif value != "" and col.converter == "multiply":
         number = _number(value)
         if number is None:
             return "", f'{col.label}: "{value}" is not a number (multiply)', None
-        value = _format_decimal(number * col.factor)  # type: ignore[operator]
+        value = _format_decimal(number * col.multiply)  # type: ignore[operator]
 
     if col.required and value == "":
         return "", f"{col.label}: empty, but required", None
@@ -850,14 +278,14 @@ def _day(out: OutputSpec, row: dict[str, str]) -> tuple[str | None, str | None]:
         if not raw:
             continue
         parsed: datetime | None = None
-        if out.day_formats:
-            for fmt in out.day_formats:
+        if out.day_format:
+            for fmt in out.day_format:
                 try:
                     parsed = datetime.strptime(raw, fmt)
                     break
                 except ValueError:
                     continue
-            hint = ", ".join(out.day_formats)
+            hint = ", ".join(out.day_format)
         else:
             try:
                 parsed = datetime.fromisoformat(raw)

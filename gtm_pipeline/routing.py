@@ -1,8 +1,9 @@
 """Routing engine (spec §4.4 Routing Policy): rule sets, owner pools, capped tie-breakers, dead-letter queue.
 
-Rule sets live in ``contracts/routing/<name>.yaml`` (``rules_v1.yaml`` is current, ``rules_v2.yaml`` a candidate).
-A rule matches a record (a lead or an opportunity) by structured conditions on its attributes and names the pool
-of owners that may take it; the first rule whose pool has an owner with capacity left wins:
+Rule sets live in ``contracts/routing/<name>.yaml`` (``rules_v1.yaml`` is current, ``rules_v2.yaml`` a candidate);
+their models and loaders are in `gtm_pipeline.routing_contract` (importable from here). A rule matches a record (a
+lead or an opportunity) by structured conditions on its attributes and names the pool of owners that may take it;
+the first rule whose pool has an owner with capacity left wins:
 
     rules:
       - name: ae_same_segment_same_region
@@ -33,235 +34,21 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from functools import lru_cache
-from pathlib import Path
 
 import duckdb
-import yaml
 
 from gtm_pipeline import keys
-from gtm_pipeline.errors import ContractError, GtmPipelineError
+from gtm_pipeline.errors import GtmPipelineError
+# The rule-set contract lives in its own module; its names stay importable from here (routing.load_rule_set, ...).
+from gtm_pipeline.routing_contract import (  # noqa: F401 - re-exported
+    CONDITION_FIELDS, KINDS, POOL_FIELDS, SAME, STATUSES, TEAM_FOR_KIND, Rule, RuleSet, current_rule_set,
+    load_rule_set, load_rule_sets, parse_rule_set, routing_enums)
 from gtm_pipeline.warehouse import ensure_base, table_exists, utcnow
 
-KINDS = ("lead", "opportunity")
-TEAM_FOR_KIND = {"lead": "sdr", "opportunity": "ae"}  # who takes what, unless a rule names the team
-CONDITION_FIELDS = ("segment", "region", "industry", "size_band", "channel")
-POOL_FIELDS = ("team", "segment", "region", "owners")
-SAME = "same"
-STATUSES = ("current", "candidate", "retired")
 TIE_BREAKERS = ("age", "load", "random_uuid")  # capped: spec §4.4 "Cap tie-breakers: age -> load -> random UUID"
 SHADOW_MATCH_MIN_PCT = 99.5   # spec §4.4: promote a new rule set when shadow match >= 99.5%
 GINI_MAX = 0.2                # spec §4.4 pre-check: fairness Gini <= 0.2
 ROUTE_SLO_SECONDS = 120       # spec §4.4 pre-check: P(Route < 2m)
-
-_TOP_KEYS = {"rule_set", "version", "status", "owner", "description", "flag", "rules"}
-_RULE_KEYS = {"name", "description", "applies_to", "when", "assign"}
-
-
-# ---- rule sets --------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    applies_to: tuple[str, ...]
-    when: Mapping[str, frozenset[str]]
-    team: str | None = None                              # None: TEAM_FOR_KIND of the record
-    segment: str | frozenset[str] | None = None          # None: any; SAME: the record's; else a set of values
-    region: str | frozenset[str] | None = None
-    owners: frozenset[str] | None = None                 # an explicit list of owner ids
-    description: str = ""
-
-    def matches(self, record: "Record") -> bool:
-        if record.kind not in self.applies_to:
-            return False
-        return all(record.attrs.get(f) in allowed for f, allowed in self.when.items())
-
-    def admits(self, owner: "Owner", record: "Record") -> bool:
-        """Is ``owner`` in this rule's pool for ``record`` (capacity aside)?"""
-        if not owner.active or owner.team != (self.team or TEAM_FOR_KIND[record.kind]):
-            return False
-        if self.owners is not None and owner.owner_id not in self.owners:
-            return False
-        for attr in ("segment", "region"):
-            want = getattr(self, attr)
-            have = getattr(owner, attr)
-            if want is None:
-                continue
-            if want == SAME:
-                if record.attrs.get(attr) is None or have != record.attrs.get(attr):
-                    return False
-            elif have not in want:
-                return False
-        return True
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    path: Path
-    name: str
-    version: str
-    status: str
-    owner: str
-    description: str
-    rules: tuple[Rule, ...]
-    flag: str | None = None
-
-    @property
-    def where(self) -> str:
-        return f"contracts/routing/{self.path.name}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}@{self.version}"
-
-
-def _err(where: str, msg: str) -> ContractError:
-    return ContractError(f"{where}: {msg}")
-
-
-def routing_enums(contracts_dir: Path) -> dict[str, tuple[str, ...]]:
-    """Allowed values of the condition fields and of ``team``, from the lead, opportunity and owner contracts."""
-    from gtm_pipeline.entity_contracts import load_entity_contracts
-
-    contracts = load_entity_contracts(contracts_dir)
-    out: dict[str, tuple[str, ...]] = {}
-    for fieldname in (*CONDITION_FIELDS, "team"):
-        values: list[str] = []
-        for ent in ("opportunity", "lead", "owner"):
-            col = contracts[ent].columns.get(fieldname) if ent in contracts else None
-            if col is not None and col.type == "enum":
-                values.extend(v for v in col.values if v not in values)
-        out[fieldname] = tuple(values)
-    return out
-
-
-def _values(where: str, fieldname: str, raw: object, enums: Mapping[str, Sequence[str]]) -> frozenset[str]:
-    if not isinstance(raw, list) or not raw:
-        raise _err(where, f"must be a non-empty list of {fieldname} values, e.g. [{', '.join(enums[fieldname][:2])}]")
-    for v in raw:
-        if str(v) not in enums[fieldname]:
-            raise _err(where, f"{v!r} is not a {fieldname}; allowed: {', '.join(enums[fieldname])}")
-    return frozenset(str(v) for v in raw)
-
-
-def _parse_rule(where: str, body: object, enums: Mapping[str, Sequence[str]]) -> Rule:
-    if not isinstance(body, dict):
-        raise _err(where, "must be a mapping with name, applies_to, when and assign")
-    unknown = set(body) - _RULE_KEYS
-    if unknown:
-        raise _err(where, f"unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(_RULE_KEYS))}")
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise _err(f"{where}.name", "every rule needs a name")
-    applies = body.get("applies_to")
-    if not isinstance(applies, list) or not applies or any(k not in KINDS for k in applies):
-        raise _err(f"{where}.applies_to", f"must be a non-empty list of record kinds; allowed: {', '.join(KINDS)}")
-    when_raw = body.get("when") or {}
-    if not isinstance(when_raw, dict):
-        raise _err(f"{where}.when", "must map record fields to lists of values, e.g. {segment: [smb]}")
-    when = {}
-    for f, vals in when_raw.items():
-        if f not in CONDITION_FIELDS:
-            raise _err(f"{where}.when.{f}", f"unknown field; conditions may use {', '.join(CONDITION_FIELDS)}")
-        when[f] = _values(f"{where}.when.{f}", f, vals, enums)
-    assign = body.get("assign") or {}
-    if not isinstance(assign, dict):
-        raise _err(f"{where}.assign", "must be a mapping like {team: ae, segment: same, region: same}")
-    unknown = set(assign) - set(POOL_FIELDS)
-    if unknown:
-        raise _err(f"{where}.assign", f"unknown field(s) {sorted(unknown)}; allowed: {', '.join(POOL_FIELDS)}")
-    team = assign.get("team")
-    if team is not None:
-        if team not in enums["team"]:
-            raise _err(f"{where}.assign.team", f"{team!r} is not an owner team; allowed: {', '.join(enums['team'])}")
-        wrong = [k for k in applies if TEAM_FOR_KIND[k] != team]
-        if wrong:
-            raise _err(f"{where}.assign.team", f"{team!r} cannot take {wrong[0]}s: {wrong[0]}s go to "
-                                               f"{TEAM_FOR_KIND[wrong[0]]} (spec §4.4); split the rule by applies_to")
-    pool: dict[str, object] = {}
-    for attr in ("segment", "region"):
-        raw = assign.get(attr)
-        if raw is None:
-            pool[attr] = None
-        elif raw == SAME:
-            pool[attr] = SAME
-        else:
-            pool[attr] = _values(f"{where}.assign.{attr}", attr, raw, enums)
-    owners = assign.get("owners")
-    if owners is not None and (not isinstance(owners, list) or not owners or
-                               not all(isinstance(o, str) and o for o in owners)):
-        raise _err(f"{where}.assign.owners", "must be a non-empty list of owner ids, e.g. [U001, U002]")
-    return Rule(name=name.strip(), applies_to=tuple(applies), when=when, team=team, segment=pool["segment"],
-                region=pool["region"], owners=frozenset(owners) if owners else None,
-                description=str(body.get("description", "")))
-
-
-def parse_rule_set(path: Path, enums: Mapping[str, Sequence[str]]) -> RuleSet:
-    """Load and validate one rule-set file; a problem raises ContractError naming the file and the field."""
-    where = f"contracts/routing/{path.name}"
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise _err(where, f"cannot be read ({e.strerror}); pass an existing rule-set file") from e
-    except yaml.YAMLError as e:
-        raise _err(where, f"not valid YAML: {e}") from e
-    if not isinstance(doc, dict):
-        raise _err(where, "must be a mapping with rule_set, version, status, owner, description and rules")
-    unknown = set(doc) - _TOP_KEYS
-    if unknown:
-        raise _err(where, f"unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
-    for req in ("rule_set", "version", "status", "owner", "rules"):
-        if doc.get(req) in (None, "", []):
-            raise _err(where, f"missing required field {req!r}")
-    if doc["status"] not in STATUSES:
-        raise _err(f"{where}: status", f"{doc['status']!r} is not a status; allowed: {', '.join(STATUSES)}")
-    if not isinstance(doc["rules"], list):
-        raise _err(f"{where}: rules", "must be a list of rules, tried in order")
-    rules = tuple(_parse_rule(f"{where}: rules[{i}]", r, enums) for i, r in enumerate(doc["rules"]))
-    seen: set[str] = set()
-    for i, r in enumerate(rules):
-        if r.name in seen:
-            raise _err(f"{where}: rules[{i}].name", f"{r.name!r} is used twice; rule names must be unique")
-        seen.add(r.name)
-    return RuleSet(path=path, name=str(doc["rule_set"]), version=str(doc["version"]), status=doc["status"],
-                   owner=str(doc["owner"]), description=str(doc.get("description", "")).strip(), rules=rules,
-                   flag=doc.get("flag"))
-
-
-@lru_cache(maxsize=32)
-def _cached(path_str: str, mtime: float, contracts_dir: str) -> RuleSet:
-    return parse_rule_set(Path(path_str), routing_enums(Path(contracts_dir)))
-
-
-def load_rule_set(path: Path, contracts_dir: Path) -> RuleSet:
-    """One rule set (validated against the entity contracts' enums), e.g. ``contracts/routing/rules_v2.yaml``."""
-    path = Path(path)
-    if not path.exists():
-        raise ContractError(f"{path}: no such rule-set file; rule sets live in contracts/routing/*.yaml")
-    return _cached(str(path), path.stat().st_mtime, str(contracts_dir))
-
-
-def load_rule_sets(contracts_dir: Path) -> dict[str, RuleSet]:
-    folder = contracts_dir / "routing"
-    out = {}
-    for f in sorted(folder.glob("*.yaml")):
-        rs = load_rule_set(f, contracts_dir)
-        if rs.name in out:
-            raise _err(rs.where, f"rule_set {rs.name!r} is also declared in {out[rs.name].where}")
-        out[rs.name] = rs
-    if not out:
-        raise ContractError(f"{folder}: no rule sets found (expected contracts/routing/<name>.yaml)")
-    return out
-
-
-def current_rule_set(contracts_dir: Path) -> RuleSet:
-    """The rule set with ``status: current`` (exactly one must be)."""
-    sets = load_rule_sets(contracts_dir)
-    cur = [rs for rs in sets.values() if rs.status == "current"]
-    if len(cur) != 1:
-        raise ContractError(f"contracts/routing: exactly one rule set must have status: current, found "
-                            f"{[rs.where for rs in cur] or 'none'}")
-    return cur[0]
 
 
 # ---- records, owners, assignments -------------------------------------------------------------------------------

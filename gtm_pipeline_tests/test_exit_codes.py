@@ -24,12 +24,12 @@ import dagster as dg
 import duckdb
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO
+from procs import venv_tool
+
 from gtm_pipeline import keys
 from gtm_pipeline.cli import main
 from gtm_pipeline.runner import Blocked, RunOutcome
-from procs import venv_tool
 
 pytestmark = pytest.mark.slow  # the module builds the whole graph once (about a minute on 2 cores)
 
@@ -263,9 +263,9 @@ def test_a_backfill_a_blocked_day_stops_says_which_day_and_check_then_takes_the_
     res = cli("quarantine", "backfill", "--no-refresh")
     assert res.exit_code == 1, res.output
     assert f"blocked day {BLOCKED_DAY}: opportunity (run " in res.output
-    held = (f"1 released row(s) stay held: day {BLOCKED_DAY} of clean/opportunity is blocked by check "
-            f"{keys.CHECK_RANGES} (1 row(s) breaking range); repair and release those rows ('gtm-pipeline "
-            f"quarantine list --entity opportunity --day {BLOCKED_DAY} --rule range')")
+    held = (f"1 released row(s) stay held: clean/opportunity {BLOCKED_DAY} is blocked by check "
+            f"{keys.CHECK_RANGES} (1 row(s) out of contract); see 'gtm-pipeline quarantine list --entity opportunity "
+            f"--rule range --day {BLOCKED_DAY}'; repair and release those rows")
     assert "error: quarantine backfill was blocked:" in res.output and held in res.output
     # Running it again changes nothing and says the same: the row is held, not lost and not silently done.
     again = cli("quarantine", "backfill", "--no-refresh")

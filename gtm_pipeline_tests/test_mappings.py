@@ -704,7 +704,7 @@ OPP_KNOWN = ", ".join(sorted(_columns("crm/opportunities")))
          f'bad.yaml: outputs[0].columns.stagee: unknown column for crm/opportunities; known: {OPP_KNOWN}; '
          'did you mean "stage"?'),
         ("name: unit", "name: unit\nnmae: x",
-         "bad.yaml: nmae: unknown key; allowed: name, description, license_note, anchors, inputs, outputs; "
+         "bad.yaml: nmae: unknown field; allowed: name, description, license_note, anchors, inputs, outputs; "
          'did you mean "name"?'),
         ("target: crm/opportunities", "target: crmm/opportunities",
          'bad.yaml: outputs[0].target: unknown source "crmm"; known: ads, calendar, crm, vendors, web; '
@@ -726,8 +726,7 @@ OPP_KNOWN = ", ".join(sorted(_columns("crm/opportunities")))
         ("{from: id}", "{from: id, bucket: [[null, a], [5, b]]}",
          "bad.yaml: outputs[0].columns.opportunity_id.bucket[0]: only the last bucket may have no upper bound (null)"),
         ("{Won: closed_won}}", "{Won: closed_won}, unmapped: drop}",
-         "bad.yaml: outputs[1].columns.to_stage.unmapped: 'drop': expected keep (pass through), warn (pass through "
-         "and report) or reject"),
+         "bad.yaml: outputs[1].columns.to_stage.unmapped: 'drop' is not allowed; allowed: keep, warn, reject"),
         ("{Won: closed_won}}", "{Won: closed_won}, default: x, unmapped: keep}",
          "bad.yaml: outputs[1].columns.to_stage.unmapped: give either default (a value for unmapped input) "
          "or unmapped"),
@@ -748,7 +747,7 @@ OPP_KNOWN = ", ".join(sorted(_columns("crm/opportunities")))
         ("    day_from: [close_date]\n    columns:\n      to_stage",
          "    day_from: [close_date]\n    filter: {column: stage, in: [Won], not_empty: true}\n"
          "    columns:\n      to_stage",
-         "bad.yaml: outputs[1].filter: give exactly one of in: [..], not_in: [..] or not_empty: true"),
+         "bad.yaml: outputs[1].filter[0]: give exactly one of in: [..], not_in: [..] or not_empty: true"),
         ("  products: {file: products.csv}", "  products: {file: products.csv}\n  extra: {file: x.csv}",
          "bad.yaml: inputs.extra: not read by any output or lookup; remove it or use it"),
         ("{file: deals.csv}", "{file: deals.csv, encoding: utf-9}",

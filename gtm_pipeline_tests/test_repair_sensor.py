@@ -12,12 +12,12 @@ import dagster as dg
 import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
+from repair_landing import MISSING_DAY, build_warehouse
 
 from gtm_pipeline import backfill, keys, repair, routing
 from gtm_pipeline.backfill import FAILED, IN_FLIGHT, SUCCEEDED, Applied, Pending, Snapshot, decide
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.entity_contracts import load_entity_contracts
-from repair_landing import build_warehouse, MISSING_DAY
 
 P = [Pending("q1", "opportunity", "2026-08-02", "REL-a"), Pending("q2", "opportunity", "2026-08-03", "REL-a"),
      Pending("q3", "lead", "2026-08-02", "REL-a")]
@@ -102,14 +102,14 @@ def test_rows_a_blocked_day_holds_are_named_with_day_check_and_fix_not_dropped_s
     d = decide(held, cur, states({backfill.run_key(b, "2026-08-02"): FAILED}), no_refresh)
     assert d.requests == []  # no retry: re-cleaning a blocked day holds the row again
     assert d.skip_reason() == (
-        "1 released row(s) stay held: day 2026-08-02 of clean/opportunity is blocked by check ranges_in_bounds "
-        "(1 row(s) breaking range); repair and release those rows ('gtm-pipeline quarantine list --entity "
-        "opportunity --day 2026-08-02 --rule range') and the held rows are taken in with the day")
+        "1 released row(s) stay held: clean/opportunity 2026-08-02 is blocked by check ranges_in_bounds "
+        "(1 row(s) out of contract); see 'gtm-pipeline quarantine list --entity opportunity --rule range --day "
+        "2026-08-02'; repair and release those rows and the held rows are taken in with the day")
     # A contract that blocks on another rule names that rule's check; a block whose rows are gone says where to look.
     enum = Block("lead", "2026-08-03", (("enum", 2),)).describe()
-    assert "blocked by check enum_integrity (2 row(s) breaking enum)" in enum and "--rule enum" in enum
+    assert "blocked by check enum_integrity (2 row(s) out of contract)" in enum and "--rule enum" in enum
     assert Block("lead", "2026-08-03", ()).describe() == (
-        "day 2026-08-03 of clean/lead is blocked; see 'gtm-pipeline quarantine list --entity lead --day 2026-08-03'")
+        "clean/lead 2026-08-03 is blocked; see 'gtm-pipeline quarantine list --entity lead --day 2026-08-03'")
 
 
 def test_refresh_follows_once_the_batch_is_in_and_only_once():

@@ -58,11 +58,12 @@ def test_the_project_rule_sets_load_and_v1_is_current():
 
 
 @pytest.mark.parametrize("bad,expected", [
-    ("rule_set: t\nversion: '1'\nstatus: current\nowner: x\nrules: []\nflavour: x\n", "unknown field(s) ['flavour']"),
+    ("rule_set: t\nversion: '1'\nstatus: current\nowner: x\nrules: []\nflavour: x\n",
+     "flavour: unknown field; allowed: rule_set, version, status, owner, description, flag, rules"),
     (rs_yaml("- {name: a, applies_to: [opportunity], assign: {team: ae}, priority: 1}"),
-     "rules[0]: unknown field(s) ['priority']"),
+     "rules[0].priority: unknown field; allowed: name, description, applies_to, when, assign"),
     (rs_yaml("- {name: a, applies_to: [opportunity], when: {country: [us]}, assign: {}}"),
-     "rules[0].when.country: unknown field; conditions may use segment, region"),
+     "rules[0].when.country: unknown field; allowed: segment, region, industry, size_band, channel"),
     (rs_yaml("- {name: a, applies_to: [opportunity], when: {segment: [smbb]}, assign: {}}"),
      "rules[0].when.segment: 'smbb' is not a segment; allowed: smb, mid_market, enterprise"),
     (rs_yaml("- {name: a, applies_to: [lead], assign: {team: ae}}"),
@@ -73,8 +74,10 @@ def test_the_project_rule_sets_load_and_v1_is_current():
      "rules[0].assign.region: 'moon' is not a region"),
     (rs_yaml("- {name: a, applies_to: [opportunity], assign: {}}\n- {name: a, applies_to: [lead], assign: {}}"),
      "rules[1].name: 'a' is used twice"),
-    (rs_yaml("- {name: a, applies_to: [accounts], assign: {}}"), "rules[0].applies_to: must be a non-empty list"),
-    (rs_yaml("- {name: a, applies_to: [opportunity], assign: {}}", status="live"), "status: 'live' is not a status"),
+    (rs_yaml("- {name: a, applies_to: [accounts], assign: {}}"),
+     "rules[0].applies_to[0]: 'accounts' is not allowed; allowed: lead, opportunity"),
+    (rs_yaml("- {name: a, applies_to: [opportunity], assign: {}}", status="live"),
+     "status: 'live' is not allowed; allowed: current, candidate, retired"),
 ])
 def test_rule_set_errors_name_file_and_field(tmp_path, bad, expected):
     p = tmp_path / "bad.yaml"
