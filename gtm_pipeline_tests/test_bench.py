@@ -1,5 +1,6 @@
 """The benchmark command (docs/bench.md): `gtm-pipeline bench --quick` runs end to end on tiny data and prints the
-tables the issue asks for, with numbers that are positive and add up. No wall-clock bound is asserted anywhere:
+tables the issue asks for (every stage against the floor and the reference script, Dagster's event time, peak memory,
+one new day on two histories), with numbers that are positive and add up. No wall-clock bound is asserted anywhere:
 speed is what the command reports, not what a test decides."""
 
 from __future__ import annotations
@@ -56,11 +57,19 @@ def test_quick_bench_prints_the_tables_and_consistent_numbers(tmp_path):
         assert f"== {size} raw rows" in text
     for stage in bench.STAGES:
         assert len(re.findall(rf"^\s+{stage}\s+\d+\.\d\d\s+\d+%", text, flags=re.M)) == 2, stage
-    for label in ("total", "rows/s", "peak RSS", "floor", "total/floor"):
+    for label in ("total", "rows/s", "peak RSS", "floor", "total/floor", "reference", "total/reference"):
         assert len(re.findall(rf"^\s+{re.escape(label)}\s", text, flags=re.M)) >= 2, label
     assert "throughput (seconds per stage)" in text and "incremental cost of one new day" in text
     assert re.search(r"^ratio 4d / 2d: \d+\.\d\d", text, flags=re.M)
     assert "load average" in text
+    # Every stage row shows its ratio to the floor; those the reference script has a section for, its ratio to that.
+    for stage in bench.STAGES:
+        row = re.findall(rf"^\s+{stage}\s+\d+\.\d\d\s+\d+%\s+(\S+)\s+(\S+)\s+(\S+)", text, flags=re.M)
+        assert all(x.endswith("x") for x, _, _ in row), (stage, row)
+        if stage in bench.REFERENCE_STAGES:
+            assert all(float(ref) >= 0 and x_ref.endswith("x") for _, ref, x_ref in row), (stage, row)
+        else:
+            assert all(ref == "-" and x_ref == "-" for _, ref, x_ref in row), (stage, row)
 
     # The JSON result agrees with itself.
     result = json.loads((out / "results.json").read_text())
@@ -74,6 +83,13 @@ def test_quick_bench_prints_the_tables_and_consistent_numbers(tmp_path):
         assert s["floor"] > 0 and s["ratio"] == pytest.approx(s["total"] / s["floor"])
         assert s["peak_rss"] >= max(s["stage_peak_rss"].values()) > 0
         assert 0 <= sum(s["event_seconds"].values()) <= s["total"]
+        # The reference script ran every one of its stages; the total/reference ratio is the pipeline's over it.
+        assert set(s["reference"]) == set(bench.REFERENCE_STAGES)
+        assert s["reference_total"] == pytest.approx(sum(s["reference"].values())) and s["reference_total"] > 0
+        assert s["reference_ratio"] == pytest.approx(s["total"] / s["reference_total"])
+        assert s["reference_peak_rss"] > 0 and s["reference_counts"]["clean_rows"] > 0
+        # ... and published the rows the pipeline published (one clean batch at these sizes: no batch boundary).
+        assert s["reference_counts"]["clean_rows"] == s["clean_rows"]
         # The floor read every record the generator wrote, less the lines no reader can parse.
         assert 0.99 * s["raw_rows"] <= s["floor_rows"] <= s["raw_rows"]
     small, large = result["sizes"]

@@ -27,12 +27,15 @@ import click
 @click.option("--skip-increment", is_flag=True, help="Measure the sizes only.")
 @click.option("--skip-sizes", is_flag=True, help="Measure the incremental cost only.")
 def bench(sizes, days, history, history_scale, seed, out_dir, keep, quick, skip_increment, skip_sizes):
-    """Benchmark the whole asset graph at three sizes against DuckDB's own floor, and the cost of one new day.
+    """Benchmark the whole asset graph at three sizes against DuckDB's own floor and a reference script, and the cost
+    of one new day.
 
-    Per size: seconds per stage (ingest, clean, contracts, metrics, decisions) and in total, raw rows per
-    second, peak resident memory of the process tree, the floor (DuckDB reading the same landing files once) and
-    total/floor. Then one new day on top of each history length, and the ratio of their costs. The load average is
-    printed next to every figure: other work on the machine slows every stage.
+    Per size, for each stage (ingest, clean, contracts, metrics, decisions) and in total: seconds, the ratio to the
+    floor (DuckDB reading the same landing files once) and to the reference script (the same reading, typing,
+    deduplication and contract labelling in plain DuckDB SQL: gtm_pipeline/bench/reference.sql), the seconds spent
+    storing Dagster events, and peak resident memory; raw rows per second. Then one new day on top of each history
+    length, and the ratio of their costs. The load average is printed next to every figure: other work on the
+    machine slows every stage.
 
     \b
     Example:
