@@ -140,11 +140,12 @@ def test_landing_days_ignore_non_day_folders(tmp_path):
 
 @pytest.mark.parametrize("yaml_text, message", [
     ("sources: {crm: {tables: {x: {format: xlsx, columns: [a], entity: e}}}}",
-     "sources.crm.tables.x.format: 'xlsx' is not a supported format; use one of ['csv', 'jsonl', 'parquet']"),
+     "sources.crm.tables.x.format: 'xlsx' is not allowed; allowed: csv, jsonl, parquet"),
     ("sources: {crm: {tables: {x: {format: csv, columns: [a], entity: e, to_entity: {b: zz}}}}}",
      "sources.crm.tables.x.to_entity.b: landing column 'zz' is not in columns; known: a"),
     ("sources: {crm: {tables: {x: {format: csv, columns: [a], entity: e, colums: [b]}}}}",
-     "sources.crm.tables.x: unknown field(s) ['colums']"),
+     "sources.crm.tables.x.colums: unknown field; allowed: format, columns, entity, to_entity, aliases, event_time, "
+     'description; did you mean "columns"?'),
     ("sources: {crm: {owner: x}}", "sources.crm.tables: a source needs at least one table"),
 ])
 def test_landing_spec_errors_name_file_field_and_fix(tmp_path, yaml_text, message):
