@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install demo test system-deps bench ui clean
+.PHONY: install demo test lint system-deps bench ui clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,11 @@ demo: install  ## generate 90 days of GTM exports and materialize the whole asse
 system-deps:  ## Debian packages the end-to-end tests run for real (needs root; skipped when already present)
 	bash scripts/install-system-deps.sh
 
-test: install system-deps  ## the full suite, end-to-end tests with real servers included
+lint: install  ## ruff and mypy (configured in pyproject.toml); part of `make test`
+	$(VENV)/bin/ruff check gtm_pipeline gtm_pipeline_tests
+	$(VENV)/bin/mypy
+
+test: install system-deps lint  ## lint and types, then the full suite, end-to-end tests with real servers included
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install  ## throughput, memory and incremental cost at three sizes

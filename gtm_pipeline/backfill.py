@@ -516,14 +516,14 @@ def run_backfill_in_process(database: str | Path, *, definitions=None, instance=
             after = read_snapshot(con)
         lookup = refreshed_at_lookup(instance, graph)
         since = {e: lookup([e]) for e in {a.entity for a in after.applied}}
-        newer = [a for a in after.applied if since[a.entity] is None or _epoch(a.applied_at) > since[a.entity]]
+        newer = [a for a in after.applied if (t := since[a.entity]) is None or _epoch(a.applied_at) > t]
         if newer:
-            ents = tuple(sorted({a.entity for a in newer}))
-            req = Request(refresh_key(a.quarantine_id for a in newer) + "-cli", "refresh", ents,
+            refreshed = tuple(sorted({a.entity for a in newer}))
+            req = Request(refresh_key(a.quarantine_id for a in newer) + "-cli", "refresh", refreshed,
                           since_day=min(a.day for a in newer))
-            tags = {**req.tags, **refresh_run_tags(graph, instance, ents, req.since_day), TAG_TRIGGER: "cli"}
+            tags = {**req.tags, **refresh_run_tags(graph, instance, refreshed, req.since_day), TAG_TRIGGER: "cli"}
             res = run_job(keys.REPAIR_BACKFILL_JOB, instance=instance, run_config=run_config,
-                          asset_selection=refresh_selection(graph, ents), tags=tags, defs=definitions)
+                          asset_selection=refresh_selection(graph, refreshed), tags=tags, defs=definitions)
             out.runs.append((req, res.run_id, res.success))
             out.outcomes[res.run_id] = res
             if res.failed_steps:

@@ -8,7 +8,7 @@ drill can move time forward between steps of one process.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from gtm_pipeline.errors import GtmPipelineError
 
@@ -22,7 +22,7 @@ def parse_instant(text: str, what: str = ENV) -> datetime:
     except ValueError as e:
         raise GtmPipelineError(f"{what}={text!r} is not an ISO-8601 time; use e.g. 2026-11-03T09:30:00Z") from e
     if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
     return dt
 
 
@@ -31,17 +31,17 @@ def utcnow() -> datetime:
     frozen = os.environ.get(ENV)
     if frozen:
         return parse_instant(frozen)
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def to_epoch(dt: datetime) -> float:
     """Naive UTC (or aware) datetime -> epoch seconds."""
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def from_epoch(t: float) -> datetime:
     """Epoch seconds -> naive UTC datetime."""
-    return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(t, UTC).replace(tzinfo=None)
 
 
 def iso_z(t: float | None) -> str | None:

@@ -62,12 +62,12 @@ class Settings:
     contracts_dir: Path
     start_date: str
     # Freshness SLOs (docs/slo.md): the SLO file, the evaluation history (SQLite, deliberately not in DuckDB so the
-    # sensor and the exporter never wait for the warehouse's write lock) and the alert webhooks.
+    # sensor and the exporter never wait for the warehouse's write lock) and the alert webhooks (below).
+    slo_file: Path
+    slo_history_path: Path
     # DuckDB's memory limit for the pipeline's connections: beyond it DuckDB spills to disk instead of holding a whole
     # backfill's transaction in memory (docs/bench.md; DuckDB's own default is 80% of the machine's RAM).
     duckdb_memory_limit: str = "1GB"
-    slo_file: Path | None = None
-    slo_history_path: Path | None = None
     alert_webhook_url: str | None = None
     slack_webhook_url: str | None = None
     decision_log_key: str | None = field(default=None, repr=False)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from gtm_pipeline.errors import ContractError
 
@@ -83,7 +84,7 @@ def _path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _problem(err: dict, model: type[BaseModel]) -> str:
+def _problem(err: ErrorDetails, model: type[BaseModel]) -> str:
     # pydantic puts a model validator's error at the model's location and a tagged-union branch name in loc: drop
     # the names that are not fields, and the "[key]" marker of a bad mapping key (the key itself is named before it).
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]")))

@@ -20,6 +20,7 @@ from datetime import date, datetime, time, timedelta
 import duckdb
 
 from gtm_pipeline.landing import LandingSpec, Source
+from gtm_pipeline.warehouse import scalar
 
 PUBLISHED = "published"
 BLOCKED = "blocked"
@@ -100,13 +101,13 @@ def delivery_cutoff(con: duckdb.DuckDBPyConnection, source: Source, day: str, in
     for t in source.tables:
         if not t.event_time:
             continue
-        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
-                             "AND table_name = ?", [t.raw_table]).fetchone()[0]
+        exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
+                             "AND table_name = ?", [t.raw_table])
         if not exists:
             continue
         col = '"' + t.event_time.replace('"', '""') + '"'
-        v = con.execute(f"SELECT max(TRY_CAST({col} AS TIMESTAMP)) FROM raw.{t.raw_table} "
-                        f"WHERE _partition = ?::DATE", [day]).fetchone()[0]
+        v = scalar(con, f"SELECT max(TRY_CAST({col} AS TIMESTAMP)) FROM raw.{t.raw_table} "
+                        f"WHERE _partition = ?::DATE", [day])
         if v is not None:
             newest.append(v)
     # The source is complete through its least advanced table; a delivery with no readable timestamp is complete
@@ -150,11 +151,11 @@ def partitioned_data_time(con: duckdb.DuckDBPyConnection, asset_key: str) -> Dat
         "SELECT strftime(partition_key, '%Y-%m-%d') FROM ops.partition_status WHERE asset_key = ? AND status = ? "
         "ORDER BY 1", [asset_key, BLOCKED]).fetchall()]
     if blocked:
-        at = con.execute("SELECT max(data_time) FROM ops.partition_status WHERE asset_key = ? AND status = ? "
-                         "AND partition_key < ?::DATE", [asset_key, PUBLISHED, blocked[0]]).fetchone()[0]
+        at = scalar(con, "SELECT max(data_time) FROM ops.partition_status WHERE asset_key = ? AND status = ? "
+                         "AND partition_key < ?::DATE", [asset_key, PUBLISHED, blocked[0]])
         return DataTime(at, tuple(f"{asset_key}@{d}" for d in blocked))
-    at = con.execute("SELECT max(data_time) FROM ops.partition_status WHERE asset_key = ? AND status = ?",
-                     [asset_key, PUBLISHED]).fetchone()[0]
+    at = scalar(con, "SELECT max(data_time) FROM ops.partition_status WHERE asset_key = ? AND status = ?",
+                     [asset_key, PUBLISHED])
     return DataTime(at)
 
 

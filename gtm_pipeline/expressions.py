@@ -51,8 +51,9 @@ import math
 import operator
 import tokenize
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Union
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -138,43 +139,43 @@ class _Col:
 
 @dataclass(frozen=True, slots=True)
 class _Neg:
-    operand: "_Node"
+    operand: _Node
 
 
 @dataclass(frozen=True, slots=True)
 class _Arith:
     op: str  # + - * / %
-    left: "_Node"
-    right: "_Node"
+    left: _Node
+    right: _Node
 
 
 @dataclass(frozen=True, slots=True)
 class _Cmp:
     op: str  # SQL spelling: = <> < <= > >=
-    left: "_Node"
-    right: "_Node"
+    left: _Node
+    right: _Node
 
 
 @dataclass(frozen=True, slots=True)
 class _Logic:
     op: str  # AND / OR
-    operands: tuple["_Node", ...]
+    operands: tuple[_Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class _Not:
-    operand: "_Node"
+    operand: _Node
 
 
 @dataclass(frozen=True, slots=True)
 class _IsNull:
-    operand: "_Node"
+    operand: _Node
     negated: bool
 
 
 @dataclass(frozen=True, slots=True)
 class _In:
-    operand: "_Node"
+    operand: _Node
     values: tuple[object, ...]
     negated: bool
 
@@ -182,11 +183,11 @@ class _In:
 @dataclass(frozen=True, slots=True)
 class _Call:
     func: str
-    args: tuple["_Node", ...]
+    args: tuple[_Node, ...]
     digits: int = 0  # round() only
 
 
-_Node = Union[_Const, _Col, _Neg, _Arith, _Cmp, _Logic, _Not, _IsNull, _In, _Call]
+_Node: TypeAlias = _Const | _Col | _Neg | _Arith | _Cmp | _Logic | _Not | _IsNull | _In | _Call
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ class Expression:
         out = pd.Series(result.fillna(False).to_numpy(dtype=bool), index=df.index)
         return out
 
-    def denominators(self) -> tuple["Denominator", ...]:
+    def denominators(self) -> tuple[Denominator, ...]:
         """Every divisor of ``/`` and ``%`` in the expression, outermost first, without repeats.
 
         A divisor written as a guard, ``max(x, c)`` with a positive constant ``c`` (as in the spec's
@@ -257,7 +258,7 @@ class Denominator:
     guarded: bool
 
 
-def _children(node: "_Node") -> tuple["_Node", ...]:
+def _children(node: _Node) -> tuple[_Node, ...]:
     if isinstance(node, _Neg | _Not):
         return (node.operand,)
     if isinstance(node, _Arith | _Cmp):
@@ -271,7 +272,7 @@ def _children(node: "_Node") -> tuple["_Node", ...]:
     return ()
 
 
-def _unguard(node: "_Node") -> tuple["_Node", bool]:
+def _unguard(node: _Node) -> tuple[_Node, bool]:
     """``max(x, c)`` with positive constants ``c`` and exactly one non-constant ``x`` -> (x, True)."""
     if isinstance(node, _Call) and node.func == "max":
         consts = [a for a in node.args if isinstance(a, _Const)]
@@ -282,7 +283,7 @@ def _unguard(node: "_Node") -> tuple["_Node", bool]:
     return node, False
 
 
-def _render(node: "_Node") -> str:
+def _render(node: _Node) -> str:
     """Readable text of a compiled sub-expression (for messages; column names in their known spelling)."""
     if isinstance(node, _Const):
         return repr(node.value)
@@ -561,7 +562,7 @@ class _Compiler:
         operand = self.expect(node.operand, (_NUM,), f'unary "{"-" if isinstance(node.op, ast.USub) else "+"}"')
         if isinstance(node.op, ast.UAdd):
             return operand, _NUM
-        if isinstance(operand, _Const):  # fold -1 into a constant
+        if isinstance(operand, _Const) and isinstance(operand.value, int | float):  # fold -1 into a constant
             return _Const(-operand.value), _NUM
         return _Neg(operand), _NUM
 

@@ -27,7 +27,15 @@ import duckdb
 
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.warehouse import (
-    OPEN_SQL, OPEN_STATUSES, ensure_base, notify_owner, open_incident, resolve_incidents, utcnow,
+    OPEN_SQL,
+    OPEN_STATUSES,
+    ensure_base,
+    notify_owner,
+    one_row,
+    open_incident,
+    resolve_incidents,
+    scalar,
+    utcnow,
 )
 
 SEVERITIES = ("SEV1", "SEV2", "SEV3", "SEV4")  # SEV1 is the worst
@@ -121,8 +129,7 @@ def record_contract_findings(con: duckdb.DuckDBPyConnection, *, entity: str, own
         _refresh_contract_incident(con, iid, key_of[iid], entity, version, now, by_run, parts)
     for iid, f in new_ids.items():
         if f.kind == BLOCK_KIND:
-            title, samples = con.execute("SELECT title, samples FROM ops.incidents WHERE incident_id = ?",
-                                         [iid]).fetchone()
+            title, samples = one_row(con, "SELECT title, samples FROM ops.incidents WHERE incident_id = ?", [iid])
             lines = "\n".join(f"- {s['file']}:{s['line']} {s['reason']}" for s in json.loads(samples or "[]"))
             notify_owner(con, owner=owner, subject=title, asset_key=f"clean/{entity}", incident_id=iid,
                          body=f"Publication of {entity} for {f.partition} is blocked until these rows are repaired:"
@@ -195,7 +202,7 @@ def declare(con: duckdb.DuckDBPyConnection, *, severity: str, title: str, by: st
     ensure_base(con)
     now = now or utcnow()
     keys = ([f"clean/{entity}"] if entity else []) + ([asset_key] if asset_key else [])
-    n = con.execute("SELECT count(*) FROM ops.incidents WHERE origin = 'manual'").fetchone()[0]
+    n = scalar(con, "SELECT count(*) FROM ops.incidents WHERE origin = 'manual'")
     # Each declaration is its own incident: the key is unique, so nothing dedups it away.
     iid, _ = open_incident(con, severity=severity, origin="manual", asset_key=", ".join(keys) or "platform",
                            rule="manual", title=title.strip(), details={"declared_by": by},

@@ -193,7 +193,7 @@ def _csv_on_its_own(f: LandingFile, scratch: Path) -> bool:
     error = _probe_csv(f.path, len(f.columns))
     if error is None:
         return True
-    for blank in (False, True) if f.scan.cr else ():
+    for blank in (False, True) if f.scan is not None and f.scan.cr else ():
         copy = scratch / f"{uuid.uuid4().hex}.csv"
         blanked = normalized_copy(f.path, copy, blank_lone_cr=blank)
         if _probe_csv(copy, len(f.columns)) is None:

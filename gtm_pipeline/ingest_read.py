@@ -268,7 +268,7 @@ def _read_csv_batch(con, table: Table, header: list[str], resolved: dict[str, st
     # differ (blank lines, quoted line breaks, lines swallowed by an open quote): such a file is read again on its
     # own, because DuckDB 2.0 drops some rejects of a multi-file read (an unterminated quote in a file that is not
     # the last one, measured on the generated crm exports) while a single-file read keeps them.
-    again = [i for i, f in enumerate(batch) if rejected.get(i) or f.pre_rejects or f.scan.lines != n_good[i] + 1]
+    again = [i for i, f in enumerate(batch) if rejected.get(i) or f.pre_rejects or _lines(f) != n_good[i] + 1]
     if again:
         con.execute(f"DELETE FROM {stg} WHERE _f IN (SELECT unnest(?::BIGINT[]))", [again])
     slow: dict[str, list] = {"_f": [], "k": [], "line": []}
@@ -340,7 +340,7 @@ def _read_jsonl_batch(con, table: Table, batch: list[LandingFile], now, in_pytho
                lambda p: probe(_lines_source([p], *_names("rj", "rs"))))
         rejected = _duckdb_rejects(con, rj, rs)
         n_read, first = _file_stats(con, stg, batch)
-    slow = [i for i, f in enumerate(batch) if rejected.get(i) or n_read[i] != f.scan.lines]
+    slow = [i for i, f in enumerate(batch) if rejected.get(i) or n_read[i] != _lines(f)]
     if slow:
         split: dict[str, list] = {"_k": [], "_f": [], "_line": [], "_raw": []}
         for i in slow:
@@ -424,3 +424,9 @@ def _read_parquet_batch(con, table: Table, resolved: dict[str, str], unexpected:
         SELECT {select}, '{table.source}', '{table.name}', f._rel, p.file_row_number + 1, f._day, ?, {extra}
         FROM {src} p JOIN {_files_sql(batch, [0] * len(batch))} ON f._f = p.file_index""",
            lambda path: probe(f"read_parquet({_sql_list([path])})"), [now])
+
+
+def _lines(f) -> int:
+    """The file's physical line count from its scan; -1 (never equal to a count) for a file that was not scanned,
+    which sends it to the exact per-file path."""
+    return f.scan.lines if f.scan is not None else -1

@@ -35,8 +35,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BeforeValidator, PrivateAttr, StrictBool, ValidationError, ValidationInfo,
-                      create_model, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gtm_pipeline.config import PROJECT_ROOT, load_settings
@@ -235,21 +244,21 @@ class _ConditionRules(Strict):
         tests = [k for k in ("in", "not_in", "not_empty") if k in self.model_fields_set]
         if len(tests) != 1:
             raise ValueError("give exactly one of in: [..], not_in: [..] or not_empty: true")
-        if tests == ["not_empty"] and not getattr(self, "not_empty"):
+        if tests == ["not_empty"] and not self.not_empty:
             raise _error_at(("not_empty",), "only not_empty: true is supported")
         return self
 
     @property
     def op(self) -> str:
-        return "in" if getattr(self, "in") else "not_in" if getattr(self, "not_in") else "not_empty"
+        return "in" if getattr(self, "in") else "not_in" if self.not_in else "not_empty"
 
     @property
     def values(self) -> tuple[str, ...]:
-        return getattr(self, "in") or getattr(self, "not_in")
+        return getattr(self, "in") or self.not_in
 
     def failure(self, row: dict[str, str]) -> str | None:
         """None when the row passes, else why it does not."""
-        column, op, values = getattr(self, "column"), self.op, self.values
+        column, op, values = self.column, self.op, self.values
         value = row[column]
         shown = "[" + ", ".join(values) + "]"
         if op == "in" and value not in values:
@@ -316,7 +325,7 @@ class _ColumnRules(Strict):
 
     @property
     def value_map(self) -> dict[str, str] | None:
-        return getattr(self, "map")
+        return self.map
 
     @property
     def converter(self) -> str | None:
@@ -324,7 +333,7 @@ class _ColumnRules(Strict):
 
     @property
     def label(self) -> str:
-        lookup: LookupSpec | None = getattr(self, "lookup")
+        lookup: LookupSpec | None = self.lookup
         if self.source == "from" and self.column != self.target:
             return f"{self.target} (from {self.column})"
         if lookup is not None:
@@ -336,11 +345,11 @@ class _ColumnRules(Strict):
     def reads(self, where: str, input_name: str) -> list[tuple[str, str, str]]:
         """(where in the mapping, input name, column) for each raw column this spec reads, ``where`` naming the
         spec and ``input_name`` the input of its output."""
-        lookup: LookupSpec | None = getattr(self, "lookup")
+        lookup: LookupSpec | None = self.lookup
         if lookup is not None:
             return [(f"{where}.lookup.key", lookup.input, lookup.key), (f"{where}.lookup.value", lookup.input,
                     lookup.value), (f"{where}.lookup.on", input_name, lookup.on)]
-        pieces: tuple[tuple[str, str | None], ...] = getattr(self, "template")
+        pieces: tuple[tuple[str, str | None], ...] = self.template
         if self.source == "template":
             return [(f"{where}.template", input_name, name) for _, name in pieces if name is not None]
         return [(f"{where}.from", input_name, self.column)] if self.source == "from" and self.column else []
@@ -437,7 +446,7 @@ class OutputSpec(Strict):
 
     def reads(self) -> list[tuple[str, str, str]]:
         """(where in the mapping, input name, column) for every raw column this output reads."""
-        refs = [(f"{self.where}.filter", self.input, getattr(c, "column")) for c in self.filter]
+        refs = [(f"{self.where}.filter", self.input, c.column) for c in self.filter]
         refs += [(f"{self.where}.day_from", self.input, c) for c in self.day_from]
         for name, col in self.columns.items():
             refs += col.reads(f"{self.where}.columns.{name}", self.input)
@@ -470,7 +479,7 @@ class Mapping(Strict):
             if out.input not in self.inputs:
                 raise _error_at(("outputs", i, "input"), f'unknown input "{out.input}"; declared inputs: {declared}')
             for name, col in out.columns.items():
-                lookup: LookupSpec | None = getattr(col, "lookup")
+                lookup: LookupSpec | None = col.lookup
                 if lookup is not None and lookup.input not in self.inputs:
                     raise _error_at(("outputs", i, "columns", name, "lookup", "input"),
                                     f'unknown input "{lookup.input}"; declared inputs: {declared}')

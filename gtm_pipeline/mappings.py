@@ -30,17 +30,26 @@ import json
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from gtm_pipeline.errors import ContractError, GtmPipelineError
 from gtm_pipeline.landing import Table
+
 # The mapping contract lives in its own module; its names stay importable from here (mappings.load_mapping, ...).
 from gtm_pipeline.mapping_spec import (  # noqa: F401 - re-exported
-    LANDING_TIMESTAMP_FORMAT, ColumnSpec, Condition, InputSpec, LookupSpec, Mapping, OutputSpec, did_you_mean,
-    load_mapping)
+    LANDING_TIMESTAMP_FORMAT,
+    ColumnSpec,
+    Condition,
+    InputSpec,
+    LookupSpec,
+    Mapping,
+    OutputSpec,
+    did_you_mean,
+    load_mapping,
+)
 
 IMPORT_DIR = "_import"
 REJECTS_FILE = "rejects.csv"
@@ -248,7 +257,7 @@ def _apply(col: ColumnSpec, row: dict[str, str], lookups: _Lookups) -> tuple[str
             shown = col.date_format[0] if len(col.date_format) == 1 else "any of " + ", ".join(col.date_format)
             return "", f'{col.label}: "{value}" does not match {shown}', None
         if parsed.tzinfo is not None:  # an offset in the format: land the UTC wall time
-            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
         value = parsed.strftime(LANDING_TIMESTAMP_FORMAT)
     elif value != "" and col.converter == "bucket":
         number = _number(value)
@@ -295,7 +304,7 @@ def _day(out: OutputSpec, row: dict[str, str]) -> tuple[str | None, str | None]:
         if parsed is None:
             return None, f'day (from {column}): "{raw}" is not a date ({hint})'
         if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(timezone.utc)
+            parsed = parsed.astimezone(UTC)
         return parsed.date().isoformat(), None
     if out.default_day is not None:
         return out.default_day, None

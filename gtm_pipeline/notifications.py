@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from gtm_pipeline.clock import utcnow
-from gtm_pipeline.warehouse import ensure_base
+from gtm_pipeline.warehouse import ensure_base, scalar
 
 BACKOFF_BASE = 30.0      # seconds before the first retry
 BACKOFF_CAP = 3600.0     # never wait longer than this between tries
@@ -75,7 +75,8 @@ def _ensure_ids(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def deliver_pending(con: duckdb.DuckDBPyConnection, *, webhook_url: str | None, slack_webhook_url: str | None,
-                    post: Callable[..., None], timeout: float = 5.0, now: datetime | None = None) -> NotificationDelivery:
+                    post: Callable[..., None], timeout: float = 5.0,
+                    now: datetime | None = None) -> NotificationDelivery:
     """Try every due notification once on each configured target it has not reached yet."""
     ensure_base(con)
     _ensure_ids(con)
@@ -85,10 +86,10 @@ def deliver_pending(con: duckdb.DuckDBPyConnection, *, webhook_url: str | None, 
     out = NotificationDelivery()
     urls = {"webhook": webhook_url, "slack": slack_webhook_url}
     configured = [t for t in TARGETS if urls[t]]
-    cur = con.execute(
+    cur = con.execute(  # queue order, also under a frozen clock
         "SELECT notification_id, sent_at, recipient, channel, subject, body, asset_key, incident_id, attempts, "
-        "sent_to FROM ops.notifications WHERE status IN ('pending', 'failed') AND coalesce(next_attempt_at, sent_at) <= ? "
-        "ORDER BY sent_at, rowid LIMIT ?", [now, BATCH])  # queue order, also under a frozen clock
+        "sent_to FROM ops.notifications WHERE status IN ('pending', 'failed') "
+        "AND coalesce(next_attempt_at, sent_at) <= ? ORDER BY sent_at, rowid LIMIT ?", [now, BATCH])
     cols = [d[0] for d in cur.description]
     rows = [dict(zip(cols, r)) for r in cur.fetchall()]
     if not configured:
@@ -121,8 +122,8 @@ def deliver_pending(con: duckdb.DuckDBPyConnection, *, webhook_url: str | None, 
                         "sent_to = ?, last_error = ?, next_attempt_at = ? WHERE notification_id = ?",
                         [attempts, now, done, error[:500], now + backoff(attempts), row["notification_id"]])
             out.failed += 1
-    out.waiting += int(con.execute("SELECT count(*) FROM ops.notifications WHERE status IN ('pending', 'failed') "
-                                   "AND next_attempt_at > ?", [now]).fetchone()[0])
+    out.waiting += int(scalar(con, "SELECT count(*) FROM ops.notifications WHERE status IN ('pending', 'failed') "
+                                   "AND next_attempt_at > ?", [now]))
     return out
 
 

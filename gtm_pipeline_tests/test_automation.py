@@ -97,7 +97,7 @@ def test_a_new_day_refreshes_everything_together_and_then_nothing_more():
         assert daemon.tick() == set()
 
 
-def settled(inst) -> "Daemon":
+def settled(inst) -> Daemon:
     """A daemon over an instance where day 1 landed and was refreshed: nothing is left to do."""
     daemon = Daemon(inst)
     land(inst, DAY1)

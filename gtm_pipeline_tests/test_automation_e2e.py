@@ -17,11 +17,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from procs import free_port, graphql, log_tail, run_checked, start_group, stop_group, venv_tool, wait_for_webserver
 
@@ -46,7 +45,7 @@ RUNS = "{ runsOrError { ... on Runs { results { runId status tags { key value } 
 def _cutoff(day: str) -> float:
     """Every generated source is complete at the end of its delivery day (contracts/sources.yaml: end_of_day)."""
     d = date.fromisoformat(day) + timedelta(days=1)
-    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()
+    return datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()
 
 
 def _data_time(instance, name: str) -> float | None:

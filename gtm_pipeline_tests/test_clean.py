@@ -76,7 +76,8 @@ def test_out_of_range_blocks_the_day_keeps_the_previous_version_and_notifies_the
     assert con.execute("SELECT opportunity_id, amount FROM clean.opportunity ORDER BY 1").fetchall() == published_before
     statuses = dict(con.execute("SELECT status, count(*) FROM quarantine.opportunity GROUP BY 1").fetchall())
     assert statuses == {"open": 1, "held": 2}
-    assert con.execute("SELECT severity, rule FROM ops.incidents WHERE status = 'open'").fetchall() == [("SEV3", "range")]
+    open_incidents = con.execute("SELECT severity, rule FROM ops.incidents WHERE status = 'open'").fetchall()
+    assert open_incidents == [("SEV3", "range")]
     recipient, subject = con.execute("SELECT recipient, subject FROM ops.notifications").fetchone()
     assert recipient == "RevOps" and "not published" in subject
     # The fixed re-delivery publishes, releases the held rows and resolves the incident.
@@ -133,7 +134,8 @@ def test_rerunning_a_day_changes_no_count_and_the_ledger_balances(env):
         first.clean, first.quarantined, first.missing_owner, first.rejected) == (1, 1, 1, 1)
     ledger = conservation(con, spec, "crm").iloc[0]
     assert ledger["records"] == 5 and ledger["lost"] == 0 and ledger["in_two_places"] == 0
-    assert ledger["records"] == ledger["clean"] + ledger["quarantined"] + ledger["rejected_clean"] + ledger["rejected_ingest"]
+    assert ledger["records"] == (ledger["clean"] + ledger["quarantined"] + ledger["rejected_clean"]
+                                 + ledger["rejected_ingest"])
 
 
 def test_held_rows_say_which_check_blocked_their_day_in_the_one_wording(env):

@@ -9,7 +9,11 @@ import duckdb
 import pytest
 
 from gtm_pipeline.clean import (
-    DEFAULT_MAX_LENGTH, clean_partition, load_entity_contracts, parse_entity_contract, validate_payloads,
+    DEFAULT_MAX_LENGTH,
+    clean_partition,
+    load_entity_contracts,
+    parse_entity_contract,
+    validate_payloads,
 )
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.ingest import ingest_day

@@ -18,13 +18,13 @@ import dagster as dg
 import duckdb
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO
+from procs import venv_tool
+
 from gtm_pipeline import keys
 from gtm_pipeline.cli import main
 from gtm_pipeline.datatime import blocked_text
 from gtm_pipeline.runner import Blocked, RunOutcome, blocked_in_warehouse, summary
-from procs import venv_tool
 
 # Lines that are not a command's own output: Python warnings ("...: BetaWarning: ..."), and log lines -- Dagster's
 # console log ("... - dagster - DEBUG - ...") or a Python logger's ("12:00:00,123 DEBUG name: ...").

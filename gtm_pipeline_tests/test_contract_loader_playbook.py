@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from gtm_pipeline.decisions.playbook import load_roster, parse_playbook
 from gtm_pipeline.errors import ContractError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -75,12 +75,12 @@ def test_clock_honours_gtm_pipeline_now(monkeypatch):
     monkeypatch.setenv(clock.ENV, "2026-11-03T09:30:00+01:00")
     assert clock.utcnow() == datetime(2026, 11, 3, 8, 30)
     monkeypatch.setenv(clock.ENV, "2026-11-03T09:30:00Z")
-    assert clock.now_epoch() == datetime(2026, 11, 3, 9, 30).replace(tzinfo=clock.timezone.utc).timestamp()
+    assert clock.now_epoch() == datetime(2026, 11, 3, 9, 30).replace(tzinfo=UTC).timestamp()
     monkeypatch.setenv(clock.ENV, "yesterday")
     with pytest.raises(GtmPipelineError, match="GTM_PIPELINE_NOW='yesterday' is not an ISO-8601 time"):
         clock.utcnow()
     monkeypatch.delenv(clock.ENV)
-    assert abs((clock.utcnow() - datetime.now(clock.timezone.utc).replace(tzinfo=None)).total_seconds()) < 5
+    assert abs((clock.utcnow() - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 5
 
 
 # -- raw and clean data times ------------------------------------------------------------------------------------

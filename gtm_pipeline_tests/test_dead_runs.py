@@ -15,8 +15,8 @@ import dagster as dg
 import duckdb
 import pytest
 import yaml
-
 from conftest import REPO
+
 from gtm_pipeline import backfill
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.defs.resources import WarehouseResource

@@ -24,10 +24,10 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
-from gtm_pipeline.runner import DAGSTER_YAML
 from procs import free_port, graphql, log_tail, run_checked, start_group, stop_group, venv_tool, wait_for_webserver
+
+from gtm_pipeline.runner import DAGSTER_YAML
 
 pytestmark = pytest.mark.slow
 

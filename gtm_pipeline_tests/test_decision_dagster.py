@@ -13,13 +13,16 @@ import duckdb
 import pytest
 from dagster._utils.schedules import schedule_execution_time_iterator  # the daemon's tick iterator (no public API)
 from dagster_duckdb import DuckDBResource
-
 from decision_fixtures import pricing_metrics
+
 from gtm_pipeline import keys
 from gtm_pipeline.config import ReviewTimes
 from gtm_pipeline.defs.decisions import defs as decision_defs
 from gtm_pipeline.defs.decisions.schedules import (
-    build_schedules, monthly_review_schedule, quarterly_plan_schedule, weekly_ops_schedule,
+    build_schedules,
+    monthly_review_schedule,
+    quarterly_plan_schedule,
+    weekly_ops_schedule,
 )
 from gtm_pipeline.defs.resources import DecisionStore
 from gtm_pipeline.defs.slo.resources import slo_resource
@@ -73,7 +76,8 @@ def _tick(schedule, when: datetime):
 
 
 def test_schedules_are_in_eastern_time():
-    assert (weekly_ops_schedule.cron_schedule, weekly_ops_schedule.execution_timezone) == ("0 10 * * 2", keys.REVIEW_TIMEZONE)
+    weekly = (weekly_ops_schedule.cron_schedule, weekly_ops_schedule.execution_timezone)
+    assert weekly == ("0 10 * * 2", keys.REVIEW_TIMEZONE)
     assert monthly_review_schedule.cron_schedule == "0 13 * * 3"
     assert {s.execution_timezone for s in decision_defs.schedules} == {"America/New_York"}
 

@@ -9,9 +9,9 @@ from datetime import date
 
 import duckdb
 import pytest
-
 from conftest import REPO
 from decision_fixtures import green, open_sev2
+
 from gtm_pipeline.decisions import lifecycle, log, nodes, open_context
 from gtm_pipeline.decisions.gates import GateRefused
 from gtm_pipeline.decisions.rules import project_raise
@@ -21,9 +21,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory):
+    from metrics_fixtures import bulk_load_clean
+
     from gtm_pipeline.generate import DefectRates, GenerateConfig, generate
     from gtm_pipeline.metrics import run_layer
-    from metrics_fixtures import bulk_load_clean
 
     root = tmp_path_factory.mktemp("dec_e2e")
     generate(root / "landing", GenerateConfig(days=200, seed=7, start=date(2026, 1, 5), scale=1.0,
@@ -125,7 +126,8 @@ def test_each_node_proposes_what_the_thresholds_imply(dc):
         should_add = bool(diffs) and all(d >= 5 for d in diffs) and pb is not None and pb <= base_pb - 1
         should_remove = bool(diffs) and all(d <= -5 for d in diffs) and pb is not None and pb >= base_pb + 1
         assert (item in o.action["add"], item in o.action["remove"]) == (should_add, should_remove), item
-    wr = {r["value"]: r["won"] / r["closed"] for r in q(con, """SELECT value, won, closed FROM metrics.win_rate_by_segment
+    wr = {r["value"]: r["won"] / r["closed"] for r in q(con, """SELECT value, won, closed
+          FROM metrics.win_rate_by_segment
           WHERE month = 'all' AND value IN ('fintech', 'retail', 'all') AND dimension IN ('industry', 'all')""")}
     assert wr["fintech"] > wr["all"] + 0.05 and wr["retail"] < wr["all"] - 0.05      # ground truth
 

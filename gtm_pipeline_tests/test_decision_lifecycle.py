@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 
 import duckdb
 import pytest
-
 from conftest import REPO
 from decision_fixtures import CHANGE_DAY, PUBLISHED_AT, green, open_sev2, pricing_metrics
+
 from gtm_pipeline.decisions import flags, lifecycle, log, monitoring, nodes, open_context
 from gtm_pipeline.errors import GtmPipelineError
 

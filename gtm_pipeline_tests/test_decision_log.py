@@ -6,12 +6,11 @@ from __future__ import annotations
 import duckdb
 import pytest
 from click.testing import CliRunner
-
 from decision_fixtures import TEST_KEY, green, pricing_metrics
+
 from gtm_pipeline.cli import main
 from gtm_pipeline.decisions import log, nodes, open_context
 from gtm_pipeline.decisions.hashing import rows_hash
-
 
 NOW = "2026-11-02T09:00:00Z"      # three hours after the fixtures' data time
 

@@ -13,9 +13,9 @@ import json
 import duckdb
 import pytest
 from click.testing import CliRunner
+from decision_fixtures import TEST_KEY, green, pricing_metrics
 from prometheus_client import CollectorRegistry, generate_latest
 
-from decision_fixtures import TEST_KEY, green, pricing_metrics
 from gtm_pipeline.cli import main
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.decisions import lifecycle, log, nodes, open_context

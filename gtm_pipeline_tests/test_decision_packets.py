@@ -9,12 +9,17 @@ from datetime import date, datetime, time, timedelta
 
 import duckdb
 import pytest
-
 from decision_fixtures import CHANGE_DAY, PUBLISHED_AT, TEST_KEY, green, pricing_metrics
+
 from gtm_pipeline.config import ReviewTimes, load_settings
 from gtm_pipeline.decisions import lifecycle, monitoring, nodes, open_context
 from gtm_pipeline.decisions.packets import (
-    build_packet, is_first_wednesday, is_quarterly_plan_day, next_quarter_start, period_for, previous_review_day,
+    build_packet,
+    is_first_wednesday,
+    is_quarterly_plan_day,
+    next_quarter_start,
+    period_for,
+    previous_review_day,
 )
 from gtm_pipeline.errors import GtmPipelineError
 

@@ -7,10 +7,9 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import REPO
-from gtm_pipeline.decisions import known_metric_tables
-from gtm_pipeline.decisions import rules
+
+from gtm_pipeline.decisions import known_metric_tables, rules
 from gtm_pipeline.decisions.monitoring import judge
 from gtm_pipeline.decisions.playbook import Watch, load_playbooks, load_roster
 from gtm_pipeline.errors import ContractError
@@ -313,13 +312,20 @@ def test_routing_promotion(shadow, t, promotes):
 # ---- monitoring and cadences ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("watch,baseline,observed,breach", [
-    (Watch("booking_rate", "band", 0.05), 0.30, 0.315, False), (Watch("booking_rate", "band", 0.05), 0.30, 0.2849, True),
-    (Watch("booking_rate", "band", 0.05), 0.30, 0.3151, True), (Watch("sql_volume", "max_drop", 0.10), 100, 90, False),
-    (Watch("sql_volume", "max_drop", 0.10), 100, 89.9, True), (Watch("unassigned_rate", "max", 0.005), None, 0.005, False),
-    (Watch("unassigned_rate", "max", 0.005), None, 0.0051, True), (Watch("availability", "min", 0.995), None, 0.995, False),
-    (Watch("availability", "min", 0.995), None, 0.9949, True), (Watch("win_rate", "max_drop_abs", 0.05), 0.3, 0.25, False),
-    (Watch("win_rate", "max_drop_abs", 0.05), 0.3, 0.249, True), (Watch("payback", "max_increase", 0.5), 2.0, 2.5, False),
-    (Watch("payback", "max_increase", 0.5), 2.0, 2.51, True), (Watch("cm_per_seat", "report", None), 30, 10, False),
+    (Watch("booking_rate", "band", 0.05), 0.30, 0.315, False),
+    (Watch("booking_rate", "band", 0.05), 0.30, 0.2849, True),
+    (Watch("booking_rate", "band", 0.05), 0.30, 0.3151, True),
+    (Watch("sql_volume", "max_drop", 0.10), 100, 90, False),
+    (Watch("sql_volume", "max_drop", 0.10), 100, 89.9, True),
+    (Watch("unassigned_rate", "max", 0.005), None, 0.005, False),
+    (Watch("unassigned_rate", "max", 0.005), None, 0.0051, True),
+    (Watch("availability", "min", 0.995), None, 0.995, False),
+    (Watch("availability", "min", 0.995), None, 0.9949, True),
+    (Watch("win_rate", "max_drop_abs", 0.05), 0.3, 0.25, False),
+    (Watch("win_rate", "max_drop_abs", 0.05), 0.3, 0.249, True),
+    (Watch("payback", "max_increase", 0.5), 2.0, 2.5, False),
+    (Watch("payback", "max_increase", 0.5), 2.0, 2.51, True),
+    (Watch("cm_per_seat", "report", None), 30, 10, False),
     (Watch("booking_rate", "band", 0.05), 0.30, None, False),
 ])
 def test_monitoring_rules(watch, baseline, observed, breach):

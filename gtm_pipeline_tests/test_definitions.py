@@ -9,7 +9,6 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import REPO
 from procs import venv_tool
 

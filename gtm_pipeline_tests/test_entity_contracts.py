@@ -6,7 +6,12 @@ import pytest
 
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.entity_contracts import (
-    BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE, load_entity_contracts, parse_entity_contract, slug,
+    BLOCK_PUBLISH,
+    MISSING_OWNER,
+    QUARANTINE,
+    load_entity_contracts,
+    parse_entity_contract,
+    slug,
 )
 from gtm_pipeline.errors import ContractError, ExpressionError
 from gtm_pipeline.landing import load_landing_spec
@@ -39,8 +44,9 @@ def test_spec_break_actions_are_the_defaults_and_missing_owner_is_routed():
 
 
 @pytest.mark.parametrize("patch, message", [
-    (("size: {type: integer", "size: {type: int"), "columns.size.type: 'int' is not allowed; allowed: string, integer, decimal, boolean, date, timestamp, enum; "
-                                                     'did you mean "integer"?'),
+    (("size: {type: integer", "size: {type: int"),
+     "columns.size.type: 'int' is not allowed; allowed: string, integer, decimal, boolean, date, timestamp, enum; "
+     'did you mean "integer"?'),
     (("color: {type: enum, values: [red, blue]}", "color: {type: enum, values: [red], aliases: {rouge: bleu}}"),
      "columns.color: aliases.rouge maps to 'bleu', which is not an allowed value; allowed: red"),
     (("range: {min: 0, max: 10}", "range: {min: 10, max: 0}"), "columns.size.range: min 10.0 is greater than max 0.0"),

@@ -11,8 +11,8 @@ from datetime import date, datetime, timedelta
 import duckdb
 import pytest
 import yaml
-
 from conftest import REPO
+
 from gtm_pipeline.errors import ContractError
 from gtm_pipeline.experiments import assignment
 from gtm_pipeline.experiments.contract import load_experiments, metric_columns
@@ -207,8 +207,9 @@ def test_the_metric_layer_publishes_the_readout_of_every_experiment(warehouse_co
 def test_the_generator_plants_an_effect_the_readout_recovers(experiments, tmp_path, multiplier, ships):
     """Ground truth from the generator: leads of the short_form arm reach SQL 1.6x as often (or, at 1.0, an A/A
     experiment). Through the clean tables, the readout ships the planted arm -- and never the A/A one."""
-    from gtm_pipeline.generate import DefectRates, GenerateConfig, PlantedEffect, generate
     from metrics_fixtures import bulk_load_clean
+
+    from gtm_pipeline.generate import DefectRates, GenerateConfig, PlantedEffect, generate
 
     exp = experiments["lead_form_short"]
     cfg = GenerateConfig(days=75, seed=11, start=START, scale=0.8, defects=DefectRates.none(),
@@ -278,8 +279,8 @@ def test_the_experiments_commands(experiments, tmp_path, env_settings, monkeypat
 def _ship_setup(tmp_path, env_settings, experiments, monkeypatch, **warehouse):
     """A generated-style warehouse with the readout published through the metric layer (all other inputs absent)."""
     from gtm_pipeline.decisions import open_context
-    from gtm_pipeline.metrics.publish import run_metric
     from gtm_pipeline.metrics.contract import load_metric_contracts
+    from gtm_pipeline.metrics.publish import run_metric
     from gtm_pipeline.metrics.registry import computations
 
     exp = experiments["lead_form_short"]

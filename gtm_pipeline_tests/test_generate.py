@@ -6,7 +6,7 @@ import csv
 import hashlib
 import json
 import re
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -148,10 +148,10 @@ def parse_line(path: Path, fmt: str, line: int, header: list[str] | None = None)
 def event_date(value) -> date:
     """The UTC day of a timestamp (calendar times carry the organiser's offset)."""
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).date() if value.tzinfo else value.date()
+        return value.astimezone(UTC).date() if value.tzinfo else value.date()
     text = str(value)
     if "T" in text:
-        return datetime.fromisoformat(text).astimezone(timezone.utc).date()
+        return datetime.fromisoformat(text).astimezone(UTC).date()
     return date.fromisoformat(text[:10])
 
 
@@ -178,9 +178,9 @@ def test_different_seed_differs(small, tmp_path):
 def test_files_and_columns_match_sources_yaml(clean):
     out, manifest = clean
     days = [(START.toordinal() + i) for i in range(4)]
-    for source, s in SOURCES.items():
+    for source in SOURCES:
         assert sorted(p.name for p in (out / source).iterdir()) == [date.fromordinal(d).isoformat() for d in days]
-    for source, table, t, day, path in data_files(out):
+    for _source, _table, t, _day, path in data_files(out):
         assert path.is_file(), path
         fmt, columns = t["format"], t["columns"]
         if fmt == "csv":

@@ -10,8 +10,8 @@ import click
 import duckdb
 import pytest
 from click.testing import CliRunner
-
 from decision_fixtures import green, pricing_metrics
+
 from gtm_pipeline import incidents
 from gtm_pipeline.clean import clean_days, clean_partition
 from gtm_pipeline.cli import main

@@ -40,7 +40,8 @@ def _write(landing: Path, rel: str, data: bytes) -> Path:
 def test_csv_rows_keep_their_physical_line_and_bad_lines_are_rejected_with_reasons(tmp_path, spec, con):
     lines = [OPP_HEADER, GOOD.format(n=1), "O2,A1,L1", GOOD.format(n=3).replace("core", "M\xfcller"),
              GOOD.format(n=4) + ",surplus", GOOD.format(n=5), 'O6,"unterminated,A1', GOOD.format(n=7)]
-    body = "\n".join(lines[:3]).encode() + b"\n" + lines[3].encode("latin-1") + b"\n" + "\n".join(lines[4:]).encode() + b"\n"
+    body = ("\n".join(lines[:3]).encode() + b"\n" + lines[3].encode("latin-1") + b"\n"
+            + "\n".join(lines[4:]).encode() + b"\n")
     _write(tmp_path, f"crm/{DAY}/opportunities.csv", body)
     rep = ingest_day(con, spec, tmp_path, "crm", DAY)
     t = next(x for x in rep.tables if x.table == "crm/opportunities")
@@ -104,7 +105,8 @@ def test_jsonl_bad_lines_are_rejected_with_the_parser_reason_and_lines_stay_exac
             b'{"session_id":"s4","utm_content":"x"}\n')
     _write(tmp_path, f"web/{DAY}/sessions.jsonl", body)
     rep = ingest_day(con, spec, tmp_path, "web", DAY)
-    assert con.execute("SELECT session_id, _line FROM raw.web_sessions ORDER BY _line").fetchall() == [("s1", 1), ("s4", 6)]
+    landed = con.execute("SELECT session_id, _line FROM raw.web_sessions ORDER BY _line").fetchall()
+    assert landed == [("s1", 1), ("s4", 6)]
     rejects = dict(con.execute("SELECT _line, reason FROM raw.rejects").fetchall())
     assert rejects[2].startswith("invalid JSON") and rejects[4].startswith("not valid UTF-8")
     assert rejects[5] == "not a JSON object"

@@ -58,7 +58,8 @@ def test_every_injected_defect_ends_in_quarantine_or_rejects_with_the_right_reas
             if kind == "malformed":
                 ok = ok and where == "rejects:ingest"
             elif kind == "duplicate":
-                ofile, oline = d["note"].split("exact copy of ")[1].split(",")[0].replace(" row ", " line ").split(" line ")
+                copied = d["note"].split("exact copy of ")[1].split(",")[0]
+                ofile, oline = copied.replace(" row ", " line ").split(" line ")
                 original = f"{ofile}:{int(oline) + 1 if ofile.endswith('.parquet') else int(oline)}"
                 ok = ok and where == "rejects:clean" and why.startswith("unique|") and f"duplicate of {original}" in why
             elif kind == "wrong_type":
@@ -80,7 +81,8 @@ def test_schema_drift_is_reported_with_the_column_names(small_warehouse, manifes
     drift = [d for d in manifest["defects"] if d["kind"] == "schema_drift"]
     assert drift, "the small set should contain the generator's schema drift"
     with duckdb.connect(str(small_warehouse), read_only=True) as con:
-        rows = con.execute("SELECT _file, missing_columns, unexpected_columns, renamed FROM raw.schema_drift").fetchall()
+        rows = con.execute("SELECT _file, missing_columns, unexpected_columns, renamed "
+                           "FROM raw.schema_drift").fetchall()
         rows_in, amounts_in = con.execute(
             "SELECT count(*), count(o.amount) FROM raw.crm_opportunities o JOIN raw.schema_drift s "
             "ON s._file = o._file AND list_contains(s.renamed, 'amount_usd->amount')").fetchone()
@@ -186,8 +188,10 @@ def test_batched_days_give_the_same_result_as_one_day_at_a_time(small_landing, t
                     reports += clean_days(con, spec, contracts[entity], days, max_rows=300)
             counts = [(r.entity, r.day, r.candidates, r.clean, r.quarantined, r.missing_owner, r.held, r.rejected,
                        r.blocked) for r in reports]
-            tables = {t: con.execute(f"SELECT * EXCLUDE (_published_at) FROM clean.{t} ORDER BY _file, _line").fetchall()
+            tables = {t: con.execute(f"SELECT * EXCLUDE (_published_at) FROM clean.{t} "
+                                     "ORDER BY _file, _line").fetchall()
                       for t in ("lead", "opportunity")}
-            rejects = con.execute("SELECT _file, _line, reason FROM raw.rejects WHERE stage = 'clean' ORDER BY 1, 2").fetchall()
+            rejects = con.execute("SELECT _file, _line, reason FROM raw.rejects WHERE stage = 'clean' "
+                                  "ORDER BY 1, 2").fetchall()
             results.append((counts, tables, rejects))
     assert results[0] == results[1]

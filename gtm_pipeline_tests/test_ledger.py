@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 from dagster_duckdb import DuckDBResource
 
-from gtm_pipeline.cli import main
 from gtm_pipeline.clean import clean_partition
+from gtm_pipeline.cli import main
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.errors import GtmPipelineError

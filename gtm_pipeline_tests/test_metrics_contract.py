@@ -13,7 +13,11 @@ import yaml
 from gtm_pipeline.errors import ContractError, ExpressionError
 from gtm_pipeline.expressions import compile_formula
 from gtm_pipeline.metrics.contract import (
-    CHECK_DENOMINATOR, CHECK_GRAIN_UNIQUE, known_inputs, load_metric_contracts, parse_metric_contract,
+    CHECK_DENOMINATOR,
+    CHECK_GRAIN_UNIQUE,
+    known_inputs,
+    load_metric_contracts,
+    parse_metric_contract,
 )
 from gtm_pipeline.metrics.registry import computations
 

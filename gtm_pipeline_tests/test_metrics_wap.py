@@ -274,7 +274,8 @@ def test_payback_small_cohort_cells_are_not_reported_but_count_in_rollups(con):
     _payback_inputs(con, 100.0)
     out, tests, _ = _payback(con)
     assert out.published
-    got = {(r[0], r[1], r[2]) for r in con.execute("SELECT segment, channel, cohort_month FROM metrics.payback").fetchall()}
+    got = {(r[0], r[1], r[2])
+           for r in con.execute("SELECT segment, channel, cohort_month FROM metrics.payback").fetchall()}
     assert ("smb", "paid_search", "2026-03") not in got and ("smb", "paid_search", "all") in got
 
 

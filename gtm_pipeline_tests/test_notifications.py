@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 import duckdb
 import pytest
 from click.testing import CliRunner
+from slo_fakes import Receiver
 
 from gtm_pipeline.cli import main
 from gtm_pipeline.notifications import backoff, deliver_pending
 from gtm_pipeline.slo.notify import post_json
 from gtm_pipeline.warehouse import ensure_base, notify_owner
-from slo_fakes import Receiver
 
 T0 = datetime(2026, 11, 3, 9, 0)
 

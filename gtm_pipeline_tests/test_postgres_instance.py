@@ -22,7 +22,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, require
 from procs import free_port, graphql, log_tail, run_checked, start_group, stop_group, venv_tool, wait_for_webserver
 
@@ -195,7 +194,8 @@ def test_postgres_backed_instance(tmp_path, pg_server, monkeypatch):
         assert "PostgresEventLogStorage" in type(instance.event_log_storage).__name__
         assert "PostgresScheduleStorage" in type(instance.schedule_storage).__name__
         all_runs = instance.get_runs()
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in all_runs), [(r.job_name, r.status) for r in all_runs]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in all_runs), [
+            (r.job_name, r.status) for r in all_runs]
         daily_runs = [r for r in all_runs if r.job_name == keys.DAILY_JOB]
         assert len(daily_runs) == 2 and refreshes and len(all_runs) == len(daily_runs) + len(refreshes)
         web_key = keys.raw_key("web")

@@ -10,9 +10,8 @@ from datetime import timedelta
 
 import dagster as dg
 from click.testing import CliRunner
-from dagster_duckdb import DuckDBResource
-
 from conftest import SMALL_DAYS, SMALL_START
+from dagster_duckdb import DuckDBResource
 
 
 def test_ingest_range_logs_progress(small_landing, tmp_path):

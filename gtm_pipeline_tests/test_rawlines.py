@@ -33,7 +33,8 @@ def test_lines_are_split_on_newlines_without_their_terminator(tmp_path, data, li
 DATA = b"h\r\nL-1,jos\xe9\r\n1,2\r\n\r\n\xe9x\r\n"
 
 
-@pytest.mark.parametrize("byte_pos, line", [(0, 1), (3, 2), (4, 2), (13, 3), (15, 3), (18, 5), (19, 5), (20, 5), (21, 5)])
+@pytest.mark.parametrize("byte_pos, line", [(0, 1), (3, 2), (4, 2), (13, 3), (15, 3), (18, 5), (19, 5), (20, 5),
+                                            (21, 5)])
 def test_a_byte_position_is_placed_on_its_line_or_the_next_non_blank_one(tmp_path, byte_pos, line):
     p = tmp_path / "f.csv"
     p.write_bytes(DATA)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import click
 import pytest
-
 from conftest import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

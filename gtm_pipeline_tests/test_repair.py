@@ -8,6 +8,7 @@ import shutil
 
 import duckdb
 import pytest
+from repair_landing import DAYS, MISSING_AMOUNTS, MISSING_DAY, OPP_HEADER, opp, write_landing
 
 from gtm_pipeline import repair, routing
 from gtm_pipeline.clean import QUARANTINE_DDL, clean_partition, validate_payloads
@@ -18,7 +19,6 @@ from gtm_pipeline.ingest import ingest_day
 from gtm_pipeline.landing import load_landing_spec
 from gtm_pipeline.ledger import conservation
 from gtm_pipeline.repair import Filters
-from repair_landing import DAYS, MISSING_AMOUNTS, MISSING_DAY, OPP_HEADER, opp, write_landing
 
 SPEC = load_landing_spec(CONTRACTS_DIR_DEFAULT)
 CONTRACTS = load_entity_contracts(CONTRACTS_DIR_DEFAULT)

@@ -10,9 +10,9 @@ import dagster as dg
 import duckdb
 import pytest
 from click.testing import CliRunner
+from repair_landing import DAYS, MISSING_DAY, build_warehouse
 
 from gtm_pipeline.cli import main
-from repair_landing import build_warehouse, DAYS, MISSING_DAY
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ import sys
 
 import duckdb
 import pytest
+from slo_fakes import METRICS, Receiver, write_slo_file
 
 from gtm_pipeline.slo.alerts import advance, step
 from gtm_pipeline.slo.contract import load_slo_file, resolve_coverage
@@ -15,7 +16,6 @@ from gtm_pipeline.slo.evaluate import evaluate
 from gtm_pipeline.slo.health import health_of, open_incidents
 from gtm_pipeline.slo.history import AlertState, History
 from gtm_pipeline.slo.notify import deliver
-from slo_fakes import METRICS, Receiver, write_slo_file
 
 H, D, M = 3600.0, 86400.0, 60.0
 T0 = 1_900_000_000.0

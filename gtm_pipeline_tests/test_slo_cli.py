@@ -8,9 +8,9 @@ import time
 import dagster as dg
 import pytest
 from click.testing import CliRunner
+from slo_fakes import METRICS, publish, write_slo_file
 
 from gtm_pipeline.cli import main
-from slo_fakes import METRICS, publish, write_slo_file
 
 H = 3600.0
 

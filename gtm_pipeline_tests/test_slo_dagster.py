@@ -9,10 +9,10 @@ import time
 import dagster as dg
 import duckdb
 import pytest
+from slo_fakes import METRICS, Receiver, fake_definitions, publish, write_slo_file
 
 from gtm_pipeline import keys
 from gtm_pipeline.errors import ContractError
-from slo_fakes import METRICS, Receiver, fake_definitions, publish, write_slo_file
 
 H = 3600.0
 

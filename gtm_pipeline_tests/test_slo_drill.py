@@ -32,11 +32,11 @@ import duckdb
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import REPO
+from slo_fakes import Receiver
+
 from gtm_pipeline import keys
 from gtm_pipeline.cli import main
-from slo_fakes import Receiver
 
 pytestmark = pytest.mark.slow
 

@@ -27,14 +27,14 @@ import dagster as dg
 import duckdb
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO, require
-from gtm_pipeline import keys
-from gtm_pipeline.clock import utcnow
-from gtm_pipeline.datatime import BLOCKED, PUBLISHED, record_partitions
-from gtm_pipeline.cli import main
 from procs import free_port, log_tail, start_group, stop_group, venv_tool
 from slo_fakes import Receiver, metric_assets, write_slo_file
+
+from gtm_pipeline import keys
+from gtm_pipeline.cli import main
+from gtm_pipeline.clock import utcnow
+from gtm_pipeline.datatime import BLOCKED, PUBLISHED, record_partitions
 
 pytestmark = pytest.mark.slow
 
@@ -224,8 +224,9 @@ def test_stale_forecast_pages_through_prometheus_and_alertmanager(env_settings, 
             assert staleness_to_webhook > 8.6   # the page waits for the 30s/5s burn; it cannot come before
 
             # The Dagster side sees the same staleness: one SEV2 incident, one webhook, report, pre-check red.
-            from gtm_pipeline.slo import health
             from slo_fakes import fake_definitions
+
+            from gtm_pipeline.slo import health
 
             defs = fake_definitions(settings)
             sensor = defs.resolve_sensor_def(keys.SLO_SENSOR)

@@ -9,16 +9,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-
 from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import require
+from prometheus_client.parser import text_string_to_metric_families
+from slo_fakes import METRICS, publish, write_slo_file
+
 from gtm_pipeline.clock import to_epoch
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.datatime import BLOCKED, PUBLISHED, record_partitions
@@ -26,7 +26,6 @@ from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.slo.contract import load_slo_file, resolve_coverage
 from gtm_pipeline.slo.exporter import SloCollector, serve
 from gtm_pipeline.slo.history import History
-from slo_fakes import METRICS, publish, write_slo_file
 
 H = 3600.0
 INDEX = {f"metrics/{m}": "metrics" for m in METRICS}
@@ -346,9 +345,10 @@ def test_a_locked_warehouse_serves_the_last_snapshot_and_its_time(exporter, tmp_
 
 def test_the_slo_sensor_refreshes_the_snapshot_the_exporter_serves(env_settings, tmp_path, monkeypatch):
     """Scrapes that always collide with runs still get recent figures: the sensor stores them on its tick."""
+    from slo_fakes import fake_definitions
+
     from gtm_pipeline import keys
     from gtm_pipeline.config import load_settings
-    from slo_fakes import fake_definitions
 
     monkeypatch.setenv("GTM_PIPELINE_SLO_FILE", str(write_slo_file(tmp_path / "slos.yaml")))
     settings = load_settings()

@@ -8,12 +8,12 @@ import time
 
 import dagster as dg
 import pytest
+from slo_fakes import METRICS, publish, write_slo_file
 
 from gtm_pipeline.slo.contract import load_slo_file, resolve_coverage
 from gtm_pipeline.slo.evaluate import evaluate
 from gtm_pipeline.slo.health import health_of
 from gtm_pipeline.slo.history import History
-from slo_fakes import METRICS, publish, write_slo_file
 
 H, D = 3600.0, 86400.0
 T0 = 1_900_000_000.0  # simulated "now" (2030), far from the real clock on purpose

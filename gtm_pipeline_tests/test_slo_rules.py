@@ -14,11 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import require
+
 from gtm_pipeline.cli import main
 from gtm_pipeline.slo.rules import (
-    ABSENT_ALERT, ALERTMANAGER_FILE, BLOCKED_ALERT, INCIDENT_ALERT, OPS_STALE_ALERT, PAGE_ALERT, RULES_FILE,
+    ABSENT_ALERT,
+    ALERTMANAGER_FILE,
+    BLOCKED_ALERT,
+    INCIDENT_ALERT,
+    OPS_STALE_ALERT,
+    PAGE_ALERT,
+    RULES_FILE,
     TICKET_ALERT,
 )
 
@@ -189,8 +195,8 @@ def test_promtool_unit_tests(generated):
             ],
             # The forecast is known (not absent) from 4h on, and was seen stale: the SLI is real, not skipped.
             "promql_expr_test": [{"expr": 'gtm_slo:sli_error{slo="forecast_age"}', "eval_time": "4h05m",
-                                  "exp_samples": [{"labels": 'gtm_slo:sli_error{%s}' % ",".join(
-                                      f'{k}="{v}"' for k, v in FC.items()), "value": 1}]}]}
+                                  "exp_samples": [{"labels": "gtm_slo:sli_error{{{}}}".format(",".join(
+                                      f'{k}="{v}"' for k, v in FC.items())), "value": 1}]}]}
     # 4. A missing series raises only the absent alert (after absent_for = 10m), never a page or a ticket.
     missing = {"interval": "1m", "name": "a missing series raises only the absent alert",
                "input_series": others(60),

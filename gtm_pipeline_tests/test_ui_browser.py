@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, require
 from procs import free_port, graphql, run_checked, start_group, stop_group, venv_tool, wait_for_webserver
 
@@ -262,7 +261,7 @@ def test_lineage_in_a_real_browser(dagster_dev):
                 _zoom_to_fit(page)
                 names = sorted(k.split("/")[-1] for k, n in by_key.items() if n["groupName"] == stage)
 
-                def missing_nodes():
+                def missing_nodes(names: list[str] = names) -> list[str]:
                     ls = page.evaluate(NODE_LABELS_JS)
                     return [n for n in names if not any(label_matches(n, lbl) for lbl in ls)]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from gtm_pipeline.errors import GtmPipelineError
 
@@ -143,5 +143,5 @@ def label(rows: int) -> str:
 
 def start_for(days: int, today: date | None = None) -> date:
     """First day such that ``days`` delivery days end before today (daily partitions exist only up to today)."""
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     return today - timedelta(days=days + 1)

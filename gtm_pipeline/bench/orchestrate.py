@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gtm_pipeline.bench.config import (
@@ -189,7 +189,7 @@ def run_bench(cfg: BenchConfig, echo: Echo = print) -> dict:
 
     root = Path(cfg.out) if cfg.out else load_settings().data_dir / "bench"
     root.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     echo(f"gtm-pipeline bench: {os.cpu_count()} cores, load average {fmt_load(os.getloadavg())}; "
          f"work folder {root}")
     sizes = [] if cfg.skip_sizes else [_size_run(cfg, root, rows, cfg.days, echo) for rows in cfg.sizes]

@@ -191,7 +191,8 @@ def time_new_day(day: str) -> dict:
     t2 = time.perf_counter()
     return {"daily": t1 - t0, "refresh": t2 - t1, "daily_event_seconds": e1,
             "refresh_event_seconds": clock.seconds - e1,
-            "daily_steps": step_seconds(instance, daily.run_id), "refresh_steps": step_seconds(instance, refresh.run_id),
+            "daily_steps": step_seconds(instance, daily.run_id),
+            "refresh_steps": step_seconds(instance, refresh.run_id),
             "step_errors": {**daily.step_errors, **refresh.step_errors}}
 
 

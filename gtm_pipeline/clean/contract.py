@@ -13,13 +13,13 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from gtm_pipeline.contract_loader import Strict, load
 from gtm_pipeline.errors import ContractError
-from gtm_pipeline.expressions import compile_assertion
+from gtm_pipeline.expressions import Expression, compile_assertion
 
 TYPES = ("string", "integer", "decimal", "boolean", "date", "timestamp", "enum")
 TypeName = Literal["string", "integer", "decimal", "boolean", "date", "timestamp", "enum"]
@@ -28,11 +28,12 @@ RULE_KINDS = ("type", "required", "enum", "range", "max_length", "control_chars"
 RuleName = Literal["type", "required", "enum", "range", "max_length", "control_chars", "unique", "references"]
 
 # Break actions, named after what they do (docs/contracts.md "Break actions").
-QUARANTINE = "quarantine_and_incident"          # enum integrity: quarantine record; open incident
-MISSING_OWNER = "quarantine_missing_owner"      # missing keys: write to quarantine.missing_owner; route to repair
-BLOCK_PUBLISH = "block_publish_and_notify_owner"  # out of range: block publish; notify owner
-REJECT_DUPLICATE = "reject_duplicate"           # a second copy of a key goes to raw.rejects with where the first is
-WARN = "warn"                                   # counted and shown in the check; the row stays clean
+# Final: each is its own Literal type, so it is a valid `Action` below.
+QUARANTINE: Final = "quarantine_and_incident"  # enum integrity: quarantine record; open incident
+MISSING_OWNER: Final = "quarantine_missing_owner"  # missing keys: write to quarantine.missing_owner; route to repair
+BLOCK_PUBLISH: Final = "block_publish_and_notify_owner"  # out of range: block publish; notify owner
+REJECT_DUPLICATE: Final = "reject_duplicate"  # a second copy of a key goes to raw.rejects with where the first is
+WARN: Final = "warn"  # counted and shown in the check; the row stays clean
 BREAK_ACTIONS = (QUARANTINE, MISSING_OWNER, BLOCK_PUBLISH, REJECT_DUPLICATE, WARN)
 Action = Literal["quarantine_and_incident", "quarantine_missing_owner", "block_publish_and_notify_owner",
                  "reject_duplicate", "warn"]
@@ -182,7 +183,7 @@ class Column:
 class RowCheck:
     name: str
     text: str
-    expression: object  # gtm_pipeline.expressions.Expression
+    expression: Expression
     action: str
     description: str = ""
 
@@ -227,7 +228,7 @@ def _column(name: str, spec: ColumnSpec) -> Column:
                   min=spec.range.min if spec.range else None, max=spec.range.max if spec.range else None,
                   unique=spec.unique, references=spec.references,
                   max_length=(spec.max_length or DEFAULT_MAX_LENGTH) if spec.type == "string" else None,
-                  on_fail=dict(spec.on_fail), description=spec.description)
+                  on_fail={rule: act for rule, act in spec.on_fail.items()}, description=spec.description)
 
 
 def parse_entity_contract(path: Path) -> EntityContract:

@@ -7,6 +7,7 @@ beside it in this package.
 
 
 import hashlib
+from typing import Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -72,6 +73,7 @@ def _owner_tag(owner: str) -> str:
 def _reference_misses(con, contract: EntityContract, days: list[str]) -> dict[str, int]:
     out = {}
     for col in contract.rules_of_kind("references"):
+        assert col.references is not None   # rules_of_kind("references") keeps only the columns that declare one
         ent, rcol = col.references.split(".")
         exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'clean' "
                              "AND table_name = ?", [ent]).fetchone()[0]
@@ -174,7 +176,8 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
                 smp = samples.get("max_length", []) + samples.get("control_chars", [])
             else:
                 n, smp = counts.get(k, 0), samples.get(k, [])
-            meta = {"violations": n, "samples": _md_samples(smp[:10]), "days": len(days)}
+            # Any: what dagster accepts as raw metadata (its RawMetadataValue alias is not public).
+            meta: dict[str, Any] = {"violations": n, "samples": _md_samples(smp[:10]), "days": len(days)}
             if k == "range":
                 meta["blocked_days"] = dg.MetadataValue.json(blocked)
             if k == "references":

@@ -11,7 +11,13 @@ SQL (`gtm_pipeline.clean.payloads`), so there is no second rule engine to keep i
 from __future__ import annotations
 
 from gtm_pipeline.clean.contract import (
-    BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE, WARN, Column, EntityContract, slug,
+    BLOCK_PUBLISH,
+    MISSING_OWNER,
+    QUARANTINE,
+    WARN,
+    Column,
+    EntityContract,
+    slug,
 )
 from gtm_pipeline.expressions import assertion_sql
 
@@ -81,7 +87,8 @@ def _clipped(x: str) -> str:
 
 def _quoted(x: str) -> str:
     """SQL for the value as Python's repr shows a string ('abc', or "it's" when it holds a quote)."""
-    v = f"replace(replace(replace(replace({_clipped(x)}, '\\', '\\\\'), chr(10), '\\n'), chr(13), '\\r'), chr(9), '\\t')"
+    v = (f"replace(replace(replace(replace({_clipped(x)}, '\\', '\\\\'), chr(10), '\\n'), chr(13), '\\r'), "
+         "chr(9), '\\t')")
     return (f"CASE WHEN contains({x}, '''') AND NOT contains({x}, '\"') THEN '\"' || {v} || '\"' "
             f"ELSE '''' || replace({v}, '''', '\\''') || '''' END")
 
@@ -124,7 +131,9 @@ def _column_items(col: Column) -> list[tuple[str, str]]:
     if col.min is not None or col.max is not None:
         out_of = ([f"{c} < {float(col.min)!r}"] if col.min is not None else []) + \
                  ([f"{c} > {float(col.max)!r}"] if col.max is not None else [])
-        bounds = f"[{_num(col.min) if col.min is not None else '-inf'}, {_num(col.max) if col.max is not None else 'inf'}]"
+        low = _num(col.min) if col.min is not None else "-inf"
+        high = _num(col.max) if col.max is not None else "inf"
+        bounds = f"[{low}, {high}]"
         out.append(_item(f"(NOT {_missing(col)} AND ({' OR '.join(out_of)}))", "range", name, f"CAST({c} AS VARCHAR)",
                          col.action("range"),
                          f"{sql_str(name + ': ')} || CAST({c} AS VARCHAR) || {sql_str(' is outside ' + bounds)}"))

@@ -27,15 +27,20 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+from gtm_pipeline import keys
 from gtm_pipeline.clean.contract import BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE, EntityContract
 from gtm_pipeline.clean.report import CleanReport, fill_reports, findings
 from gtm_pipeline.clean.rules import action_sql, late_sql, quote_ident, sql_str, typed_select, violations_sql
-from gtm_pipeline import keys
 from gtm_pipeline.datatime import BLOCKED, PUBLISHED, blocked_text, clean_day_cutoffs, record_partitions
 from gtm_pipeline.incidents import record_contract_findings
 from gtm_pipeline.landing import LandingSpec
 from gtm_pipeline.repair_overlay import (
-    MISSING_OWNER_TABLE, REPAIR_COLUMN_NAMES, ensure_repair_columns, load_state, merge_state, overlay_sql,
+    MISSING_OWNER_TABLE,
+    REPAIR_COLUMN_NAMES,
+    ensure_repair_columns,
+    load_state,
+    merge_state,
+    overlay_sql,
 )
 from gtm_pipeline.warehouse import ensure_base, existing_tables, record_publication, transaction, utcnow
 
@@ -116,7 +121,8 @@ def _candidate_sql(con, spec: LandingSpec, contract: EntityContract, days: list[
                          f"ELSE json_extract_string(o.released_payload, {_json_path(c)}) END AS {quote_ident(c)}"
                          for c in contract.columns)
     return (f"SELECT {overlaid}, {', '.join('c0.' + x for x in LINEAGE)} FROM ({' UNION ALL '.join(parts)}) c0 "
-            f"LEFT JOIN ({overlay_sql(contract.entity, days_sql(days))}) o ON o._file = c0._file AND o._line = c0._line")
+            f"LEFT JOIN ({overlay_sql(contract.entity, days_sql(days))}) o "
+            "ON o._file = c0._file AND o._line = c0._line")
 
 
 def payload_sql(contract: EntityContract) -> str:

@@ -155,7 +155,8 @@ def _dt(text: str):
 
 @click.command()
 @click.option("--from", "first", required=True, type=click.DateTime(formats=["%Y-%m-%d"]), help="First day.")
-@click.option("--to", "last", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="Last day (default: --from).")
+@click.option("--to", "last", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Last day (default: --from).")
 def run(first, last):
     """Ingest, clean and contract-check a range of delivery days in one run (re-running a day replaces it).
 

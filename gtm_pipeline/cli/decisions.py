@@ -71,7 +71,8 @@ def _slo_line(settings) -> str:
 
 
 _id = click.argument("decision_id")
-_by = click.option("--by", "person", required=True, help="Who acts (a person listed in contracts/decisions/roster.yaml).")
+_by = click.option("--by", "person", required=True,
+                   help="Who acts (a person listed in contracts/decisions/roster.yaml).")
 
 
 @click.group()
@@ -86,7 +87,8 @@ def decisions():
 
 @decisions.command(name="list")
 @click.option("--status", default=None, help="Only decisions whose current status is this (e.g. proposed, applied).")
-@click.option("--node", default=None, help="Only this node (pricing.change, channel.invest, icp.update, routing.policy, experiment.ship).")
+@click.option("--node", default=None,
+              help="Only this node (pricing.change, channel.invest, icp.update, routing.policy, experiment.ship).")
 def list_(status, node):
     """One line per decision: id, node, status, action, review date.
 
@@ -203,7 +205,7 @@ def apply_(decision_id, person, effective):
 
     with _context() as dc:
         d = lifecycle.apply(dc, decision_id, person=person, effective=effective.date() if effective else None)
-        a = d.latest("applied").details_dict
+        a = d.entry("applied").details_dict
         click.echo(f"{decision_id}: applied -- {a['flag']} v{a['from_version']} -> v{a['to_version']} "
                    f"{json.dumps(a['value'], sort_keys=True)}; monitoring from {a['effective_date']} to "
                    f"{a['monitoring_until']}")

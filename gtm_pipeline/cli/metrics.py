@@ -125,9 +125,9 @@ def refresh(names):
       gtm-pipeline metrics refresh payback forecast
     """
     from gtm_pipeline import keys
+    from gtm_pipeline.cli import output
     from gtm_pipeline.metrics.contract import load_metric_contracts
     from gtm_pipeline.metrics.registry import computations
-    from gtm_pipeline.cli import output
     from gtm_pipeline.runner import ensure_dagster_home
 
     s = load_settings()

@@ -16,8 +16,12 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:   # imported when a bar is drawn, not by every command
+    from tqdm import tqdm
 
 _VERBOSITY = "gtm_pipeline.verbosity"  # key in the root click context's meta
 _LOGGERS = ("dagster", "gtm_pipeline")
@@ -91,7 +95,7 @@ class StepBar:
     def __init__(self, file=None):
         self._file = file
         self._own = None
-        self._bar = None
+        self._bar: tqdm | None = None
 
     def begin(self, job: str, steps: int) -> None:
         from tqdm import tqdm
@@ -106,16 +110,20 @@ class StepBar:
                 out = sys.stderr
         self._bar = tqdm(total=steps, desc=job, unit="step", file=out, leave=False, dynamic_ncols=True)
 
+    def _drawn(self) -> tqdm:
+        assert self._bar is not None, "StepBar.begin() comes first"   # the runner calls it before the first step
+        return self._bar
+
     def step_started(self, step: str) -> None:
-        self._bar.set_postfix_str(_asset(step), refresh=True)
+        self._drawn().set_postfix_str(_asset(step), refresh=True)
 
     def step_done(self, step: str) -> None:
-        self._bar.update(1)
+        self._drawn().update(1)
 
     def message(self, step: str | None, text: str) -> None:
         m = _DAYS_DONE.match(text or "")
         if m and step:
-            self._bar.set_postfix_str(f"{_asset(step)} {m.group(1)}/{m.group(2)} day(s)", refresh=True)
+            self._drawn().set_postfix_str(f"{_asset(step)} {m.group(1)}/{m.group(2)} day(s)", refresh=True)
 
     def end(self) -> None:
         if self._bar is not None:

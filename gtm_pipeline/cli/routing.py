@@ -154,11 +154,12 @@ def dlq_list(status, kind):
         click.echo("the routing DLQ is empty" if status == "all" else f"no {status} DLQ entries")
         return
     click.echo(f"{len(df)} entr{'y' if len(df) == 1 else 'ies'}")
-    for _, r in df.iterrows():
-        placed = f" -> {r['owner_id']} ({r['rule']})" if r["status"] == "replayed" else ""
-        click.echo(f"{r['dlq_id']}  {r['kind']} {r['record_id']}  {r['status']}{placed}  attempts {r['attempts']}  "
-                   f"rule set {r['rule_set']}  source {r['source'] or '-'}  last try {r['last_attempt_at']}")
-        click.echo(f"    reason: {r['reason']}")
+    for _, row in df.iterrows():
+        placed = f" -> {row['owner_id']} ({row['rule']})" if row["status"] == "replayed" else ""
+        click.echo(f"{row['dlq_id']}  {row['kind']} {row['record_id']}  {row['status']}{placed}  "
+                   f"attempts {row['attempts']}  rule set {row['rule_set']}  source {row['source'] or '-'}  "
+                   f"last try {row['last_attempt_at']}")
+        click.echo(f"    reason: {row['reason']}")
 
 
 @dlq.command(name="replay")

@@ -15,9 +15,10 @@ reversals, monitoring, memos and review packets -- plain modules, no Dagster dec
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 
@@ -31,12 +32,18 @@ def known_metric_tables(contracts_dir: Path) -> set[str]:
     return {p.stem for p in (Path(contracts_dir) / "metrics").glob("*.yaml")}
 
 
-_FROM_SETTINGS = object()
+class _Default(enum.Enum):
+    """The "not given" value of ``open_context(log_key=...)``, where None means "no key"."""
+
+    FROM_SETTINGS = enum.auto()
+
+
+_FROM_SETTINGS = _Default.FROM_SETTINGS
 
 
 def open_context(con: duckdb.DuckDBPyConnection, settings: Settings,
                  clock: Callable[[], datetime] | None = None, *, health_fn: HealthFn | None = None,
-                 log_key: str | None | object = _FROM_SETTINGS) -> DecisionContext:
+                 log_key: str | None | _Default = _FROM_SETTINGS) -> DecisionContext:
     """A `DecisionContext` over ``con`` with the playbooks and roster of ``settings.contracts_dir``, its SLO file,
     and the decision log's key (``settings.decision_log_key`` unless ``log_key`` is given). ``health_fn`` is the SLO
     health source of the gates at approve and apply; without one the SLO gate fails closed."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from gtm_pipeline.decisions.hashing import canonical_json
-from gtm_pipeline.warehouse import ensure_base, utcnow
+from gtm_pipeline.warehouse import ensure_base, scalar, utcnow
 
 ROUTING_FLAG = "FF_ROUTING_V1"
 
@@ -83,7 +83,7 @@ def set_flag(con: duckdb.DuckDBPyConnection, flag: str, value: dict, *, set_by: 
              at: datetime | None = None) -> FlagVersion:
     """Append the next version of ``flag`` (call inside the caller's transaction)."""
     ensure_flags(con)
-    n = con.execute("SELECT coalesce(max(version), 0) FROM decisions.flags WHERE flag = ?", [flag]).fetchone()[0]
+    n = scalar(con, "SELECT coalesce(max(version), 0) FROM decisions.flags WHERE flag = ?", [flag])
     fv = FlagVersion(flag, int(n) + 1, value, at or utcnow(), set_by, decision_id, reason, restores_version)
     con.execute("INSERT INTO decisions.flags VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [fv.flag, fv.version, canonical_json(value), fv.set_at, fv.set_by, fv.decision_id, fv.reason,

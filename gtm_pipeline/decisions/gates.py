@@ -15,10 +15,11 @@ refused step prints and logs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gtm_pipeline.decisions.playbook import SEVERITIES, Playbook
 from gtm_pipeline.errors import GtmPipelineError

@@ -5,12 +5,18 @@ reads ``decisions.flags_current`` when it is queried, so an apply or a reverse c
 transaction that writes the flag version: nothing to re-run, which is how a price card reverts within the spec's hour
 and an audience filter at once.
 
-| view | reads | what it computes |
-|---|---|---|
-| ``decisions.price_book`` | ``price_card.<segment>``, fact_bookings, cm_per_seat | list price per seat of the card in force (the segment's base list price x the card's multiplier), the expected net price with the held discount ladder, and the CM per seat the card implies |
-| ``decisions.bookings_outlook`` | the price book, forecast, price_elasticity | the forecast re-priced at the card: open pipeline x multiplier x (1 + E x (multiplier - 1)) plus what is booked |
-| ``decisions.channel_plan`` | ``budget_split``, cac_per_sqo, fact_costs | each channel's budget over the metric window, its status (paused / shifted / held / unchanged), the expected spend per day and per week, and the spend since the plan took effect |
-| ``decisions.lead_icp`` | ``icp_audience_filter``, clean.lead | each lead's ICP segment (priority / core / excluded / disqualified) and whether routing may assign it |
+Each view, what it reads, and what it computes:
+
+- ``decisions.price_book`` (``price_card.<segment>``, fact_bookings, cm_per_seat): list price per seat of the card in
+  force (the segment's base list price x the card's multiplier), the expected net price with the held discount
+  ladder, and the CM per seat the card implies.
+- ``decisions.bookings_outlook`` (the price book, forecast, price_elasticity): the forecast re-priced at the card:
+  open pipeline x multiplier x (1 + E x (multiplier - 1)) plus what is booked.
+- ``decisions.channel_plan`` (``budget_split``, cac_per_sqo, fact_costs): each channel's budget over the metric
+  window, its status (paused / shifted / held / unchanged), the expected spend per day and per week, and the spend
+  since the plan took effect.
+- ``decisions.lead_icp`` (``icp_audience_filter``, clean.lead): each lead's ICP segment (priority / core / excluded /
+  disqualified) and whether routing may assign it.
 
 Routing reads ``decisions.lead_icp`` (`routing.unassigned_leads` skips leads the filter makes ineligible) and the
 pricing monitor compares CM per seat with the CM per seat the card in force implies. ``FF_ROUTING_V1`` has its own
@@ -76,7 +82,8 @@ def price_book_sql(card_flag: str) -> str:
                b.base_list_price,
                b.base_list_price * coalesce(c.multiplier, 1.0) AS list_price_per_seat,
                b.avg_discount,  -- seat-weighted, the ladder the card holds
-               b.base_list_price * coalesce(c.multiplier, 1.0) * (1 - coalesce(b.avg_discount, 0)) AS net_price_per_seat,
+               b.base_list_price * coalesce(c.multiplier, 1.0) * (1 - coalesce(b.avg_discount, 0))
+                   AS net_price_per_seat,
                s.cost_per_seat,
                s.cm_per_seat AS observed_cm_per_seat,
                b.base_list_price * coalesce(c.multiplier, 1.0) * (1 - coalesce(b.avg_discount, 0)) - s.cost_per_seat

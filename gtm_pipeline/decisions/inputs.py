@@ -17,7 +17,7 @@ import duckdb
 
 from gtm_pipeline import keys
 from gtm_pipeline.errors import GtmPipelineError
-from gtm_pipeline.warehouse import table_exists
+from gtm_pipeline.warehouse import scalar, table_exists
 
 
 @dataclass
@@ -152,7 +152,7 @@ def read_icp(con: duckdb.DuckDBPyConnection, dimensions: list[str]) -> NodeInput
         f"JOIN metrics.fact_bookings b USING (opportunity_id)" for d in dimensions)
     cm = _rows(con, f"SELECT dimension, value, sum(monthly_cm) AS monthly_cm, CAST(count(*) AS BIGINT) AS lines "
                     f"FROM ({unions}) GROUP BY ALL ORDER BY 1, 2") if dimensions else []
-    cm_total = con.execute("SELECT sum(monthly_cm) FROM metrics.cm_by_line").fetchone()[0]
+    cm_total = scalar(con, "SELECT sum(monthly_cm) FROM metrics.cm_by_line")
     tables = {"win_rate_by_segment": win, "dq_reason_coverage": dq, "routing_health": routing,
               "marketing_cost": cost, "monthly_cm_by_value": cm,
               "monthly_cm_total": [{"monthly_cm": cm_total}]}
@@ -190,8 +190,8 @@ def read_experiments(con: duckdb.DuckDBPyConnection) -> NodeInputs:
     rows = _rows(con, "SELECT experiment, look, strftime(as_of, '%Y-%m-%d %H:%M:%S') AS as_of, arm, is_control, units, "
                       "mean, estimate, ci_low, ci_high, p_value, p_min, srm_p, method, guardrails, verdict "
                       "FROM metrics.experiment_readout r "
-                      "WHERE look = (SELECT max(look) FROM metrics.experiment_readout x WHERE x.experiment = r.experiment)"
-                      " ORDER BY experiment, is_control DESC, arm")
+                      "WHERE look = (SELECT max(look) FROM metrics.experiment_readout x "
+                      "WHERE x.experiment = r.experiment) ORDER BY experiment, is_control DESC, arm")
     by_exp: dict[str, list[dict]] = {}
     for r in rows:
         by_exp.setdefault(r["experiment"], []).append(r)

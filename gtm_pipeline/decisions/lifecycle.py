@@ -6,10 +6,10 @@ first pass `refusals` (the roster, then every gate again); a refused step is log
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 
@@ -82,12 +82,20 @@ class Decision:
         return self.entries[-1]
 
     @property
-    def approvals(self) -> dict[str, str]:
+    def approvals(self) -> dict[str, str | None]:
         """{role: person} of the approvals recorded so far."""
         return {e.details_dict["role"]: e.actor for e in self.entries if e.event == log.APPROVAL}
 
     def latest(self, event: str) -> log.Entry | None:
         return next((e for e in reversed(self.entries) if e.event == event), None)
+
+    def entry(self, event: str) -> log.Entry:
+        """The latest ``event`` entry, where the status says there is one (an applied decision has its apply)."""
+        found = self.latest(event)
+        if found is None:
+            raise GtmPipelineError(f"{self.decision_id} is {self.status} but decisions.log has no {event!r} entry "
+                                   f"for it; inspect it with gtm-pipeline decisions show {self.decision_id}")
+        return found
 
     @property
     def action(self) -> dict:
@@ -145,6 +153,8 @@ def propose(dc: DecisionContext, pb: Playbook, outcome: Outcome, *, tables: dict
             initial_value: dict, new_value: dict, precheck_summary: list[str]) -> ProposeResult:
     """Log a proposal for ``outcome`` unless the same inputs were proposed before or a decision on the same subject
     is applied and not closed yet. Older proposals on the same subject that were not applied are superseded."""
+    if outcome.action is None:
+        raise GtmPipelineError(f"{pb.node}: {outcome.subject} has no action to propose ({outcome.summary})")
     thresholds = pb.selected_thresholds()
     did = decision_id_for(pb.node, outcome.subject, inputs_hash, thresholds, pb.version)
     if log.entries(dc.con, did):
@@ -229,8 +239,8 @@ def approve(dc: DecisionContext, decision_id: str, *, role: str, person: str, no
 
 
 def reject(dc: DecisionContext, decision_id: str, *, role: str, person: str, reason: str) -> Decision:
-    from gtm_pipeline.decisions.refusals import ROSTER, refuse
     from gtm_pipeline.decisions.gates import Precheck
+    from gtm_pipeline.decisions.refusals import ROSTER, refuse
 
     d = get(dc, decision_id)
     if d.status not in ("proposed", "pending_approval", "approved"):
@@ -310,7 +320,7 @@ def reverse(dc: DecisionContext, decision_id: str, *, person: str, reason: str,
                f"({', '.join(d.proposal.approvers)}) in {ROSTER}")
         raise refuse(dc, d, "reverse", Precheck("roster", False, why, person, f"the owner or an approver in {ROSTER}"),
                      actor=person, message=f"refused: {decision_id}: {why}")
-    applied = d.latest(log.APPLIED).details_dict
+    applied = d.entry(log.APPLIED).details_dict
     flag = applied["flag"]
     cur = flagstore.current(dc.con, flag)
     if cur is None or cur.version != applied["to_version"]:
@@ -321,6 +331,7 @@ def reverse(dc: DecisionContext, decision_id: str, *, person: str, reason: str,
     # The clock starts when the need to reverse was recorded: the breach that proposed it, else this command.
     start = started_at or (proposed.ts if proposed is not None and d.status == "reversal_proposed" else dc.clock())
     previous = flagstore.version(dc.con, flag, applied["from_version"])
+    assert previous is not None   # decisions.flags is append-only: the version the apply started from is still there
     replay = None
     with log.writing(dc.con, dc.head) as w:
         restored = flagstore.set_flag(dc.con, flag, previous.value, set_by=person, reason=f"reverse {decision_id}",

@@ -26,9 +26,9 @@ from typing import Any
 
 import duckdb
 
-from gtm_pipeline.decisions.anchor import Anchor, append_checkpoint, read_checkpoints, SIGNED
-from gtm_pipeline.decisions.hashing import canonical_json, equal, hmac_sha256_hex, sha256_hex
 from gtm_pipeline.config import DECISION_LOG_KEY_ENV
+from gtm_pipeline.decisions.anchor import SIGNED, Anchor, append_checkpoint, read_checkpoints
+from gtm_pipeline.decisions.hashing import canonical_json, equal, hmac_sha256_hex, sha256_hex
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.warehouse import ensure_base, utcnow
 
@@ -134,7 +134,8 @@ class Entry:
 
 
 def _entry(row: tuple) -> Entry:
-    return Entry(*row[:-1], entry_hash=row[-1]) if len(row) == len(FIELDS) + 1 else Entry(*row)
+    # FIELDS in order, then entry_hash when the query selected it (the dataclass's last field, default "").
+    return Entry(*row)
 
 
 def entries(con: duckdb.DuckDBPyConnection, decision_id: str | None = None) -> list[Entry]:

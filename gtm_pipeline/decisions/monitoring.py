@@ -3,7 +3,7 @@ evaluated on the metric rows dated from the decision's effective day on, every t
 
 | node | watched | breach |
 |---|---|---|
-| pricing.change | booking rate of the segment, won / closed since the change vs the 14 days before | outside ±5 % (relative) |
+| pricing.change | segment booking rate (won / closed), since the change vs 14 days before | outside ±5 % (relative) |
 | pricing.change | CM per seat of the segment, now vs at the proposal | reported (the spec gives no limit) |
 | pricing.change | list price per seat of the segment's bookings since vs the price card in force | reported |
 | channel.invest | bookings per week (all segments) since vs before | drop > 10 % (project default) |
@@ -51,35 +51,41 @@ def judge(w: Watch, baseline: float | None, observed: float | None) -> tuple[boo
     """Is ``observed`` a breach of watch ``w`` against ``baseline``? (False while a figure is missing.)"""
     if observed is None:
         return False, f"{w.metric}: no data since the change yet"
-    if w.rule == "max":
-        bad = observed > w.limit + EPS
-        return bad, f"{w.metric} {observed:.4f} {'>' if bad else '<='} {w.limit}"
-    if w.rule == "min":
-        bad = observed < w.limit - EPS
-        return bad, f"{w.metric} {observed:.4f} {'<' if bad else '>='} {w.limit}"
-    if baseline is None:
-        return False, f"{w.metric} {observed:.4f}: no baseline before the change to compare with"
+    no_baseline = f"{w.metric} {observed:.4f}: no baseline before the change to compare with"
     if w.rule == "report":
+        if baseline is None:
+            return False, no_baseline
         return False, f"{w.metric} {observed:.4f} (baseline {baseline:.4f}, Δ {observed - baseline:+.4f})"
+    # Every rule but report has a limit: the playbook loader requires one (playbook.WatchSpec._needed).
+    assert w.limit is not None, f"{w.metric}: rule {w.rule} has no limit"
+    limit = w.limit
+    if w.rule == "max":
+        bad = observed > limit + EPS
+        return bad, f"{w.metric} {observed:.4f} {'>' if bad else '<='} {limit}"
+    if w.rule == "min":
+        bad = observed < limit - EPS
+        return bad, f"{w.metric} {observed:.4f} {'<' if bad else '>='} {limit}"
+    if baseline is None:
+        return False, no_baseline
     if w.rule == "band":
         rel = (observed - baseline) / baseline if baseline else 0.0
-        bad = abs(rel) > w.limit + EPS
-        return bad, (f"{w.metric} {observed:.4f} vs baseline {baseline:.4f} ({rel:+.1%}; band ±{w.limit:.0%})"
+        bad = abs(rel) > limit + EPS
+        return bad, (f"{w.metric} {observed:.4f} vs baseline {baseline:.4f} ({rel:+.1%}; band ±{limit:.0%})"
                      + (": BREACH" if bad else ""))
     if w.rule == "max_drop":
         rel = (observed - baseline) / baseline if baseline else 0.0
-        bad = rel < -w.limit - EPS
-        return bad, (f"{w.metric} {observed:,.2f} vs baseline {baseline:,.2f} ({rel:+.1%}; max drop {w.limit:.0%})"
+        bad = rel < -limit - EPS
+        return bad, (f"{w.metric} {observed:,.2f} vs baseline {baseline:,.2f} ({rel:+.1%}; max drop {limit:.0%})"
                      + (": BREACH" if bad else ""))
     if w.rule == "max_drop_abs":
         delta = observed - baseline
-        bad = delta < -w.limit - EPS
-        return bad, (f"{w.metric} {observed:.4f} vs baseline {baseline:.4f} ({delta:+.4f}; max drop {w.limit:g})"
+        bad = delta < -limit - EPS
+        return bad, (f"{w.metric} {observed:.4f} vs baseline {baseline:.4f} ({delta:+.4f}; max drop {limit:g})"
                      + (": BREACH" if bad else ""))
     if w.rule == "max_increase":
         delta = observed - baseline
-        bad = delta > w.limit + EPS
-        return bad, (f"{w.metric} {observed:.3f} vs {baseline:.3f} at the proposal ({delta:+.3f}; max +{w.limit:g})"
+        bad = delta > limit + EPS
+        return bad, (f"{w.metric} {observed:.3f} vs {baseline:.3f} at the proposal ({delta:+.3f}; max +{limit:g})"
                      + (": BREACH" if bad else ""))
     raise ValueError(w.rule)
 
@@ -144,7 +150,7 @@ class MonitorOutcome:
 
 def evaluate_decision(dc: lifecycle.DecisionContext, d: lifecycle.Decision) -> MonitorOutcome:
     pb = dc.playbooks[d.node]
-    applied = d.latest(log.APPLIED).details_dict
+    applied = d.entry(log.APPLIED).details_dict
     start = date.fromisoformat(applied["effective_date"])
     results = []
     for w in pb.watch:

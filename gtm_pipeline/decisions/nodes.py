@@ -16,7 +16,12 @@ from gtm_pipeline.decisions import flags as flagstore
 from gtm_pipeline.decisions import inputs as adapter
 from gtm_pipeline.decisions import lifecycle, rules
 from gtm_pipeline.decisions.gates import (
-    HealthFn, Precheck, incident_precheck, metric_dependencies, shared_prechecks, slo_precheck,
+    HealthFn,
+    Precheck,
+    incident_precheck,
+    metric_dependencies,
+    shared_prechecks,
+    slo_precheck,
 )
 from gtm_pipeline.decisions.hashing import canonical_json, normalize, rows_hash
 from gtm_pipeline.decisions.playbook import Playbook
@@ -168,7 +173,7 @@ def _pricing(dc, pb: Playbook) -> Reading:
         initial = {"segment": seg, "card": f"{seg}-base", "list_price_multiplier": 1.0, "discount_ladders": "current"}
         cur, before = _flag_state(dc.con, flag, initial)
         subjects[seg] = tables = {**inp.subset("segment", seg), "flag": [{"flag": flag, "value": before}]}
-        if not o.proposes:
+        if o.action is None:
             continue
         mult = round(float(before.get("list_price_multiplier", 1.0)) * (1 + o.action["raise_pct"] / 100.0), 6)
         new = {"segment": seg, "card": f"{seg}-v{(cur.version if cur else 1) + 1}", "list_price_multiplier": mult,
@@ -202,7 +207,7 @@ def _channel(dc, pb: Playbook) -> Reading:
     _, before = _flag_state(dc.con, flag, initial)
     tables = {**inp.tables, "flag": [{"flag": flag, "value": before}]}
     items = []
-    if o.proposes:
+    if o.action is not None:
         new = {"split": o.action["split"], "paused": o.action["pause"], "shifted": o.action["shift"],
                "total_change": o.action["total_change"], "held": o.action["held"],
                "unallocated": o.action["unallocated"], "basis": initial["basis"]}
@@ -232,7 +237,7 @@ def _icp(dc, pb: Playbook) -> Reading:
                            inp.figures["dq_coverage"], before, pb.thresholds,
                            dq_disqualified=inp.figures["dq_disqualified"])
     tables = {**inp.tables, "flag": [{"flag": flag, "value": before}]}
-    items = [(o, tables, flag, initial, o.action["filter"])] if o.proposes else []
+    items = [(o, tables, flag, initial, o.action["filter"])] if o.action is not None else []
     return Reading(pre, inp.version, [o], items, {o.subject: tables})
 
 
@@ -282,7 +287,7 @@ def _routing(dc, pb: Playbook) -> Reading:
         _, before = _flag_state(dc.con, flag, initial)
         # Latency figures are timing measurements and stay out of the hash (same inputs, same hash).
         subjects[o.subject] = tables = {**inp.tables, "shadow": [shadow], "flag": [{"flag": flag, "value": before}]}
-        if o.proposes:
+        if o.action is not None:
             new = {"enabled": False, "rule_set": shadow["candidate_name"], "label": shadow["candidate"]}
             o.action["current"] = shadow["current"]
             items.append((o, tables, flag, initial, new))
@@ -305,7 +310,7 @@ def _experiment(dc, pb: Playbook) -> Reading:
         initial = {"experiment": name, "state": "running", "arm": None}
         _, before = _flag_state(dc.con, exp.flag, initial)
         subjects[name] = tables = {"experiment_readout": rows, "flag": [{"flag": exp.flag, "value": before}]}
-        if o.proposes:
+        if o.action is not None:
             state = {"ship": "shipped", "roll back": "rolled_back", "stop": "stopped"}[o.action["decision"]]
             items.append((o, tables, exp.flag, initial, {"experiment": name, "state": state, "arm": o.action["arm"]}))
     return Reading([], inp.version, outcomes, items, subjects)

@@ -20,7 +20,7 @@ the one before it ended and nothing falls between two.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -86,12 +86,12 @@ def previous_review_day(cadence: str, as_of: date) -> date:
 # ---- the period a packet covers -------------------------------------------------------------------------------------
 
 def _utc(dt: datetime) -> datetime:
-    return dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt.astimezone(UTC).replace(tzinfo=None)
 
 
 def et_text(ts: datetime) -> str:
     """A naive UTC time (decisions.log ``ts``) as the reviewers read it: ``2026-12-01 10:00 EST``."""
-    return ts.replace(tzinfo=timezone.utc).astimezone(ET).strftime("%Y-%m-%d %H:%M %Z")
+    return ts.replace(tzinfo=UTC).astimezone(ET).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def breach_lines(decisions: list[lifecycle.Decision], period: Period) -> tuple[l
                 found.append((e.entry_id, f"- {et_text(e.ts)} `{d.decision_id}` {d.node} ({d.proposal.chosen_action})"
                                           f": {what} -- {_after_breach(d)}"))
     earlier = [f"- still open from before this period: `{d.decision_id}` {d.node}, reversal proposed "
-               f"{et_text(d.latest(log.REVERSAL_PROPOSED).ts)} and not done yet"
+               f"{et_text(d.entry(log.REVERSAL_PROPOSED).ts)} and not done yet"
                for d in decisions if d.status == "reversal_proposed" and d.decision_id not in seen]
     return [line for _, line in sorted(found)], earlier
 

@@ -15,8 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gtm_pipeline.contract_loader import Strict, load
@@ -32,7 +43,8 @@ Scope = Literal["dependencies", "any"]
 NODES, LEVELS, CADENCES, SEVERITIES, WATCH_RULES, INCIDENT_SCOPES = (
     get_args(t) for t in (Node, Level, Cadence, Severity, WatchRule, Scope))
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-W = TypeVar("W")
+# Covariant: the models are frozen, so a Monitoring[Literal["cm_per_seat", ...]] is a Monitoring[str].
+W = TypeVar("W", covariant=True)
 
 
 def _at(loc: tuple, sentence: str) -> ValidationError:
@@ -42,11 +54,13 @@ def _at(loc: tuple, sentence: str) -> ValidationError:
         type=PydanticCustomError("value_error", "{sentence}", {"sentence": sentence}), loc=loc, input=None)])
 
 
-def num(default: Any = None, lo: float | None = None, hi: float | None = None, *, integer: bool = False,
-        nullable: bool = False, hint: str = "") -> Any:
-    """A number field type, used like pydantic's ``confloat``: never a bool or text, within [lo, hi], with the spec's
-    default (None: required, unless ``nullable``, where null switches the check off). ``hint`` is added to the
-    message for a null."""
+def num(default: Any = None, lo: float | None = None, hi: float | None = None, *, nullable: bool = False,
+        hint: str = "") -> Any:
+    """A number field, used like pydantic's ``Field``: never a bool or text, within [lo, hi], with the spec's default
+    (None: required, unless ``nullable``, where null switches the check off). ``hint`` is added to the message for a
+    null. The annotation gives the type (``float``, ``int``, ``float | None``): ``x: float = num(0.5, 0)`` for a
+    field with a default, ``x: Annotated[float, num(None, 0)]`` for a required one (a value after ``=`` would tell
+    a type checker the field has a default)."""
     def check(v: object) -> object:
         if v is None:
             if nullable:
@@ -58,10 +72,10 @@ def num(default: Any = None, lo: float | None = None, hi: float | None = None, *
             raise ValueError(f"must be a number, got {v!r}" + (f"; e.g. {default!r}" if default is not None else ""))
         return v
 
-    kind: Any = Annotated[int if integer else float, Field(ge=lo, le=hi)]
     required = default is None and not nullable
-    return Annotated[kind | None if nullable else kind, BeforeValidator(check), Field() if required
-                     else Field(default=default)]
+    info: FieldInfo = Field(ge=lo, le=hi) if required else Field(default=default, ge=lo, le=hi)
+    info.metadata.append(BeforeValidator(check))   # after the bounds, so it runs first: a null is named as such
+    return info
 
 
 def _reasons(v: object) -> dict[str, str]:
@@ -112,7 +126,7 @@ class Action(Strict):
 
 class Reversal(Strict):
     plan: Text
-    within_minutes: num(None, 0.01)
+    within_minutes: Annotated[float, num(None, 0.01)]
     automatic_on_breach: StrictBool = False
 
 
@@ -121,7 +135,7 @@ class WatchSpec(Strict, Generic[W]):
 
     metric: W                           # the node's watchable metrics (a Literal per node)
     rule: WatchRule
-    limit: num(None, 0, nullable=True)  # unused by rule report
+    limit: float | None = num(None, 0, nullable=True)  # unused by rule report
 
     @field_validator("limit")
     @classmethod
@@ -132,7 +146,7 @@ class WatchSpec(Strict, Generic[W]):
 
 
 class Monitoring(Strict, Generic[W]):
-    window_days: num(None, 1, 366, integer=True)
+    window_days: Annotated[int, num(None, 1, 366)]
     watch: Annotated[list[WatchSpec[W]], Field(min_length=1)]
 
 
@@ -156,7 +170,7 @@ class PlaybookSpec(Strict):
     risk: Text
     reversal: Reversal
     monitoring: Monitoring[str]
-    review_after_days: num(None, 1, 366, integer=True, nullable=True)   # default: monitoring.window_days
+    review_after_days: int | None = num(None, 1, 366, nullable=True)   # default: monitoring.window_days
 
     @field_validator("approvers")
     @classmethod
@@ -176,26 +190,26 @@ class PlaybookSpec(Strict):
         if missing:
             raise ValueError(f"must include {', '.join(missing)} (the node's rules read them)")
         known = (info.context or {}).get("known_metrics")
-        bad = [i for i in v if known is not None and i not in known]
+        bad = [i for i in v if i not in known] if known is not None else []
         if bad:
-            raise ValueError(f"{bad[0]!r} is not a metric table; known: {', '.join(sorted(known))}")
+            raise ValueError(f"{bad[0]!r} is not a metric table; known: {', '.join(sorted(known or ()))}")
         return v
 
 
-# ---- per node: thresholds (the spec's numbers as defaults), pre-checks, inputs, what monitoring watches ----------------
+# ---- per node: thresholds (the spec's numbers as defaults), pre-checks, inputs, what monitoring watches --------------
 
 class PricingThresholds(Strict):
-    elasticity_min: num(-1.0, -20, 0)
-    elasticity_max: num(-0.3, -20, 0)
-    cm_per_seat_uplift_min: num(3.0, 0)
-    payback_worsening_max_months: num(0.5, 0)
-    raise_pct_min: num(5, 0.1, 100)
-    raise_pct_max: num(10, 0.1, 100)
-    raise_pct_step: num(1, 0.1, 100)
-    variable_cost_rate: num(0.129, 0, 0.99)
+    elasticity_min: float = num(-1.0, -20, 0)
+    elasticity_max: float = num(-0.3, -20, 0)
+    cm_per_seat_uplift_min: float = num(3.0, 0)
+    payback_worsening_max_months: float = num(0.5, 0)
+    raise_pct_min: float = num(5, 0.1, 100)
+    raise_pct_max: float = num(10, 0.1, 100)
+    raise_pct_step: float = num(1, 0.1, 100)
+    variable_cost_rate: float = num(0.129, 0, 0.99)
     # sample minimums (issue 14 §2): below them a segment is held, "insufficient data"
-    min_closed: num(20, 0, integer=True)
-    elasticity_se_max: num(0.5, 0, nullable=True)
+    min_closed: int = num(20, 0)
+    elasticity_se_max: float | None = num(0.5, 0, nullable=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> PricingThresholds:
@@ -215,15 +229,15 @@ class PricingChange(PlaybookSpec):
 
 
 class ChannelThresholds(Strict):
-    shift_cac_per_sqo_max_ratio: num(0.9, 0)
-    shift_sql_to_win_min_pp: num(2.0, -100, 100)
-    shift_budget_pct: num(20, 0, 1000)
-    pause_cac_per_sqo_min_ratio: num(1.2, 0)
-    pause_attribution_validity_min: num(0.995, 0, 1, hint="; the spec pauses every channel below 0.995 -- to exempt "
-                                        "a channel whose leads structurally lack web touches, list it under "
-                                        "attribution_validity_exempt")
+    shift_cac_per_sqo_max_ratio: float = num(0.9, 0)
+    shift_sql_to_win_min_pp: float = num(2.0, -100, 100)
+    shift_budget_pct: float = num(20, 0, 1000)
+    pause_cac_per_sqo_min_ratio: float = num(1.2, 0)
+    pause_attribution_validity_min: float = num(
+        0.995, 0, 1, hint="; the spec pauses every channel below 0.995 -- to exempt a channel whose leads structurally "
+                          "lack web touches, list it under attribution_validity_exempt")
     attribution_validity_exempt: Annotated[dict[str, str], BeforeValidator(_reasons)] = {}
-    min_sqos: num(10, 0, integer=True)
+    min_sqos: int = num(10, 0)
 
     @field_validator("attribution_validity_exempt")
     @classmethod
@@ -231,7 +245,8 @@ class ChannelThresholds(Strict):
         known = (info.context or {}).get("channels")    # the lead contract's channel enum, when there is one
         bad = sorted(set(v) - set(known)) if known is not None else []
         if bad:
-            raise ValueError(f"{bad[0]!r} is not a channel; known (contracts/entities/lead.yaml): {', '.join(known)}")
+            raise ValueError(f"{bad[0]!r} is not a channel; known (contracts/entities/lead.yaml): "
+                             f"{', '.join(known or ())}")
         return v
 
     @model_validator(mode="after")
@@ -243,7 +258,7 @@ class ChannelThresholds(Strict):
 
 
 class ChannelPrechecks(Prechecks):
-    attribution_validity_min: num(0.995, 0, 1)
+    attribution_validity_min: float = num(0.995, 0, 1)
 
 
 class ChannelInvest(PlaybookSpec):
@@ -256,19 +271,19 @@ class ChannelInvest(PlaybookSpec):
 
 
 class IcpThresholds(Strict):
-    win_rate_diff_pp: num(5.0, 0, 100)
-    months: num(2, 1, 36, integer=True)
-    min_closed_per_month: num(5, 0, integer=True)
-    payback_improvement_months: num(1.0, 0)
-    dq_reason_coverage_min: num(0.98, 0, 1)
-    min_disqualified: num(50, 0, integer=True)
+    win_rate_diff_pp: float = num(5.0, 0, 100)
+    months: int = num(2, 1, 36)
+    min_closed_per_month: int = num(5, 0)
+    payback_improvement_months: float = num(1.0, 0)
+    dq_reason_coverage_min: float = num(0.98, 0, 1)
+    min_disqualified: int = num(50, 0)
     dimensions: Annotated[list[Literal["industry", "size_band", "segment"]], Field(min_length=1)] = \
         ["industry", "size_band"]
 
 
 class IcpPrechecks(Prechecks):
-    routing_availability_min: num(0.995, 0, 1)
-    routing_unassigned_max: num(0.005, 0, 1)
+    routing_availability_min: float = num(0.995, 0, 1)
+    routing_unassigned_max: float = num(0.005, 0, 1)
 
 
 class IcpUpdate(PlaybookSpec):
@@ -281,14 +296,14 @@ class IcpUpdate(PlaybookSpec):
 
 
 class RoutingThresholds(Strict):
-    shadow_match_min_pct: num(99.5, 0, 100)
-    gini_max: num(0.2, 0, 1)
-    min_gini_improvement: num(0.01, 0, 1)
-    min_latency_improvement_pct: num(None, 0, 100, nullable=True)
-    unassigned_max: num(0.005, 0, 1)
-    shadow_days: num(14, 1, 366, integer=True)
-    min_shadow_records: num(200, 1, integer=True)
-    seed: num(0, 0, integer=True)
+    shadow_match_min_pct: float = num(99.5, 0, 100)
+    gini_max: float = num(0.2, 0, 1)
+    min_gini_improvement: float = num(0.01, 0, 1)
+    min_latency_improvement_pct: float | None = num(None, 0, 100, nullable=True)
+    unassigned_max: float = num(0.005, 0, 1)
+    shadow_days: int = num(14, 1, 366)
+    min_shadow_records: int = num(200, 1)
+    seed: int = num(0, 0)
 
 
 class RoutingPolicy(PlaybookSpec):
@@ -299,7 +314,7 @@ class RoutingPolicy(PlaybookSpec):
 
 
 class ExperimentThresholds(Strict):
-    srm_min_p: num(0.001, 0, 0.1)
+    srm_min_p: float = num(0.001, 0, 0.1)
 
 
 class ExperimentShip(PlaybookSpec):

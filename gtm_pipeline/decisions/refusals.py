@@ -40,7 +40,7 @@ def refuse(dc: DecisionContext, d: Decision, step: str, gate: Precheck, *, actor
 
 def _status_fix(dc: DecisionContext, d: Decision) -> str:
     if d.status == "superseded":
-        by = d.latest(log.SUPERSEDED).details_dict.get("superseded_by")
+        by = d.entry(log.SUPERSEDED).details_dict.get("superseded_by")
         return (f"act on the newer proposal {by}" if by else
                 f"re-evaluate the node for a fresh proposal: gtm-pipeline decisions evaluate --node {d.node}")
     if d.status == "approved":

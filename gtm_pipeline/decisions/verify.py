@@ -24,7 +24,14 @@ import duckdb
 
 from gtm_pipeline.config import DECISION_LOG_KEY_ENV
 from gtm_pipeline.decisions.anchor import (
-    BAD_MAC, FOREIGN, MALFORMED, SIGNED, UNSIGNED, Anchor, Checkpoint, read_checkpoints,
+    BAD_MAC,
+    FOREIGN,
+    MALFORMED,
+    SIGNED,
+    UNSIGNED,
+    Anchor,
+    Checkpoint,
+    read_checkpoints,
 )
 from gtm_pipeline.decisions.hashing import equal
 from gtm_pipeline.decisions.log import GENESIS, Entry, entries

@@ -49,8 +49,9 @@ def refresh_condition(daily_keys: Sequence[dg.AssetKey]) -> dg.AutomationConditi
     (``any_deps_updated`` ignores updates by runs that targeted the asset), so one new day causes one refresh.
     A failed step leaves its downstream as it was until the next day (no retry loop)."""
     ac = dg.AutomationCondition
-    condition = (ac.any_deps_updated() | ac.newly_missing()).since_last_handled() & ac.all_deps_match(
-        ~ac.missing() | ac.will_be_requested()).with_label("every input has data")
+    condition: dg.AutomationCondition = (
+        (ac.any_deps_updated() | ac.newly_missing()).since_last_handled()
+        & ac.all_deps_match(~ac.missing() | ac.will_be_requested()).with_label("every input has data"))
     if daily_keys:
         writing = reduce(operator.or_, [ac.asset_matches(k, ac.in_progress()) for k in daily_keys])
         condition = condition & ~writing.with_label("a delivery day is being written")
@@ -71,7 +72,7 @@ def apply_automation(stages: dg.Definitions, settings: Settings | None = None) -
     settings = settings or load_settings()
     assets = [a for a in stages.assets or [] if isinstance(a, dg.AssetsDefinition)]
     automated = set(automated_keys(assets))
-    daily = sorted((k for a in assets if a.partitions_def is not None for k in a.keys), key=lambda k: k.path)
+    daily = sorted((k for a in assets if a.partitions_def is not None for k in a.keys), key=lambda k: tuple(k.path))
     condition = refresh_condition(daily)
     mapped = stages.map_asset_specs(
         func=lambda spec: spec.replace_attributes(automation_condition=condition) if spec.key in automated else spec)

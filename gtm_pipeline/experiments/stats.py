@@ -245,7 +245,7 @@ def cuped_adjust(arms: Sequence[CupedArm], theta: float) -> list[Arm]:
     return out
 
 
-# ---- multiple guardrails ----------------------------------------------------------------------------------------------
+# ---- multiple guardrails ---------------------------------------------------------------------------------------------
 
 def benjamini_hochberg(p_values: Sequence[float], q: float = 0.05) -> tuple[list[float], list[bool]]:
     """(BH-adjusted p-values, which are rejected at false discovery rate ``q``), in the input order."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from typing import TYPE_CHECKING
 
 from gtm_pipeline.errors import GtmPipelineError
+
+if TYPE_CHECKING:   # the generator imports the experiment contracts only when an effect is planted
+    from gtm_pipeline.experiments.contract import Experiment
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class DefectRates:
     extra_key_day_offset: int | None = 60
 
     @classmethod
-    def none(cls) -> "DefectRates":
+    def none(cls) -> DefectRates:
         """Clean data: no defect of any kind (benign spelling variants are not defects and stay on)."""
         return cls(
             bad_enum=0.0,
@@ -58,7 +62,7 @@ class PlantedEffect:
     multiplied by ``sql_rate_multiplier``. A multiplier of 1 plants an A/A experiment. ``experiment`` is a loaded
     `gtm_pipeline.experiments.contract.Experiment`."""
 
-    experiment: object
+    experiment: Experiment
     arm: str
     sql_rate_multiplier: float
 

@@ -180,9 +180,9 @@ class Injector:
                     block["owner_id"][i] = None
                     dfx = record(kind, "owner_id", "", "opportunity without an owner")
                 elif kind == "malformed":
-                    variant = ("truncated",) if fmt == "jsonl" else ("missing_field", "extra_field",
+                    choices = ("truncated",) if fmt == "jsonl" else ("missing_field", "extra_field",
                                                                       "unterminated_quote")
-                    line_mods[i] = variant[int(rng.integers(0, len(variant)))]
+                    line_mods[i] = choices[int(rng.integers(0, len(choices)))]
                     dfx = record(kind, None, None, line_mods[i].replace("_", " "))
                 elif kind == "duplicate":
                     same_file = rng.random() < 0.5 or d + 1 >= self.days or (

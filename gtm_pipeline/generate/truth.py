@@ -108,19 +108,21 @@ class Truth:
     # --- results -------------------------------------------------------------------------------------------------
     def result(self) -> dict:
         w = self.world
-        O = {k: np.concatenate([p[k] for p in self.opp_parts]) for k in self.opp_parts[0]} if self.opp_parts else \
-            {k: np.zeros(0, np.int64) for k in ("opp", "lead", "created", "channel", "segment", "industry", "size",
-                                                  "amount", "discount", "list_price")}
-        n_opp = O["opp"].shape[0]
+        if self.opp_parts:
+            opp_rows = {k: np.concatenate([p[k] for p in self.opp_parts]) for k in self.opp_parts[0]}
+        else:
+            opp_rows = {k: np.zeros(0, np.int64) for k in ("opp", "lead", "created", "channel", "segment", "industry",
+                                                           "size", "amount", "discount", "list_price")}
+        n_opp = opp_rows["opp"].shape[0]
         for g in (self.outcome, self.close_ts, self.booked, self.stage):
-            g.ensure(int(O["opp"].max()) + 1 if n_opp else 1)
-        outcome = self.outcome.a[O["opp"]]
+            g.ensure(int(opp_rows["opp"].max()) + 1 if n_opp else 1)
+        outcome = self.outcome.a[opp_rows["opp"]]
         won = outcome == C.WON
         lost = outcome == C.LOST
         closed = won | lost
         nch = len(C.CHANNELS)
-        opps = np.bincount(O["channel"], minlength=nch)
-        wins = np.bincount(O["channel"][won], minlength=nch)
+        opps = np.bincount(opp_rows["channel"], minlength=nch)
+        wins = np.bincount(opp_rows["channel"][won], minlength=nch)
         spend = self.ads + self.vendor
 
         channels = {}
@@ -130,7 +132,7 @@ class Truth:
                 "leads": int(self.leads[i]), "sqls": int(self.sqls[i]), "opportunities": int(opps[i]),
                 "wins": int(wins[i]), "cac": _div(spend[i], wins[i]), "cac_per_sqo": _div(spend[i], opps[i]),
                 "sql_rate": _div(self.sqls[i], self.leads[i]), "sql_to_win": _div(wins[i], self.sqls[i]),
-                "win_rate": _div(wins[i], int((closed & (O["channel"] == i)).sum())),
+                "win_rate": _div(wins[i], int((closed & (opp_rows["channel"] == i)).sum())),
             }
         total_spend = float(spend.sum())
         overall_cps = total_spend / n_opp if n_opp else None
@@ -149,14 +151,15 @@ class Truth:
             return out
 
         overall_wr = won.sum() / closed.sum() if closed.sum() else None
-        by_industry = rates(O["industry"], C.INDUSTRIES)
+        by_industry = rates(opp_rows["industry"], C.INDUSTRIES)
         months = {}
-        close_ts = self.close_ts.a[O["opp"]]
+        close_ts = self.close_ts.a[opp_rows["opp"]]
         month = np.array([day_string(t // DAY)[:7] if t >= 0 else "" for t in close_ts.tolist()], dtype=object)
         for mo in sorted(set(month[closed].tolist())):
             mm = closed & (month == mo)
-            months[mo] = {lab: _div(int((won & mm & (O["industry"] == i)).sum()),
-                                    int((mm & (O["industry"] == i)).sum())) for i, lab in enumerate(C.INDUSTRIES)}
+            months[mo] = {lab: _div(int((won & mm & (opp_rows["industry"] == i)).sum()),
+                                    int((mm & (opp_rows["industry"] == i)).sum()))
+                          for i, lab in enumerate(C.INDUSTRIES)}
             months[mo]["all"] = _div(int((won & mm).sum()), int(mm.sum()))
 
         lat = np.concatenate(self.latency) if self.latency else np.zeros(0, np.int64)
@@ -167,29 +170,33 @@ class Truth:
             k = loads.shape[0]
             gini = float((2 * np.arange(1, k + 1) - k - 1).dot(loads) / (k * loads.sum()))
 
-        self.first_touch.ensure(int(O["lead"].max()) + 1 if n_opp else 1)
-        touched = self.first_touch.a[O["lead"]] < O["created"]
+        self.first_touch.ensure(int(opp_rows["lead"].max()) + 1 if n_opp else 1)
+        touched = self.first_touch.a[opp_rows["lead"]] < opp_rows["created"]
 
         open_ = ~closed
-        stage_now = self.stage.a[O["opp"]]
+        stage_now = self.stage.a[opp_rows["opp"]]
         open_by_stage = {C.STAGES[s]: {"count": int((open_ & (stage_now == s)).sum()),
-                                       "amount": _r(O["amount"][open_ & (stage_now == s)].sum(), 2)} for s in range(4)}
+                                       "amount": _r(opp_rows["amount"][open_ & (stage_now == s)].sum(), 2)}
+                         for s in range(4)}
         seg_stats = {}
         for i, seg in enumerate(C.SEGMENTS):
-            m = O["segment"] == i
+            m = opp_rows["segment"] == i
             seg_stats[seg] = {
                 "elasticity": float(C.ELASTICITY[i]), "list_price": float(C.LIST_PRICE[i]),
                 "win_base": float(C.WIN_BASE_SEGMENT[i]), "cycle_median_days": float(C.CYCLE_MEDIAN_DAYS[i]),
-                "opportunities": int(m.sum()), "mean_discount": _r(O["discount"][m].mean()) if m.any() else None,
-                "open_pipeline": _r(O["amount"][m & open_].sum(), 2),
-                "bookings": _r(O["amount"][m & won].sum(), 2),
+                "opportunities": int(m.sum()), "mean_discount": _r(opp_rows["discount"][m].mean()) if m.any() else None,
+                "open_pipeline": _r(opp_rows["amount"][m & open_].sum(), 2),
+                "bookings": _r(opp_rows["amount"][m & won].sum(), 2),
             }
-        win_seg = rates(O["segment"], C.SEGMENTS)
+        win_seg = rates(opp_rows["segment"], C.SEGMENTS)
         for seg in C.SEGMENTS:
             seg_stats[seg].update(win_seg[seg])
 
         rated = {k: v["win_rate"] for k, v in by_industry.items() if v["win_rate"] is not None
                  and overall_wr is not None}
+        # rated is empty without an overall win rate, so no industry is above or below it then
+        above = [k for k, v in rated.items() if v >= overall_wr + 0.06] if overall_wr is not None else []
+        below = [k for k, v in rated.items() if v <= overall_wr - 0.06] if overall_wr is not None else []
         best_ind = max(by_industry, key=lambda k: by_industry[k]["win_rate"] or -1)
         worst_ind = min(by_industry, key=lambda k: by_industry[k]["win_rate"] if by_industry[k]["win_rate"]
                         is not None else 2)
@@ -220,8 +227,8 @@ class Truth:
             "channel_summary": {
                 "total_spend": _r(total_spend, 2), "cac_per_sqo_overall": _r(overall_cps),
                 "sql_to_win_overall": _r(overall_s2w),
-                "lowest_cac_per_sqo_paid": min(cps, key=cps.get) if cps else None,
-                "highest_cac_per_sqo_paid": max(cps, key=cps.get) if cps else None,
+                "lowest_cac_per_sqo_paid": min(cps, key=lambda ch: cps[ch]) if cps else None,
+                "highest_cac_per_sqo_paid": max(cps, key=lambda ch: cps[ch]) if cps else None,
                 "efficient": [ch for ch in paid if overall_cps and overall_s2w is not None
                               and channels[ch]["cac_per_sqo"] <= 0.9 * overall_cps
                               and (channels[ch]["sql_to_win"] or 0) >= overall_s2w + 0.02],
@@ -232,11 +239,10 @@ class Truth:
             },
             "win_rate": {"overall": _r(overall_wr), "wins": int(won.sum()), "losses": int(lost.sum()),
                          "by_segment": win_seg, "by_industry": by_industry,
-                         "by_size_band": rates(O["size"], C.SIZE_BANDS),
+                         "by_size_band": rates(opp_rows["size"], C.SIZE_BANDS),
                          "by_industry_month": months,
                          "best_industry": best_ind, "worst_industry": worst_ind,
-                         "industries_6pp_above": [k for k, v in rated.items() if v >= overall_wr + 0.06],
-                         "industries_6pp_below": [k for k, v in rated.items() if v <= overall_wr - 0.06]},
+                         "industries_6pp_above": above, "industries_6pp_below": below},
             "segments": seg_stats,
             "routing": {
                 "leads": n_leads, "median_latency_s": _r(np.median(lat)) if lat.shape[0] else None,
@@ -247,8 +253,8 @@ class Truth:
             "disqualified_leads": self.dq,
             "attribution": {"opportunities": n_opp, "with_touch_before_creation": int(touched.sum()),
                             "validity": _div(int(touched.sum()), n_opp)},
-            "bookings_total": _r(O["amount"][won].sum(), 2),
-            "open_pipeline": {"count": int(open_.sum()), "amount": _r(O["amount"][open_].sum(), 2),
+            "bookings_total": _r(opp_rows["amount"][won].sum(), 2),
+            "open_pipeline": {"count": int(open_.sum()), "amount": _r(opp_rows["amount"][open_].sum(), 2),
                               "by_stage": open_by_stage},
             "totals": {"leads": n_leads, "sqls": int(self.sqls.sum()), "opportunities": n_opp,
                        "wins": int(won.sum()), "losses": int(lost.sum())},

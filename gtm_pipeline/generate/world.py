@@ -14,8 +14,20 @@ import numpy as np
 
 from . import catalog as C
 from .config import GenerateConfig
-from .timeutil import (DAY, ZONE_NAMES, epoch_seconds, fmt_local, fmt_ts, ints, lookup, money, opaque_ids,
-                       seq_ids, snap_to_business_hours, utc_offsets)
+from .timeutil import (
+    DAY,
+    ZONE_NAMES,
+    epoch_seconds,
+    fmt_local,
+    fmt_ts,
+    ints,
+    lookup,
+    money,
+    opaque_ids,
+    seq_ids,
+    snap_to_business_hours,
+    utc_offsets,
+)
 
 # Independent random streams: (seed, stream, day[, extra]) so that one part of the simulation does not shift another.
 S_OWNERS, S_ADS, S_COSTS, S_SESSIONS, S_CRM_LEADS, S_LEADS, S_OPPS, S_CAL, S_RETURN, S_INTENT, S_FIRMO, \
@@ -300,7 +312,7 @@ class World:
         rng = self.rng(S_ADS, d)
         active = self._active_campaigns(d)
         clicks = {}
-        rows = {"_ts": [], "campaign": [], "impressions": [], "clicks": [], "spend": []}
+        rows: dict[str, list[float]] = {"_ts": [], "campaign": [], "impressions": [], "clicks": [], "spend": []}
         for i in active:
             ch, cid, name, src, med, budget, cpc, ctr, _ = C.CAMPAIGNS[i]
             spend = round(budget * self.scale * wk * trend ** 0.5 * float(np.exp(0.12 * rng.standard_normal())), 2)
@@ -324,7 +336,7 @@ class World:
         for vendor, ch, category, amount, cadence in C.VENDOR_FEES:
             if (cadence == "monthly" and today.day == 1) or (cadence == "weekly" and weekday == 0):
                 rows.append((vendor, ch, category, round(amount * self.scale * float(rng.uniform(0.95, 1.05)), 2)))
-        for e, (_, slug, organiser, (lo, hi)) in enumerate(C.EVENTS):
+        for e, (_, _slug, organiser, (lo, hi)) in enumerate(C.EVENTS):
             if d == self.event_days[e]:
                 rows.append((organiser, 4, "sponsorship", round(float(rng.uniform(lo, hi)) * self.scale, 2)))
                 rows.append(("TravelDesk", 4, "travel", round(float(rng.uniform(5000, 9000)) * self.scale, 2)))
@@ -385,20 +397,21 @@ class World:
 
     def _anonymous_sessions(self, d: int, t_day: int, wk: float, trend: float, clicks: dict[int, int]) -> dict:
         rng = self.rng(S_SESSIONS, d)
-        channel, campaign = [], []
+        channels: list[np.ndarray] = []
+        campaigns: list[np.ndarray] = []
         for i, k in clicks.items():
             m = int(rng.binomial(k, C.LAND_RATE))
-            channel.append(np.full(m, C.CAMPAIGNS[i][0]))
-            campaign.append(np.full(m, i))
+            channels.append(np.full(m, C.CAMPAIGNS[i][0]))
+            campaigns.append(np.full(m, i))
         for ch, base in C.ORGANIC_SESSIONS.items():
             mean = base * self.scale * wk * trend
             if ch == 4 and any(0 <= d - day <= 1 for day in self.event_days):
                 mean += 40 * self.scale
             m = self.poisson(rng, mean)
-            channel.append(np.full(m, ch))
-            campaign.append(np.full(m, -1))
-        channel = np.concatenate(channel).astype(np.int64)
-        campaign = np.concatenate(campaign).astype(np.int64)
+            channels.append(np.full(m, ch))
+            campaigns.append(np.full(m, -1))
+        channel = np.concatenate(channels).astype(np.int64)
+        campaign = np.concatenate(campaigns).astype(np.int64)
         n = channel.shape[0]
         region = _choice(rng, C.REGION_WEIGHTS, n)
         local_h = np.clip(rng.normal(13.5, 3.2, n), 6.0, 23.0)
@@ -696,20 +709,20 @@ class World:
         self._calendar_rows(d, rng, start, _i(s.shape[0], 0), L["owner"][s], L["lead"][s], L["company"][s],
                             _i(s.shape[0]), "lead")
 
-    def _opp_calendar(self, d: int, O: dict) -> None:
-        n = nrows(O)
+    def _opp_calendar(self, d: int, opp: dict) -> None:
+        n = nrows(opp)
         if n == 0:
             return
         rng = self.rng(S_CAL, d, 1)
-        k = 3 + rng.poisson(np.minimum(O["cycle"] / DAY / 8.0, 6.0))
+        k = 3 + rng.poisson(np.minimum(opp["cycle"] / DAY / 8.0, 6.0))
         rep = np.repeat(np.arange(n), k)
         pos = np.arange(rep.shape[0]) - np.repeat(np.cumsum(k) - k, k)
         frac = rng.uniform(0.02, 0.98, rep.shape[0])
         frac = frac[np.lexsort((frac, rep))]
-        start = O["_ts"][rep] + (frac * O["cycle"][rep]).astype(np.int64)
+        start = opp["_ts"][rep] + (frac * opp["cycle"][rep]).astype(np.int64)
         etype = np.where(pos == 0, 2, _choice(rng, (0.3, 0.25, 0.15, 0.3), rep.shape[0]))
-        self._calendar_rows(d, rng, start, etype, O["owner"][rep], O["lead"][rep], O["company"][rep], O["opp"][rep],
-                            "opp")
+        self._calendar_rows(d, rng, start, etype, opp["owner"][rep], opp["lead"][rep], opp["company"][rep],
+                            opp["opp"][rep], "opp")
 
     # --- return visits -------------------------------------------------------------------------------------------
     def _return_sessions(self, d: int, L: dict) -> None:
@@ -905,7 +918,7 @@ class World:
         raise KeyError(table)
 
     def owner_ids_or_none(self, owner: np.ndarray) -> np.ndarray:
-        table = np.append(self.owner_ids, None)
+        table = np.append(self.owner_ids, np.array([None], dtype=object))   # index len(owner_ids): no owner
         return table[np.where(owner < 0, len(self.owner_ids), owner)]
 
 

@@ -31,7 +31,15 @@ from gtm_pipeline.expressions import assertion_sql
 from gtm_pipeline.metrics.contract import CHECK_DENOMINATOR, CHECK_GRAIN_UNIQUE, MetricContract
 from gtm_pipeline.metrics.registry import BuildContext, Computation
 from gtm_pipeline.warehouse import (
-    ensure_base, notify_owner, open_incident, record_publication, resolve_incidents, table_exists, utcnow,
+    ensure_base,
+    notify_owner,
+    one_row,
+    open_incident,
+    record_publication,
+    resolve_incidents,
+    scalar,
+    table_exists,
+    utcnow,
 )
 
 SAMPLES = 5
@@ -145,19 +153,19 @@ def _samples(con, sql: str) -> list[dict]:
 
 
 def audit(con: duckdb.DuckDBPyConnection, contract: MetricContract, cand: str) -> list[TestResult]:
-    total = int(con.execute(f"SELECT count(*) FROM {cand}").fetchone()[0])
+    total = int(scalar(con, f"SELECT count(*) FROM {cand}"))
     grain = ", ".join(q(g) for g in contract.grain)
     results: list[TestResult] = []
     for t in contract.qa_tests:
         cond = assertion_sql(t.expression)
-        failed = int(con.execute(f"SELECT count(*) FROM {cand} WHERE NOT {cond}").fetchone()[0])
+        failed = int(scalar(con, f"SELECT count(*) FROM {cand} WHERE NOT {cond}"))
         shown = ", ".join(dict.fromkeys([q(g) for g in contract.grain] + [q(n) for n in sorted(t.expression.names)]))
         samples = _samples(con, f"SELECT {shown} FROM {cand} WHERE NOT {cond} ORDER BY {grain} LIMIT {SAMPLES}") \
             if failed else []
         results.append(TestResult(t.name, failed == 0, t.severity, failed, total, t.text, samples))
 
-    dup = con.execute(f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT {grain}, count(*) AS n FROM {cand} "
-                      f"GROUP BY ALL HAVING count(*) > 1)").fetchone()
+    dup = one_row(con, f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT {grain}, count(*) AS n FROM {cand} "
+                       f"GROUP BY ALL HAVING count(*) > 1)")
     samples = _samples(con, f"SELECT {grain}, count(*) AS rows FROM {cand} GROUP BY ALL HAVING count(*) > 1 "
                             f"ORDER BY rows DESC LIMIT {SAMPLES}") if dup[0] else []
     results.append(TestResult(CHECK_GRAIN_UNIQUE, dup[0] == 0, "error", int(dup[1]), total,
@@ -169,16 +177,16 @@ def audit(con: duckdb.DuckDBPyConnection, contract: MetricContract, cand: str) -
         per: dict[str, dict] = {}
         bad_conds = []
         for d in dens:
-            neg, zero, missing = con.execute(
-                f"SELECT count(*) FILTER (WHERE ({d.sql}) < 0), count(*) FILTER (WHERE ({d.sql}) = 0), "
-                f"count(*) FILTER (WHERE ({d.sql}) IS NULL) FROM {cand}").fetchone()
+            neg, zero, missing = one_row(
+                con, f"SELECT count(*) FILTER (WHERE ({d.sql}) < 0), count(*) FILTER (WHERE ({d.sql}) = 0), "
+                     f"count(*) FILTER (WHERE ({d.sql}) IS NULL) FROM {cand}")
             per[d.text] = {"negative": int(neg), "zero": int(zero), "missing": int(missing), "guarded": d.guarded}
             bad_conds.append(f"NOT COALESCE(({d.sql}) > 0, FALSE)")
         negative = sum(v["negative"] for v in per.values())
         zero_or_missing = sum(v["zero"] + v["missing"] for v in per.values())
         allowed = contract.null_policy == "allow"
         any_bad = " OR ".join(bad_conds)
-        failed_rows = int(con.execute(f"SELECT count(*) FROM {cand} WHERE {any_bad}").fetchone()[0])
+        failed_rows = int(scalar(con, f"SELECT count(*) FROM {cand} WHERE {any_bad}"))
         passed = negative == 0 and (zero_or_missing == 0 or allowed)
         shown = ", ".join([q(g) for g in contract.grain] + [f"{d.sql} AS {q(d.text)}" for d in dens])
         samples = _samples(con, f"SELECT {shown} FROM {cand} WHERE {any_bad} ORDER BY {grain} LIMIT {SAMPLES}") \
@@ -217,7 +225,7 @@ def _publish(con, contract: MetricContract, comp: Computation, cand: str, ctx: B
     window = ctx.window
     con.execute("BEGIN TRANSACTION")
     try:
-        if not comp.partitioned:
+        if comp.partition_column is None:   # not comp.partitioned
             con.execute(f"DROP TABLE IF EXISTS metrics.{q(name)}")
             con.execute(f"ALTER TABLE {cand} RENAME TO {q(name)}")
             record_publication(con, asset_key=asset_key_text(name), partition_key=None, row_count=rows,
@@ -306,7 +314,7 @@ def run_metric(con: duckdb.DuckDBPyConnection, contract: MetricContract, comp: C
     ctx = BuildContext(name=comp.name, reads=comp.reads, now=now, window=window if comp.partitioned else None,
                        contracts_dir=contract.path.parent.parent)
     cand = write_candidate(con, contract, comp, ctx)
-    rows = int(con.execute(f"SELECT count(*) FROM {cand}").fetchone()[0])
+    rows = int(scalar(con, f"SELECT count(*) FROM {cand}"))
     tests = audit(con, contract, cand)
     preview = _preview(con, contract, comp, cand)
     columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {cand}").fetchall()]

@@ -15,10 +15,11 @@ and in the SQL cannot drift apart.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Callable, Union
+from typing import TypeAlias
 
 import duckdb
 import pandas as pd
@@ -29,7 +30,7 @@ CLEAN_PREFIX = "clean."
 # Modules that register computations (imported on first use, so importing this module stays cheap).
 _MODULES = ("facts", "unit_economics", "funnel", "routing", "elasticity", "attribution", "forecast", "experiments")
 
-Base = Union[str, pd.DataFrame]
+Base: TypeAlias = str | pd.DataFrame
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Freshness SLOs as plain modules (no Dagster decorators): contract loading (`contract`), SLI / budget / burn math
 (`sli`), the history store (`history`), event-log reading (`source`), evaluation (`evaluate`), alert levels and
-state changes (`alerts`), incidents and webhooks (`notify`), the pre-check (`health`), the warehouse snapshot of blocked days,
-incidents and quarantine the exporter serves while a run holds the lock (`ops_state`), the Prometheus exporter
-(`exporter`) and rule generator (`rules`). The Dagster wiring is in `gtm_pipeline.defs.slo`; see docs/slo.md.
+state changes (`alerts`), incidents and webhooks (`notify`), the pre-check (`health`), the warehouse snapshot of
+blocked days, incidents and quarantine the exporter serves while a run holds the lock (`ops_state`), the Prometheus
+exporter (`exporter`) and rule generator (`rules`). The Dagster wiring is in `gtm_pipeline.defs.slo`; see docs/slo.md.
 
 For the decision nodes' pre-check (spec §4)::
 

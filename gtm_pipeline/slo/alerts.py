@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from gtm_pipeline.slo.contract import LEVELS, SEVERITIES, format_duration, human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
@@ -40,7 +40,7 @@ def incident_dedup_key(slo: str, level: str) -> str:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _kind(frm: str, to: str) -> str:

@@ -372,8 +372,8 @@ class Coverage:
 def _unknown_key(sel: Selector, known: list[str]) -> ContractError:
     close = difflib.get_close_matches(sel.value, known, n=3, cutoff=0.8)
     hint = f"close matches: {', '.join(close)}" if close else "no close match"
-    return ContractError(f"{sel.where}: unknown asset key {sel.value!r} ({hint}); "
-                         f"fix the key or remove it (list the keys with 'dagster asset list -m gtm_pipeline.definitions')")
+    return ContractError(f"{sel.where}: unknown asset key {sel.value!r} ({hint}); fix the key or remove it "
+                         "(list the keys with 'dagster asset list -m gtm_pipeline.definitions')")
 
 
 def resolve_coverage(slo_file: SloFile, asset_index: dict[str, str | None]) -> Coverage:

@@ -31,9 +31,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gtm_pipeline.slo import ops_state
 from gtm_pipeline.slo.contract import LEVELS, Coverage, SloFile, format_duration
 from gtm_pipeline.slo.evaluate import evaluate
-from gtm_pipeline.slo import ops_state
 from gtm_pipeline.slo.history import History
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class SloCollector(Collector):
                 if self._instance is None:
                     self._instance = self._instance_factory()
                 ev = evaluate(self.slo_file, self.coverage, self.history, self._instance)
-                families = list(self._dynamic(ev))
+                families: list[GaugeMetricFamily | CounterMetricFamily] = list(self._dynamic(ev))
             except Exception:  # noqa: BLE001 - a scrape must answer; the error is counted and logged
                 failed = True
                 log.exception("slo exporter: reading state failed")
@@ -175,7 +175,7 @@ class SloCollector(Collector):
         """A fresh read of the warehouse if it is free (and not read within ``warehouse_min_interval``), else the
         last stored snapshot (None before the first successful read by anyone)."""
         due = self._last_read is None or time.monotonic() - self._last_read >= self.warehouse_min_interval
-        if due:
+        if due and self.database is not None:   # always set when this runs: _ops is skipped without a warehouse
             self._last_read = time.monotonic()
             try:
                 return ops_state.refresh(self.database, self.history)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -67,7 +67,7 @@ def health_of(evaluation: Evaluation, history: History | None = None,
                            + (f", incident {stored.incident_id})" if stored and stored.incident_id else ")"))
         elif "ticket" in levels:
             notes.append(f"{name}: error budget burning slowly (ticket, SEV3)")
-    checked = datetime.fromtimestamp(evaluation.now, timezone.utc).replace(tzinfo=None)
+    checked = datetime.fromtimestamp(evaluation.now, UTC).replace(tzinfo=None)
     return SloHealth(green=not reasons, reasons=tuple(reasons), notes=tuple(notes), checked_at=checked)
 
 

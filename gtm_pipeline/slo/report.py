@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from gtm_pipeline.clock import iso_z
 from gtm_pipeline.datatime import blocked_text, split_blocking
@@ -19,7 +19,7 @@ def _pct(x: float | None) -> str:
 def _ts(t: float | None, short: bool = False) -> str:
     if t is None:
         return "-" if short else "never"
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def _blocking_text(blocking: tuple[str, ...], shown: int = 3) -> str:
@@ -60,7 +60,8 @@ def render(ev: Evaluation, history: History, blocked: Mapping[str, str] | None =
         burns = "".join(f"{figs.worst_burn(w):>9.2f}" for w in windows)
         oldest = min((a.data_time for a in figs.assets if a.data_time is not None), default=None)
         lines.append(f"{slo.name:<34}{figs.state:<9}{human_duration(max(ages) if ages else None):>8}"
-                     f"{_ts(oldest, short=True):>18}{_pct(figs.attainment):>12}{_pct(figs.budget_remaining):>13}{burns}  {alert}")
+                     f"{_ts(oldest, short=True):>18}{_pct(figs.attainment):>12}{_pct(figs.budget_remaining):>13}"
+                     f"{burns}  {alert}")
         for a in figs.assets:
             note = " publish blocked " + _ts(ev.blocked[a.asset]) if a.asset in ev.blocked else ""
             if a.blocking:
@@ -88,10 +89,11 @@ def render(ev: Evaluation, history: History, blocked: Mapping[str, str] | None =
 
 
 def as_json(ev: Evaluation, history: History) -> dict:
-    out = {"at": _ts(ev.now), "slos": []}
+    slos: list[dict] = []
+    out = {"at": _ts(ev.now), "slos": slos}
     for figs in ev.slos:
         state = history.alert_state(figs.slo.name)
-        out["slos"].append({
+        slos.append({
             "slo": figs.slo.name, "statement": figs.slo.statement, "owner": figs.slo.owner,
             "objective": figs.slo.objective, "threshold_seconds": figs.slo.threshold,
             "window_seconds": figs.slo.window, "state": figs.state,

@@ -13,7 +13,7 @@ rather than ``ops.publications``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -41,7 +41,7 @@ def parse_published_at(value, fallback: float) -> float:
         except ValueError:
             return fallback
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

@@ -16,7 +16,9 @@ each rule's behaviour on NULL, zero and small samples.
 from __future__ import annotations
 
 from gtm_pipeline.decisions.rules.channel import (
-    attribution_validity_precheck, evaluate_channel, new_budget_split,
+    attribution_validity_precheck,
+    evaluate_channel,
+    new_budget_split,
 )
 from gtm_pipeline.decisions.rules.common import EPS, INSUFFICIENT_DATA, UNALLOCATED, Outcome, ge, le
 from gtm_pipeline.decisions.rules.experiment import evaluate_experiment

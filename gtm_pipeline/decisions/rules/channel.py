@@ -7,7 +7,16 @@ import math
 from typing import Any
 
 from gtm_pipeline.decisions.rules.common import (
-    EPS, INSUFFICIENT_DATA, UNALLOCATED, Outcome, finish, ge, held_note, hold, le, num,
+    EPS,
+    INSUFFICIENT_DATA,
+    UNALLOCATED,
+    Outcome,
+    finish,
+    ge,
+    held_note,
+    hold,
+    le,
+    num,
 )
 
 
@@ -105,6 +114,7 @@ def _judge_channel(ch: str, r: dict, b_cac: float, b_s2w: float | None, t: dict)
         return "held", f"CAC/SQO {ratio:.2f}x baseline qualifies, but the baseline SQL->Win is unknown", fig
     if s2w is None:
         return "held", f"CAC/SQO {ratio:.2f}x baseline qualifies, but its SQL->Win is unknown (no SQLs)", fig
+    assert pp is not None   # computed above whenever s2w and b_s2w are both known, as they are here
     if not ge(pp, t["shift_sql_to_win_min_pp"]):
         return "keep", (f"CAC/SQO {ratio:.2f}x baseline, but SQL->Win {pp:+.2f} pp < "
                         f"+{t['shift_sql_to_win_min_pp']:g} pp"), fig

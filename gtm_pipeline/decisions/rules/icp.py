@@ -20,8 +20,8 @@ def _icp_value(item: str, rows: dict[str, dict], base: dict[str, dict], months: 
     none | held."""
     diffs: list[float] = []
     for m in months:
-        r = rows.get(m)
-        closed = num((r or {}).get("closed"))
+        r = rows.get(m) or {}
+        closed = num(r.get("closed"))
         if closed is None or closed == 0:
             return "held", f"no closed opportunities in {m}", diffs
         if closed < t["min_closed_per_month"]:
@@ -89,7 +89,8 @@ def evaluate_icp(win_rows: list[dict], payback: dict[tuple[str, str], float | No
     figures: dict[str, Any] = {"months": months, "baseline_payback_months": baseline_payback,
                                "dq_reason_coverage": dq_coverage, "dq_disqualified": dq_disqualified, "values": {}}
     include, exclude = list(current_filter.get("include", [])), list(current_filter.get("exclude", []))
-    add, remove = [], []
+    add: list[str] = []
+    remove: list[str] = []
     by_value: dict[tuple[str, str], dict[str, dict]] = {}
     for r in win_rows:
         if r["dimension"] in t["dimensions"] and r["month"] != "all" and r["value"] not in ("all", "unknown"):
@@ -110,11 +111,12 @@ def evaluate_icp(win_rows: list[dict], payback: dict[tuple[str, str], float | No
                 (add if verdict == "add" else remove if verdict == "remove" else []).append(item)
                 reasons.append(f"{item}: {verdict if verdict != 'none' else 'no change'} -- {why}")
     gates_now = bool(current_filter.get("dq_gates", False))
-    gates_change = _dq_gates(num(dq_coverage), num(dq_disqualified), gates_now, t, held, reasons)
+    coverage = num(dq_coverage)
+    gates_change = _dq_gates(coverage, num(dq_disqualified), gates_now, t, held, reasons)
     options = ["keep the current audience filter"]
     if not add and not remove and not gates_change:
-        enforced = gates_now and "dq_gates" not in held and num(dq_coverage) is not None \
-            and ge(num(dq_coverage), t["dq_reason_coverage_min"])
+        enforced = gates_now and "dq_gates" not in held and coverage is not None \
+            and ge(coverage, t["dq_reason_coverage_min"])
         return finish(Outcome("audience_filter", None, "no change: no segment crosses the thresholds"
                                + ("; DQ gates already enforced" if enforced else "") + held_note(held),
                                reasons, figures, options, held))

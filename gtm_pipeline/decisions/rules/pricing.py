@@ -52,15 +52,19 @@ def pricing_data_gap(row: dict, t: dict) -> str | None:
         if not le(se, se_max):
             return (f"elasticity {e:.2f} ± {1.96 * se:.2f} (95 %) is too imprecise to place in the range: standard "
                     f"error {se:.3f} > elasticity_se_max {se_max:g}")
-    for name in ("price_per_seat", "cm_per_seat", "payback_months"):
-        if num(row.get(name)) is None:
-            return f"{name} unknown"
-    if num(row["price_per_seat"]) <= 0:
-        return f"price_per_seat {num(row['price_per_seat']):g} <= 0: no list price to raise"
-    if num(row["cm_per_seat"]) <= 0:
-        return f"cm_per_seat {num(row['cm_per_seat']):g} <= 0: the payback projection needs a positive CM/seat"
-    if num(row["payback_months"]) < 0:
-        return f"payback_months {num(row['payback_months']):g} < 0"
+    price, cm, payback = num(row.get("price_per_seat")), num(row.get("cm_per_seat")), num(row.get("payback_months"))
+    if price is None:
+        return "price_per_seat unknown"
+    if cm is None:
+        return "cm_per_seat unknown"
+    if payback is None:
+        return "payback_months unknown"
+    if price <= 0:
+        return f"price_per_seat {price:g} <= 0: no list price to raise"
+    if cm <= 0:
+        return f"cm_per_seat {cm:g} <= 0: the payback projection needs a positive CM/seat"
+    if payback < 0:
+        return f"payback_months {payback:g} < 0"
     return None
 
 
@@ -79,6 +83,8 @@ def _pricing_segment(seg: str, row: dict, t: dict) -> Outcome:
         hold(held, reasons, seg, gap)
         return Outcome(seg, None, f"no change for {seg}: held ({INSUFFICIENT_DATA}: {gap})", reasons, figures,
                        options, held)
+    # pricing_data_gap returned None: it found each of these four figures present (a number, not None).
+    assert e is not None and price is not None and cm is not None and payback is not None
     in_range = ge(e, lo) and le(e, hi)
     reasons.append(f"E = {e:.3f} {'in' if in_range else 'outside'} [{lo}, {hi}]")
     if not in_range:

@@ -13,7 +13,11 @@ def shadow_report(shadow: dict) -> dict[str, Any]:
     sets' figures on the same records, stored with the proposal (its figures and action in the decision log; the
     shadow rows in decisions.inputs under its inputs hash)."""
     n = num(shadow.get("records"))
-    rate = (lambda k: None if not n or num(shadow.get(k)) is None else num(shadow[k]) / n)
+
+    def rate(k: str) -> float | None:
+        v = num(shadow.get(k))
+        return None if not n or v is None else v / n
+
     g_cur, g_cand = num(shadow.get("gini_current")), num(shadow.get("gini_candidate"))
     p95_cur, p95_cand = num(shadow.get("p95_ms_current")), num(shadow.get("p95_ms_candidate"))
     return {"current": shadow.get("current"), "candidate": shadow.get("candidate"), "days": shadow.get("days"),

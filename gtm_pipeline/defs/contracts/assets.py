@@ -8,7 +8,8 @@ from gtm_pipeline import keys
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.defs.resources import GtmProject
 from gtm_pipeline.landing import load_landing_spec
-from gtm_pipeline.ledger import COUNTS, conservation as conservation_table, unread_files
+from gtm_pipeline.ledger import COUNTS, unread_files
+from gtm_pipeline.ledger import conservation as conservation_table
 
 _spec = load_landing_spec(load_settings().contracts_dir)
 _SHOWN = 20

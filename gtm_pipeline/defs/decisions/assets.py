@@ -9,6 +9,7 @@ layer. The SLO pre-check uses the SLO resource's health for exactly those assets
 import hashlib
 import inspect
 from datetime import date
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -79,7 +80,8 @@ def build_node_asset(pb: Playbook) -> dg.AssetsDefinition:
                 memo = (dc.memo_dir / f"{new[0]}.md").read_text(encoding="utf-8")
         if result.note:
             context.log.warning(f"{pb.node}: {result.note}")
-        md = {
+        # Any: what dagster accepts as raw metadata (its RawMetadataValue alias is not public).
+        md: dict[str, Any] = {
             "prechecks_passed": result.prechecks_passed,
             "prechecks": dg.MetadataValue.md("\n".join(f"- {p}" for p in result.prechecks)),
             "outcomes": _md([{"subject": o.subject, "proposes": o.proposes, "summary": o.summary}

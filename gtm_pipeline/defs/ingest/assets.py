@@ -100,7 +100,7 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"files_with_drift": len(drifts),
                       "details": dg.MetadataValue.md("\n".join(
-                          f"- `{t.file}`: {t.drift.describe()}" for _, t in drifts[:20]) or "none")},
+                          f"- `{t.file}`: {t.drift.describe()}" for _, t in drifts[:20] if t.drift) or "none")},
         )
         yield dg.AssetCheckResult(
             asset_key=key, check_name=keys.CHECK_PARSE_REJECTS, passed=rejected == 0,

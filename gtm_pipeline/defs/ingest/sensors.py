@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -44,7 +45,7 @@ def day_fingerprints(landing_dir: Path, sources: list[str]) -> dict[str, str]:
     return out
 
 
-def _ranges(days: list[str], all_keys: list[str]) -> list[list[str]]:
+def _ranges(days: list[str], all_keys: Sequence[str]) -> list[list[str]]:
     """Split sorted partition keys into runs of consecutive partitions."""
     pos = {k: i for i, k in enumerate(all_keys)}
     groups: list[list[str]] = []

@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -137,8 +138,9 @@ def build_metric_asset(contract: MetricContract, comp: Computation) -> dg.Assets
                                     f"{t.text} ({t.severity}{': ' + t.description if t.description else ''})"
                                     for t in contract.qa_tests if t.name == name))
               for name in contract.check_names()]
-    partitioned = {"partitions_def": daily_partitions, "backfill_policy": dg.BackfillPolicy.single_run()} \
-        if comp.partitioned else {}
+    # keyword arguments of dg.asset (values of two different types, hence Any)
+    partitioned: dict[str, Any] = {"partitions_def": daily_partitions,
+                                   "backfill_policy": dg.BackfillPolicy.single_run()} if comp.partitioned else {}
     description = (
         f"{contract.metric}. {contract.definition} Grain: one row per ({', '.join(contract.grain)}). "
         f"Source: {', '.join(contract.inputs)}. "

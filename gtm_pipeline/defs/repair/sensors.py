@@ -39,6 +39,8 @@ def repair_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: DuckD
         snap = backfill.read_snapshot_file(warehouse.database)
     except backfill.WarehouseBusy as e:
         return dg.SkipReason(str(e))
+    # Dagster sets the repository whenever it runs a sensor (a test passes definitions to build_sensor_context).
+    assert context.repository_def is not None
     graph = context.repository_def.asset_graph
     decision = backfill.decide(snap, backfill.decode_cursor(context.cursor),
                                backfill.run_state_lookup(context.instance),

@@ -1,8 +1,8 @@
 """The SLO stage: freshness SLOs from contracts/slos.yaml (docs/slo.md).
 
 Everything it adds depends on the whole asset graph -- a data-age freshness check on the covered assets, one
-``slo/<name>`` asset per SLO downstream of them, the sensor and its resource -- so `gtm_pipeline.definitions` calls `apply_slos`
-after merging the other stages, and ``defs`` here is empty.
+``slo/<name>`` asset per SLO downstream of them, the sensor and its resource -- so `gtm_pipeline.definitions` calls
+`apply_slos` after merging the other stages, and ``defs`` here is empty.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Both need the whole graph (an SLO may select a group or a prefix), so `apply_slo
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -22,6 +22,7 @@ from gtm_pipeline.defs.slo.resources import SloResource
 from gtm_pipeline.slo.contract import Coverage, Slo, SloFile, format_duration, human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
 from gtm_pipeline.slo.sli import AssetFigures, SloFigures
+
 
 def covered_assets(coverage: Coverage) -> list[str]:
     return sorted({k for ks in coverage.assets.values() for k in ks})
@@ -119,7 +120,7 @@ def _asset_table(figs: SloFigures, windows: tuple[int, ...]) -> str:
     sep = "|" + "---|" * (8 + len(windows))
     rows = [head, sep]
     for a in figs.assets:
-        when = "-" if a.data_time is None else datetime.fromtimestamp(a.data_time, timezone.utc).strftime(
+        when = "-" if a.data_time is None else datetime.fromtimestamp(a.data_time, UTC).strftime(
             "%Y-%m-%d %H:%M")
         held = ", ".join(f"`{b}`" for b in a.blocking[:3]) or "-"
         rows.append(f"| `{a.asset}` | {a.state} | {human_duration(a.age)} | {when} | {held} | {_pct(a.attainment)} | "

@@ -12,11 +12,11 @@ from dagster_duckdb import DuckDBResource
 from gtm_pipeline import keys
 from gtm_pipeline.defs.slo.assets import freshness_check_evaluations, report_events
 from gtm_pipeline.defs.slo.resources import SloResource
+from gtm_pipeline.notifications import NotificationDelivery, deliver_pending
+from gtm_pipeline.slo import ops_state
 from gtm_pipeline.slo.alerts import advance
 from gtm_pipeline.slo.contract import format_duration, human_duration
 from gtm_pipeline.slo.evaluate import coverage_for, evaluate
-from gtm_pipeline.notifications import NotificationDelivery, deliver_pending
-from gtm_pipeline.slo import ops_state
 from gtm_pipeline.slo.notify import deliver, post_json
 
 _PRUNE_EVERY = 86400.0
@@ -44,11 +44,13 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
             f"{format_duration(evaluation_interval)}: age of each covered asset's published version, attainment, "
             "error budget and burn rates from the SLO history. Opens an incident in ops.incidents on a fast burn "
             "(page, SEV2) or slow burn (ticket, SEV3), resolves it on recovery, posts each state change once to "
-            "the configured webhooks, delivers queued owner notifications (ops.notifications) with retries, and reports the figures on the slo/<name> assets and the data_freshness check of "
-            "every covered asset."),
+            "the configured webhooks, delivers queued owner notifications (ops.notifications) with retries, and "
+            "reports the figures on the slo/<name> assets and the data_freshness check of every covered asset."),
     )
     def slo_freshness_sensor(context: dg.SensorEvaluationContext, slo: SloResource, warehouse: DuckDBResource):
         slo_file = slo.load()
+        # Dagster sets the repository whenever it runs a sensor (a test passes definitions to build_sensor_context).
+        assert context.repository_def is not None
         coverage = coverage_for(slo_file, context.repository_def.asset_graph)
         with slo.history() as h:
             ev = evaluate(slo_file, coverage, h, context.instance)
