@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from gtm_pipeline.errors import ContractError
 
@@ -106,6 +106,14 @@ def _problem(err: ErrorDetails, model: type[BaseModel]) -> str:
     got = err.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return f"{where}: {err['msg'][0].lower() + err['msg'][1:]}{shown}"
+
+
+def error_at(loc: tuple[str | int, ...], sentence: str) -> ValidationError:
+    """A model validator's problem placed below the model it validates: raised with loc ``("assign", "team")`` from a
+    rule's validator, the message names ``rules[0].assign.team``, the entry to fix (pydantic prefixes the model's own
+    place, `load` adds the file). The sentence is passed as context, never as a template, so braces in it are safe."""
+    return ValidationError.from_exception_data("contract", [InitErrorDetails(
+        type=PydanticCustomError("value_error", "{sentence}", {"sentence": sentence}), loc=loc, input=None)])
 
 
 def _close(word: str, choices: list[str]) -> str:

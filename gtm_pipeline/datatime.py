@@ -19,7 +19,7 @@ from datetime import date, datetime, time, timedelta
 
 import duckdb
 
-from gtm_pipeline.landing import LandingSpec, Source
+from gtm_pipeline.ingest.landing import LandingSpec, Source
 from gtm_pipeline.warehouse import scalar
 
 PUBLISHED = "published"

@@ -1,5 +1,5 @@
-"""The one entry point: every stage package under ``gtm_pipeline.defs`` contributes its ``defs``; this module adds
-what cuts across stages (resources and jobs). Nothing is listed by hand (STYLE rule 1)."""
+"""The one entry point: every stage package ``gtm_pipeline/<stage>/`` with a ``defs.py`` contributes its ``defs``;
+this module adds what cuts across stages (resources and jobs). Nothing is listed by hand (STYLE rule 1)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,19 @@ from pathlib import Path
 import dagster as dg
 
 import gtm_pipeline as _root_pkg
-from gtm_pipeline import defs as _defs_pkg
 from gtm_pipeline import keys
 from gtm_pipeline.config import Settings, load_settings
-from gtm_pipeline.defs.automation import apply_automation
-from gtm_pipeline.defs.resources import default_resources
-from gtm_pipeline.defs.slo import apply_slos
+from gtm_pipeline.orchestration.automation import apply_automation
+from gtm_pipeline.orchestration.resources import default_resources
+from gtm_pipeline.slo.defs import apply_slos
 
 
 def _stage_definitions() -> list[dg.Definitions]:
-    """Each stage's ``defs``: a stage package ``gtm_pipeline/<stage>/`` with its Dagster wiring in ``defs.py``, or (for
-    the stages not moved yet) a package under ``gtm_pipeline/defs/``."""
+    """Each stage's ``defs``: every package ``gtm_pipeline/<stage>/`` whose Dagster wiring is in ``defs.py``."""
     out = []
     for mod in sorted(pkgutil.iter_modules(_root_pkg.__path__), key=lambda m: m.name):
         if mod.ispkg and (Path(_root_pkg.__path__[0]) / mod.name / "defs.py").is_file():
             out.append(importlib.import_module(f"{_root_pkg.__name__}.{mod.name}.defs").defs)
-    for mod in sorted(pkgutil.iter_modules(_defs_pkg.__path__), key=lambda m: m.name):
-        if mod.ispkg:
-            out.append(importlib.import_module(f"{_defs_pkg.__name__}.{mod.name}").defs)
     return out
 
 
@@ -39,7 +34,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     # slo/<name> assets, the SLO sensor and its resource are applied here, after the stages are merged.
     stages = apply_slos(stages, settings)
     # So does the refresh automation: every asset built over all days follows new delivery days by itself
-    # (gtm_pipeline/defs/automation.py, docs/operations.md).
+    # (gtm_pipeline/orchestration/automation.py, docs/operations.md).
     stages = apply_automation(stages, settings)
     assets = [a for a in (stages.assets or []) if isinstance(a, dg.AssetsDefinition)]
     partitioned = [k for a in assets if a.partitions_def is not None for k in a.keys]

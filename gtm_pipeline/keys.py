@@ -50,8 +50,8 @@ CHECK_EVERY_FILE_READ = "every_file_read"
 # Jobs
 DAILY_JOB = "daily_ingest_job"
 REFRESH_JOB = "refresh_job"
-# What keeps the pipeline fresh (gtm_pipeline.defs.automation, docs/operations.md): new landing files request daily
-# runs; the layers built over all days refresh by declarative automation.
+# What keeps the pipeline fresh (gtm_pipeline.orchestration.automation, docs/operations.md): new landing files request
+# daily runs; the layers built over all days refresh by declarative automation.
 LANDING_SENSOR = "landing_sensor"
 AUTOMATION_SENSOR = "refresh_automation_sensor"
 
@@ -67,7 +67,7 @@ def slo_key(slo_name: str) -> dg.AssetKey:
     return dg.AssetKey([SLO, slo_name])
 
 
-# Quarantine repair: the targeted backfill of released repairs (gtm_pipeline.backfill)
+# Quarantine repair: the targeted backfill of released repairs (gtm_pipeline.quarantine.backfill)
 REPAIR_BACKFILL_JOB = "repair_backfill_job"
 REPAIR_BACKFILL_SENSOR = "repair_backfill_sensor"
 

@@ -41,7 +41,7 @@ _DDL = [
         incident_id VARCHAR PRIMARY KEY, opened_at TIMESTAMP, severity VARCHAR, origin VARCHAR,
         asset_key VARCHAR, rule VARCHAR, title VARCHAR, details VARCHAR, owner VARCHAR,
         status VARCHAR, resolved_at TIMESTAMP, dedup_key VARCHAR)""",
-    # Grouped incidents (gtm_pipeline/incidents.py): one incident per cause, with how often and where it was seen,
+    # Grouped incidents (gtm_pipeline/ops/incidents.py): one incident per cause, with how often and where it was seen,
     # who acknowledged it, and who or what resolved it with which evidence. Added to tables created before.
     *(f"ALTER TABLE ops.incidents ADD COLUMN IF NOT EXISTS {c}" for c in (
         "entity VARCHAR", "occurrences BIGINT DEFAULT 1", "first_seen_at TIMESTAMP", "last_seen_at TIMESTAMP",
@@ -56,7 +56,7 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS ops.notifications (
         sent_at TIMESTAMP, recipient VARCHAR, channel VARCHAR, subject VARCHAR, body VARCHAR,
         asset_key VARCHAR, incident_id VARCHAR)""",
-    # Delivery state of each notification (gtm_pipeline/notifications.py): pending until every configured target
+    # Delivery state of each notification (gtm_pipeline/ops/notifications.py): pending until every configured target
     # accepted it; each attempt is counted with its last error and the time of the next try.
     "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS notification_id VARCHAR",
     "ALTER TABLE ops.notifications ADD COLUMN IF NOT EXISTS status VARCHAR DEFAULT 'pending'",

@@ -76,10 +76,10 @@ def small_landing(tmp_path_factory) -> Path:
 def small_warehouse(small_landing, tmp_path_factory) -> Path:
     """A DuckDB file with every day of ``small_landing`` ingested and cleaned (plain functions, no Dagster)."""
     from gtm_pipeline.clean import clean_days
+    from gtm_pipeline.clean.contract import load_entity_contracts
     from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-    from gtm_pipeline.entity_contracts import load_entity_contracts
-    from gtm_pipeline.ingest import ingest_days
-    from gtm_pipeline.landing import landing_days, load_landing_spec
+    from gtm_pipeline.ingest.landing import landing_days, load_landing_spec
+    from gtm_pipeline.ingest.stage import ingest_days
 
     path = tmp_path_factory.mktemp("wh_small") / "gtm.duckdb"
     spec = load_landing_spec(CONTRACTS_DIR_DEFAULT)

@@ -15,8 +15,9 @@ from pathlib import Path
 import duckdb
 
 from gtm_pipeline.clean import ensure_entity_tables
-from gtm_pipeline.entity_contracts import EntityContract, load_entity_contracts, quote_ident, typed_sql
-from gtm_pipeline.landing import LandingSpec, load_landing_spec
+from gtm_pipeline.clean.contract import EntityContract, load_entity_contracts
+from gtm_pipeline.clean.rules import quote_ident, typed_sql
+from gtm_pipeline.ingest.landing import LandingSpec, load_landing_spec
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRACTS = REPO / "contracts"

@@ -82,10 +82,10 @@ def build_warehouse(root: Path) -> tuple[Path, Path]:
     import duckdb
 
     from gtm_pipeline.clean import clean_days
+    from gtm_pipeline.clean.contract import load_entity_contracts
     from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-    from gtm_pipeline.entity_contracts import load_entity_contracts
-    from gtm_pipeline.ingest import ingest_days
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.ingest.landing import load_landing_spec
+    from gtm_pipeline.ingest.stage import ingest_days
 
     spec, contracts = load_landing_spec(CONTRACTS_DIR_DEFAULT), load_entity_contracts(CONTRACTS_DIR_DEFAULT)
     landing = write_landing(root / "landing")

@@ -43,7 +43,7 @@ def metric_assets(names=METRICS) -> list[dg.AssetsDefinition]:
 
 def fake_definitions(settings, names=METRICS) -> dg.Definitions:
     """The fake metric layer with the SLO stage applied exactly as gtm_pipeline.definitions applies it."""
-    from gtm_pipeline.defs.slo import apply_slos
+    from gtm_pipeline.slo.defs import apply_slos
 
     stages = dg.Definitions(assets=metric_assets(names))
     return dg.Definitions.merge(apply_slos(stages, settings),

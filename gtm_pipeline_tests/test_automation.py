@@ -1,4 +1,4 @@
-"""The refresh automation (gtm_pipeline/defs/automation.py) evaluated the way the daemon evaluates it
+"""The refresh automation (gtm_pipeline/orchestration/automation.py) evaluated the way the daemon evaluates it
 (`dg.evaluate_automation_conditions`, tick after tick with the cursor), on a small graph of the pipeline's shape:
 two daily entities, facts over each, a metric over both facts, a decision over the metric and one entity.
 
@@ -18,8 +18,8 @@ import pytest
 
 from gtm_pipeline import keys
 from gtm_pipeline.config import load_settings
-from gtm_pipeline.defs.automation import apply_automation, refresh_condition
 from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.orchestration.automation import apply_automation, refresh_condition
 
 daily = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=1)
 DAY1, DAY2 = "2026-08-01", "2026-08-02"
@@ -155,7 +155,7 @@ def test_the_hourly_forecast_waits_for_a_refresh_in_flight():
     """The refresh carries the forecast: at the top of the hour, with the facts already refreshed and the forecast
     not yet, the schedule must not queue a second forecast over the same facts."""
     from gtm_pipeline.definitions import defs
-    from gtm_pipeline.defs.metrics.schedules import _input_keys, forecast_due
+    from gtm_pipeline.metrics.schedules import _input_keys, forecast_due
 
     def report(key: dg.AssetKey, t: float) -> None:
         inst.report_runless_asset_event(dg.AssetMaterialization(
@@ -185,7 +185,7 @@ def test_sensor_interval_comes_from_the_environment_and_bad_values_say_how_to_fi
 
 
 def test_the_instance_queues_runs_one_at_a_time(tmp_path, monkeypatch):
-    from gtm_pipeline.runner import DAGSTER_YAML, ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import DAGSTER_YAML, ensure_dagster_home
 
     home = tmp_path / "dagster_home"
     monkeypatch.setenv("DAGSTER_HOME", str(home))

@@ -158,7 +158,7 @@ def test_a_new_delivery_day_flows_through_to_the_metric_layer_by_itself(deployme
     import dagster as dg
 
     from gtm_pipeline import keys
-    from gtm_pipeline.defs.metrics.schedules import forecast_due
+    from gtm_pipeline.metrics.schedules import forecast_due
 
     env, staging, port, location, proc, log = deployment
     for k, v in env.items():

@@ -33,7 +33,7 @@ def both(tmp_path_factory):
     from gtm_pipeline.config import load_settings
     from gtm_pipeline.definitions import build_definitions
     from gtm_pipeline.generate import DefectRates, GenerateConfig, generate
-    from gtm_pipeline.runner import run_job
+    from gtm_pipeline.orchestration.runner import run_job
 
     root = tmp_path_factory.mktemp("bench_reference")
     with pytest.MonkeyPatch.context() as mp:
@@ -64,8 +64,8 @@ def both(tmp_path_factory):
 
 
 def _pipeline_figures(settings) -> dict:
-    from gtm_pipeline.backfill import connect_reader
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.ingest.landing import load_landing_spec
+    from gtm_pipeline.quarantine.backfill import connect_reader
 
     spec = load_landing_spec(settings.contracts_dir)
     entity_of = {(t.source, t.name): t.entity for t in spec.tables()}

@@ -8,12 +8,12 @@ import duckdb
 import pytest
 
 from gtm_pipeline.clean import clean_partition
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.datatime import blocked_text
-from gtm_pipeline.entity_contracts import load_entity_contracts
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import load_landing_spec
-from gtm_pipeline.ledger import conservation
+from gtm_pipeline.ingest.landing import load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_day
+from gtm_pipeline.quarantine.ledger import conservation
 
 D1, D2 = "2026-08-01", "2026-08-02"
 HEADER = ("opportunity_id,account_id,lead_id,owner_id,created_at,stage,product,list_price,discount,seats,amount,"

@@ -16,9 +16,9 @@ from gtm_pipeline.clean import (
     validate_payloads,
 )
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import load_landing_spec
-from gtm_pipeline.ledger import conservation
+from gtm_pipeline.ingest.landing import load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_day
+from gtm_pipeline.quarantine.ledger import conservation
 
 D1 = "2026-08-01"
 HEADER = ("opportunity_id,account_id,lead_id,owner_id,created_at,stage,product,list_price,discount,seats,amount,"

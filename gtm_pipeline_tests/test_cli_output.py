@@ -24,7 +24,7 @@ from procs import venv_tool
 from gtm_pipeline import keys
 from gtm_pipeline.cli import main
 from gtm_pipeline.datatime import blocked_text
-from gtm_pipeline.runner import Blocked, RunOutcome, blocked_in_warehouse, summary
+from gtm_pipeline.orchestration.runner import Blocked, RunOutcome, blocked_in_warehouse, summary
 
 # Lines that are not a command's own output: Python warnings ("...: BetaWarning: ..."), and log lines -- Dagster's
 # console log ("... - dagster - DEBUG - ...") or a Python logger's ("12:00:00,123 DEBUG name: ...").
@@ -87,8 +87,8 @@ def blocked_day(env_settings):
     """A warehouse whose opportunity day DAY is blocked by one out-of-range list price (plain functions)."""
     from gtm_pipeline.clean import clean_partition, load_entity_contracts
     from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-    from gtm_pipeline.ingest import ingest_day
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.ingest.landing import load_landing_spec
+    from gtm_pipeline.ingest.stage import ingest_day
 
     s = env_settings
     spec, contracts = load_landing_spec(CONTRACTS_DIR_DEFAULT), load_entity_contracts(CONTRACTS_DIR_DEFAULT)

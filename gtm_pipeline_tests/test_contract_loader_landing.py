@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gtm_pipeline.errors import ContractError
-from gtm_pipeline.landing import parse_landing_spec
+from gtm_pipeline.ingest.landing import parse_landing_spec
 
 TABLE = "{format: csv, columns: [a, b], entity: e, to_entity: {x: a, k: {const: 1}}, event_time: b}"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gtm_pipeline.errors import ContractError
-from gtm_pipeline.mappings import load_mapping
+from gtm_pipeline.importer.mapping import load_mapping
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
 VALID = """\

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gtm_pipeline import routing
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.errors import ContractError
+from gtm_pipeline.routing import engine as routing
 
 ENUMS = routing.routing_enums(CONTRACTS_DIR_DEFAULT)
 HEAD = "rule_set: t\nversion: 1.0\nstatus: candidate\nowner: RevOps\n"

@@ -15,12 +15,12 @@ import pytest
 
 from gtm_pipeline import clock
 from gtm_pipeline.clean import clean_days
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.datatime import DataTime, asset_data_time, combine, delivery_cutoff
-from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.generate import DefectRates, GenerateConfig, generate
-from gtm_pipeline.ingest import ingest_days
-from gtm_pipeline.landing import Source, Table, load_landing_spec
+from gtm_pipeline.ingest.landing import Source, Table, load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_days
 from gtm_pipeline.metrics import run_layer
 from gtm_pipeline.slo.contract import load_slo_file
 from gtm_pipeline.slo.evaluate import evaluate

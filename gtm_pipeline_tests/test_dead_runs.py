@@ -17,10 +17,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-from gtm_pipeline import backfill
 from gtm_pipeline.config import load_settings
-from gtm_pipeline.defs.resources import WarehouseResource
-from gtm_pipeline.runner import _EARLIER_DAGSTER_YAML, DAGSTER_YAML, ensure_dagster_home
+from gtm_pipeline.orchestration.resources import WarehouseResource
+from gtm_pipeline.orchestration.runner import _EARLIER_DAGSTER_YAML, DAGSTER_YAML, ensure_dagster_home
+from gtm_pipeline.quarantine import backfill as backfill
 
 
 @pytest.fixture

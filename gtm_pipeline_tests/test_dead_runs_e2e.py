@@ -27,7 +27,7 @@ import pytest
 from conftest import REPO
 from procs import free_port, graphql, log_tail, run_checked, start_group, stop_group, venv_tool, wait_for_webserver
 
-from gtm_pipeline.runner import DAGSTER_YAML
+from gtm_pipeline.orchestration.runner import DAGSTER_YAML
 
 pytestmark = pytest.mark.slow
 

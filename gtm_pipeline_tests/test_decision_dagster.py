@@ -17,15 +17,15 @@ from decision_fixtures import pricing_metrics
 
 from gtm_pipeline import keys
 from gtm_pipeline.config import ReviewTimes
-from gtm_pipeline.defs.decisions import defs as decision_defs
-from gtm_pipeline.defs.decisions.schedules import (
+from gtm_pipeline.decisions.defs import defs as decision_defs
+from gtm_pipeline.decisions.schedules import (
     build_schedules,
     monthly_review_schedule,
     quarterly_plan_schedule,
     weekly_ops_schedule,
 )
-from gtm_pipeline.defs.resources import DecisionStore
-from gtm_pipeline.defs.slo.resources import slo_resource
+from gtm_pipeline.orchestration.resources import DecisionStore
+from gtm_pipeline.slo.resources import slo_resource
 
 ET = ZoneInfo("America/New_York")
 

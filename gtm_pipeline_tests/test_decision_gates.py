@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from decision_fixtures import PRICING_TABLES, PUBLISHED_AT, green, open_sev2, pricing_metrics, publish
 
-from gtm_pipeline import incidents
 from gtm_pipeline.cli import main
 from gtm_pipeline.decisions import flags, lifecycle, log, nodes, open_context
 from gtm_pipeline.decisions.gates import GateRefused
+from gtm_pipeline.ops import incidents as incidents
 
 
 class Clock:

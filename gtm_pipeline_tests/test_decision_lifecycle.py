@@ -248,7 +248,7 @@ def routing_dc(env_settings, warehouse_copy, tmp_path, monkeypatch):
 
 
 def test_routing_promotes_then_auto_reverses_on_breach(routing_dc):
-    from gtm_pipeline import routing
+    from gtm_pipeline.routing import engine as routing
 
     dc = routing_dc
     # The small warehouse routes to few owners, so both rule sets score a Gini above the 0.2 hard gate (the gate

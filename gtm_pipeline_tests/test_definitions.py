@@ -112,7 +112,7 @@ def test_the_pipeline_keeps_itself_fresh(repo_def, asset_graph):
 
     from gtm_pipeline import keys
     from gtm_pipeline.definitions import defs
-    from gtm_pipeline.defs.automation import OWN_CADENCE, uncovered_assets
+    from gtm_pipeline.orchestration.automation import OWN_CADENCE, uncovered_assets
 
     sensor = repo_def.get_sensor_def(keys.AUTOMATION_SENSOR)
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
@@ -132,7 +132,7 @@ def test_an_asset_nothing_refreshes_is_caught():
     import dagster as dg
 
     from gtm_pipeline import keys
-    from gtm_pipeline.defs.automation import apply_automation, uncovered_assets
+    from gtm_pipeline.orchestration.automation import apply_automation, uncovered_assets
 
     daily = dg.DailyPartitionsDefinition(start_date="2026-01-01")
 

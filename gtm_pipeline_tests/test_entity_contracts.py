@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.entity_contracts import (
+from gtm_pipeline.clean.contract import (
     BLOCK_PUBLISH,
     MISSING_OWNER,
     QUARANTINE,
@@ -13,8 +12,9 @@ from gtm_pipeline.entity_contracts import (
     parse_entity_contract,
     slug,
 )
+from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.errors import ContractError, ExpressionError
-from gtm_pipeline.landing import load_landing_spec
+from gtm_pipeline.ingest.landing import load_landing_spec
 
 BASE = """entity: widget
 version: "1"

@@ -29,7 +29,7 @@ from procs import venv_tool
 
 from gtm_pipeline import keys
 from gtm_pipeline.cli import main
-from gtm_pipeline.runner import Blocked, RunOutcome
+from gtm_pipeline.orchestration.runner import Blocked, RunOutcome
 
 pytestmark = pytest.mark.slow  # the module builds the whole graph once (about a minute on 2 cores)
 

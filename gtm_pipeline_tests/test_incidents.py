@@ -12,15 +12,15 @@ import pytest
 from click.testing import CliRunner
 from decision_fixtures import green, pricing_metrics
 
-from gtm_pipeline import incidents
 from gtm_pipeline.clean import clean_days, clean_partition
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.cli import main
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.decisions import nodes, open_context
-from gtm_pipeline.entity_contracts import load_entity_contracts
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import load_landing_spec
-from gtm_pipeline.repair import Filters, ensure_repair_tables, release, repair_by_enum_map, select_rows
+from gtm_pipeline.ingest.landing import load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_day
+from gtm_pipeline.ops import incidents as incidents
+from gtm_pipeline.quarantine.repair import Filters, ensure_repair_tables, release, repair_by_enum_map, select_rows
 from gtm_pipeline.slo import open_incidents
 from gtm_pipeline.warehouse import ensure_base
 

@@ -10,8 +10,8 @@ import pytest
 
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.errors import ContractError
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import landing_days, load_landing_spec, parse_landing_spec
+from gtm_pipeline.ingest.landing import landing_days, load_landing_spec, parse_landing_spec
+from gtm_pipeline.ingest.stage import ingest_day
 
 DAY = "2026-08-01"
 OPP_HEADER = ("opportunity_id,account_id,lead_id,owner_id,created_at,stage,product,list_price,discount,seats,amount,"

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.ingest import ingest_day, ingest_days
-from gtm_pipeline.landing import load_landing_spec
-from gtm_pipeline.rawlines import PhysicalLines
+from gtm_pipeline.ingest.landing import load_landing_spec
+from gtm_pipeline.ingest.rawlines import PhysicalLines
+from gtm_pipeline.ingest.stage import ingest_day, ingest_days
 
 DAYS = ["2026-08-01", "2026-08-02", "2026-08-03"]
 OPP_HEADER = ("opportunity_id,account_id,lead_id,owner_id,created_at,stage,product,list_price,discount,seats,amount,"

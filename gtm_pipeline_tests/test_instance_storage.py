@@ -14,9 +14,9 @@ from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializa
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-from gtm_pipeline import instance_storage
-from gtm_pipeline.instance_storage import PooledSqliteEventLogStorage
-from gtm_pipeline.runner import DAGSTER_YAML
+from gtm_pipeline.orchestration import instance_storage as instance_storage
+from gtm_pipeline.orchestration.instance_storage import PooledSqliteEventLogStorage
+from gtm_pipeline.orchestration.runner import DAGSTER_YAML
 
 MATERIALIZATIONS = dg.EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION)
 
@@ -59,7 +59,7 @@ _WRITER = """
 import os, signal, sys, time
 sys.path[:0] = [{tests!r}]
 from test_instance_storage import _event
-from gtm_pipeline.instance_storage import PooledSqliteEventLogStorage
+from gtm_pipeline.orchestration.instance_storage import PooledSqliteEventLogStorage
 s = PooledSqliteEventLogStorage({base!r})
 for i in range(50):
     s.store_event(_event("run-k", f"2026-08-{{i % 28 + 1:02d}}"))

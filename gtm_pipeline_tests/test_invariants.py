@@ -10,11 +10,11 @@ import duckdb
 import pytest
 
 from gtm_pipeline.clean import clean_partition
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.entity_contracts import load_entity_contracts
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import load_landing_spec
-from gtm_pipeline.ledger import conservation
+from gtm_pipeline.ingest.landing import load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_day
+from gtm_pipeline.quarantine.ledger import conservation
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ def test_rerunning_any_day_changes_no_count(warehouse_copy, small_landing):
 
 def test_batched_days_give_the_same_result_as_one_day_at_a_time(small_landing, tmp_path):
     from gtm_pipeline.clean import clean_days
-    from gtm_pipeline.landing import landing_days
+    from gtm_pipeline.ingest.landing import landing_days
 
     spec = load_landing_spec(CONTRACTS_DIR_DEFAULT)
     contracts = load_entity_contracts(CONTRACTS_DIR_DEFAULT)

@@ -12,9 +12,9 @@ import pytest
 
 from gtm_pipeline import keys
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.defs.ingest.sensors import day_fingerprints, landing_sensor
-from gtm_pipeline.defs.resources import GtmProject
-from gtm_pipeline.landing import landing_days
+from gtm_pipeline.ingest.landing import landing_days
+from gtm_pipeline.ingest.sensors import day_fingerprints, landing_sensor
+from gtm_pipeline.orchestration.resources import GtmProject
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 

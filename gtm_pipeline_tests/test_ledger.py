@@ -20,13 +20,13 @@ from click.testing import CliRunner
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline.clean import clean_partition
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.cli import main
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.errors import GtmPipelineError
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import closest_table, load_landing_spec
-from gtm_pipeline.ledger import COUNTS, as_json, conservation, render, unread_files
+from gtm_pipeline.ingest.landing import closest_table, load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_day
+from gtm_pipeline.quarantine.ledger import COUNTS, as_json, conservation, render, unread_files
 
 SPEC = load_landing_spec(CONTRACTS_DIR_DEFAULT)
 CONTRACTS = load_entity_contracts(CONTRACTS_DIR_DEFAULT)
@@ -175,8 +175,8 @@ def test_an_unclaimed_file_is_listed_with_the_closest_table_in_the_ledger_and_th
 
     # The UI check: every_file_read fails as a warning naming the file and the hint; nothing_lost still passes.
     from gtm_pipeline import keys
-    from gtm_pipeline.defs.contracts.assets import conservation as conservation_asset
-    from gtm_pipeline.defs.resources import GtmProject
+    from gtm_pipeline.orchestration.resources import GtmProject
+    from gtm_pipeline.quarantine.assets import conservation as conservation_asset
 
     w.con.close()
     result = dg.materialize([conservation_asset], resources={

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gtm_pipeline.errors import ContractError, GtmPipelineError
-from gtm_pipeline.mappings import (
+from gtm_pipeline.importer.mapping import (
     LANDING_TIMESTAMP_FORMAT,
     LINEAGE_COLUMNS,
     REJECTS_COLUMNS,

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
-from gtm_pipeline.defs.metrics.assets import metric_assets
-from gtm_pipeline.defs.resources import GtmProject
+from gtm_pipeline.metrics.assets import metric_assets
 from gtm_pipeline.metrics.contract import load_metric_contracts
+from gtm_pipeline.orchestration.resources import GtmProject
 from gtm_pipeline_tests.metrics_fixtures import CONTRACTS, build_hand_warehouse
 
 CONTRACTS_BY_NAME = load_metric_contracts(CONTRACTS)
@@ -148,7 +148,7 @@ def test_cli_metrics_commands(hand_db):
 def test_the_hourly_forecast_does_not_recompute_over_unchanged_facts():
     """The schedule republished the forecast hourly from the same facts; now it runs only when they have news."""
     from gtm_pipeline.definitions import defs
-    from gtm_pipeline.defs.metrics.schedules import _input_keys
+    from gtm_pipeline.metrics.schedules import _input_keys
 
     schedule = defs.resolve_schedule_def(keys.FORECAST_SCHEDULE)
 

@@ -211,10 +211,10 @@ def test_elasticity_estimator_recovers_the_generator_model():
 def test_bulk_loader_gives_the_clean_stage_rows(tmp_path):
     """On defect-free files the shortcut above types exactly the rows the clean stage publishes."""
     from gtm_pipeline.clean import clean_partition
-    from gtm_pipeline.entity_contracts import load_entity_contracts
+    from gtm_pipeline.clean.contract import load_entity_contracts
     from gtm_pipeline.generate import DefectRates, GenerateConfig, generate
-    from gtm_pipeline.ingest import ingest_day
-    from gtm_pipeline.landing import landing_days, load_landing_spec
+    from gtm_pipeline.ingest.landing import landing_days, load_landing_spec
+    from gtm_pipeline.ingest.stage import ingest_day
 
     landing = tmp_path / "landing"
     generate(landing, GenerateConfig(days=2, seed=5, start=START, scale=0.3, defects=DefectRates.none()),

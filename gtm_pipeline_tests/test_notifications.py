@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from slo_fakes import Receiver
 
 from gtm_pipeline.cli import main
-from gtm_pipeline.notifications import backoff, deliver_pending
+from gtm_pipeline.ops.notifications import backoff, deliver_pending
 from gtm_pipeline.slo.notify import post_json
 from gtm_pipeline.warehouse import ensure_base, notify_owner
 

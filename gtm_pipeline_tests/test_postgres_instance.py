@@ -138,7 +138,7 @@ def test_postgres_backed_instance(tmp_path, pg_server, monkeypatch):
     import dagster as dg
 
     from gtm_pipeline import keys
-    from gtm_pipeline.defs.ingest.sensors import LANDING_SENSOR
+    from gtm_pipeline.ingest.sensors import LANDING_SENSOR
 
     env = _env(tmp_path, pg_server)
     cli = venv_tool("gtm-pipeline")
@@ -241,8 +241,8 @@ def test_postgres_backed_instance(tmp_path, pg_server, monkeypatch):
 
     # 5. A second tick, evaluated here from the cursor stored in Postgres, has nothing new and says so.
     from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-    from gtm_pipeline.defs.ingest.sensors import landing_sensor
-    from gtm_pipeline.defs.resources import GtmProject
+    from gtm_pipeline.ingest.sensors import landing_sensor
+    from gtm_pipeline.orchestration.resources import GtmProject
 
     project = GtmProject(landing_dir=str(landing), contracts_dir=str(CONTRACTS_DIR_DEFAULT))
     ctx = dg.build_sensor_context(instance=instance, cursor=launched[0]["cursor"], resources={"project": project})

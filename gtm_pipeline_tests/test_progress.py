@@ -17,8 +17,8 @@ from dagster_duckdb import DuckDBResource
 def test_ingest_range_logs_progress(small_landing, tmp_path):
     from gtm_pipeline import keys
     from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-    from gtm_pipeline.defs.ingest.assets import ingest_assets
-    from gtm_pipeline.defs.resources import GtmProject
+    from gtm_pipeline.ingest.assets import ingest_assets
+    from gtm_pipeline.orchestration.resources import GtmProject
 
     web = next(a for a in ingest_assets() if keys.raw_key("web") in a.keys)
     first = SMALL_START.isoformat()
@@ -52,7 +52,7 @@ def test_the_progress_bar_follows_the_steps_and_the_days_they_read(small_landing
     import gtm_pipeline.definitions as definitions
     from gtm_pipeline import keys
     from gtm_pipeline.cli.output import StepBar
-    from gtm_pipeline.runner import run_job
+    from gtm_pipeline.orchestration.runner import run_job
 
     monkeypatch.setenv("GTM_PIPELINE_LANDING_DIR", str(small_landing))
     defs = definitions.build_definitions()
@@ -71,7 +71,7 @@ def test_a_broken_progress_display_does_not_fail_the_run(small_landing, env_sett
     import gtm_pipeline.definitions as definitions
     from gtm_pipeline import keys
     from gtm_pipeline.cli.output import StepBar
-    from gtm_pipeline.runner import run_job
+    from gtm_pipeline.orchestration.runner import run_job
 
     class Broken(StepBar):
         def step_started(self, step: str) -> None:

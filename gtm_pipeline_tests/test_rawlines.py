@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gtm_pipeline.rawlines import (
+from gtm_pipeline.ingest.rawlines import (
     PhysicalLines,
     good_record_lines,
     normalized_copy,

@@ -6,12 +6,12 @@ import duckdb
 import pytest
 
 from gtm_pipeline.clean import clean_days
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.entity_contracts import load_entity_contracts
-from gtm_pipeline.ingest import ingest_days
-from gtm_pipeline.landing import landing_days, load_landing_spec
-from gtm_pipeline.ledger import conservation
-from gtm_pipeline.mappings import load_mapping, run_mapping
+from gtm_pipeline.importer.mapping import load_mapping, run_mapping
+from gtm_pipeline.ingest.landing import landing_days, load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_days
+from gtm_pipeline.quarantine.ledger import conservation
 from gtm_pipeline_tests.conftest import SHARED_DATASETS, require
 
 CASES = {

@@ -10,15 +10,16 @@ import duckdb
 import pytest
 from repair_landing import DAYS, MISSING_AMOUNTS, MISSING_DAY, OPP_HEADER, opp, write_landing
 
-from gtm_pipeline import repair, routing
 from gtm_pipeline.clean import QUARANTINE_DDL, clean_partition, validate_payloads
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.errors import GtmPipelineError
-from gtm_pipeline.ingest import ingest_day
-from gtm_pipeline.landing import load_landing_spec
-from gtm_pipeline.ledger import conservation
-from gtm_pipeline.repair import Filters
+from gtm_pipeline.ingest.landing import load_landing_spec
+from gtm_pipeline.ingest.stage import ingest_day
+from gtm_pipeline.quarantine import repair as repair
+from gtm_pipeline.quarantine.ledger import conservation
+from gtm_pipeline.quarantine.repair import Filters
+from gtm_pipeline.routing import engine as routing
 
 SPEC = load_landing_spec(CONTRACTS_DIR_DEFAULT)
 CONTRACTS = load_entity_contracts(CONTRACTS_DIR_DEFAULT)

@@ -13,9 +13,12 @@ import dagster as dg
 import pytest
 from dagster_duckdb import DuckDBResource
 
-from gtm_pipeline import backfill, keys, repair, routing
-from gtm_pipeline.entity_contracts import load_entity_contracts
-from gtm_pipeline.runner import run_job
+from gtm_pipeline import keys
+from gtm_pipeline.clean.contract import load_entity_contracts
+from gtm_pipeline.orchestration.runner import run_job
+from gtm_pipeline.quarantine import backfill as backfill
+from gtm_pipeline.quarantine import repair as repair
+from gtm_pipeline.routing import engine as routing
 
 START = date(2026, 8, 1)
 DAYS = 10
@@ -132,7 +135,7 @@ def test_missing_owners_repaired_by_routing_backfill_only_that_day(env_settings,
     # leaves it the first chance. No automation sensor runs here, so after the grace the repair asks for its own
     # refresh: daily metrics from the affected day on, then everything unpartitioned.
     from gtm_pipeline.clock import utcnow
-    from gtm_pipeline.defs.repair.sensors import refresh_grace
+    from gtm_pipeline.quarantine.sensors import refresh_grace
 
     t1 = utcnow().replace(microsecond=0)
     monkeypatch.setenv("GTM_PIPELINE_NOW", t1.isoformat())

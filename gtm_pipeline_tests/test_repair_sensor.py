@@ -14,10 +14,13 @@ import pytest
 from dagster_duckdb import DuckDBResource
 from repair_landing import MISSING_DAY, build_warehouse
 
-from gtm_pipeline import backfill, keys, repair, routing
-from gtm_pipeline.backfill import FAILED, IN_FLIGHT, SUCCEEDED, Applied, Pending, Snapshot, decide
+from gtm_pipeline import keys
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
-from gtm_pipeline.entity_contracts import load_entity_contracts
+from gtm_pipeline.quarantine import backfill as backfill
+from gtm_pipeline.quarantine import repair as repair
+from gtm_pipeline.quarantine.backfill import FAILED, IN_FLIGHT, SUCCEEDED, Applied, Pending, Snapshot, decide
+from gtm_pipeline.routing import engine as routing
 
 P = [Pending("q1", "opportunity", "2026-08-02", "REL-a"), Pending("q2", "opportunity", "2026-08-03", "REL-a"),
      Pending("q3", "lead", "2026-08-02", "REL-a")]
@@ -92,7 +95,7 @@ def test_a_failed_run_is_retried_with_a_new_key_then_the_sensor_says_why():
 
 
 def test_rows_a_blocked_day_holds_are_named_with_day_check_and_fix_not_dropped_silently():
-    from gtm_pipeline.backfill import Block
+    from gtm_pipeline.quarantine.backfill import Block
 
     cur = decide(Snapshot(pending=P[:1]), None, never, no_refresh).cursor
     b = next(iter(cur["batches"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from gtm_pipeline.defs.resources import WarehouseResource
+from gtm_pipeline.orchestration.resources import WarehouseResource
 
 
 def test_connection_is_closed_when_the_body_raises(tmp_path):

@@ -12,9 +12,9 @@ from datetime import date, datetime
 import duckdb
 import pytest
 
-from gtm_pipeline import routing
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.errors import ContractError
+from gtm_pipeline.routing import engine as routing
 
 D = date(2026, 8, 2)
 ENUMS = routing.routing_enums(CONTRACTS_DIR_DEFAULT)

@@ -73,7 +73,7 @@ def test_slo_assets_sit_downstream_of_what_they_cover(slo_settings):
 
 
 def test_unknown_key_fails_the_definitions_load(slo_settings, tmp_path):
-    from gtm_pipeline.defs.slo import apply_slos
+    from gtm_pipeline.slo.defs import apply_slos
 
     text = slo_settings.slo_file.read_text().replace("metrics/forecast", "metrics/forcast")
     slo_settings.slo_file.write_text(text)

@@ -107,7 +107,7 @@ class Drill:
                 shutil.copytree(source / day, self.settings.landing_dir / source.name / day)
 
     def run(self, job: str, **kw) -> None:
-        from gtm_pipeline.runner import run_job
+        from gtm_pipeline.orchestration.runner import run_job
 
         out = run_job(job, instance=self.instance, defs=self.defs, run_config=QUIET, **kw)
         assert out.success, f"{job} failed at {self.now}: {out.failed_steps} {out.failed_checks}"

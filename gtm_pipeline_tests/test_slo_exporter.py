@@ -19,10 +19,10 @@ from conftest import require
 from prometheus_client.parser import text_string_to_metric_families
 from slo_fakes import METRICS, publish, write_slo_file
 
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.clock import to_epoch
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.datatime import BLOCKED, PUBLISHED, record_partitions
-from gtm_pipeline.entity_contracts import load_entity_contracts
 from gtm_pipeline.slo.contract import load_slo_file, resolve_coverage
 from gtm_pipeline.slo.exporter import SloCollector, serve
 from gtm_pipeline.slo.history import History
@@ -161,8 +161,8 @@ def _release(holder: subprocess.Popen) -> None:
 def _ops_state(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """A warehouse with two blocked days (one of them since published again), open incidents of every kind, one
     resolved, and quarantined rows in several statuses. Returns the incident ids by name."""
-    from gtm_pipeline.incidents import declare
-    from gtm_pipeline.repair import ensure_repair_tables
+    from gtm_pipeline.ops.incidents import declare
+    from gtm_pipeline.quarantine.repair import ensure_repair_tables
     from gtm_pipeline.warehouse import open_incident
 
     ensure_repair_tables(con, load_entity_contracts(CONTRACTS_DIR_DEFAULT))
@@ -234,7 +234,7 @@ def test_warehouse_series_follow_the_warehouse_and_drop_what_was_resolved(export
                                           ("opportunity", "RevOps", "open", "missing_owner"): 1}
 
     # Repaired and resolved: the day publishes, the incidents resolve, the rows are applied -> the series go.
-    from gtm_pipeline.incidents import acknowledge, resolve
+    from gtm_pipeline.ops.incidents import acknowledge, resolve
 
     with duckdb.connect(str(db)) as con:
         record_partitions(con, "clean/opportunity", [("2026-08-16", PUBLISHED, T0)], run_id="r3", now=T0)
@@ -256,8 +256,8 @@ LANDING_DAY = "2026-08-16"
 def _landing_state(con: duckdb.DuckDBPyConnection, landing: Path) -> None:
     """One crm day as delivered: a file under a name no table reads (crm/<day>/leads_extra.csv), a 0-byte export,
     and an opportunities file with one good line and two bad ones; ingested for real."""
-    from gtm_pipeline.ingest import ingest_day
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.ingest.landing import load_landing_spec
+    from gtm_pipeline.ingest.stage import ingest_day
 
     spec = load_landing_spec(CONTRACTS_DIR_DEFAULT)
     day = landing / "crm" / LANDING_DAY
@@ -289,8 +289,8 @@ def test_rejected_lines_and_files_not_read_are_exported_and_go_when_the_day_is_f
                                             "partition": LANDING_DAY, "source": "crm", "status": "rejected",
                                             "table": "accounts", "value": 1.0}}
     # Fixed upstream and re-ingested: the stray file renamed to what it meant, the export re-delivered. Both go.
-    from gtm_pipeline.ingest import ingest_day
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.ingest.landing import load_landing_spec
+    from gtm_pipeline.ingest.stage import ingest_day
 
     day = landing / "crm" / LANDING_DAY
     (day / "leads_extra.csv").rename(day / "leads.csv")

@@ -18,7 +18,7 @@ def floor_queries(landing: Path) -> list[str]:
     sniffs every file's header and triples the time; renamed columns do not change a count).
     """
     from gtm_pipeline.config import load_settings
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.ingest.landing import load_landing_spec
 
     spec = load_landing_spec(load_settings().contracts_dir)
     out = []

@@ -107,7 +107,7 @@ def run_stages(stages: tuple[str, ...], partition_range: tuple[str, str] | None)
 
     from gtm_pipeline import keys
     from gtm_pipeline.definitions import defs
-    from gtm_pipeline.runner import run_job
+    from gtm_pipeline.orchestration.runner import run_job
 
     sel = stage_selections(defs)
     instance = dg.DagsterInstance.get()
@@ -136,7 +136,7 @@ def run_stages(stages: tuple[str, ...], partition_range: tuple[str, str] | None)
 
 def _start_pipeline_process() -> None:
     from gtm_pipeline.config import load_settings
-    from gtm_pipeline.runner import ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home
 
     ensure_dagster_home(load_settings())
     import dagster  # noqa: F401 - imported before timing: interpreter and library start-up are not pipeline work
@@ -152,8 +152,8 @@ def job_pipeline(job: dict) -> dict:
 
 def clean_rows() -> int:
     """Rows in the clean tables after a run: what the reference script's clean row count is held against."""
-    from gtm_pipeline.backfill import connect_reader
     from gtm_pipeline.config import load_settings
+    from gtm_pipeline.quarantine.backfill import connect_reader
 
     with connect_reader(load_settings().duckdb_path) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
@@ -180,7 +180,7 @@ def time_new_day(day: str) -> dict:
 
     from gtm_pipeline import keys
     from gtm_pipeline.definitions import defs
-    from gtm_pipeline.runner import run_job
+    from gtm_pipeline.orchestration.runner import run_job
 
     instance = dg.DagsterInstance.get()
     clock = EventClock(instance)

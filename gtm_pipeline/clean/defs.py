@@ -20,10 +20,10 @@ from gtm_pipeline.clean.stage import clean_days
 from gtm_pipeline.clock import to_epoch
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.datatime import blocked_text, partitioned_data_time
-from gtm_pipeline.defs.partitions import daily_partitions
-from gtm_pipeline.defs.resources import GtmProject
 from gtm_pipeline.errors import ContractError
-from gtm_pipeline.landing import LandingSpec, load_landing_spec
+from gtm_pipeline.ingest.landing import LandingSpec, load_landing_spec
+from gtm_pipeline.orchestration.partitions import daily_partitions
+from gtm_pipeline.orchestration.resources import GtmProject
 
 # rule kind -> (check name, description, severity, blocking)
 _CHECKS = {

@@ -1,5 +1,5 @@
 """What one clean run tells its caller: per day, where the rows went, counts and a few samples per rule, and the
-findings that feed the grouped contract incidents (`gtm_pipeline.incidents`). Everything is aggregated in SQL over
+findings that feed the grouped contract incidents (`gtm_pipeline.ops.incidents`). Everything is aggregated in SQL over
 the labelled candidates; only counts and at most ``SAMPLE_SIZE`` rows per rule and day come to Python."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import duckdb
 
 from gtm_pipeline.clean.contract import BLOCK_PUBLISH, QUARANTINE, WARN, EntityContract
 from gtm_pipeline.clean.rules import sql_str
-from gtm_pipeline.incidents import BLOCK_KIND, QUARANTINE_KIND, Finding
+from gtm_pipeline.ops.incidents import BLOCK_KIND, QUARANTINE_KIND, Finding
 
 SAMPLE_SIZE = 5
 
@@ -31,7 +31,7 @@ class CleanReport:
     samples: dict[str, list[dict]] = field(default_factory=dict)  # rule kind -> a few rows with file/line/reason
     warnings: dict[str, int] = field(default_factory=dict)
     incidents: list[str] = field(default_factory=list)
-    applied: int = 0  # released repairs taken into clean by this run (see gtm_pipeline.repair_overlay)
+    applied: int = 0  # released repairs taken into clean by this run (see gtm_pipeline.quarantine.overlay)
 
 
 def _day(col: str) -> str:

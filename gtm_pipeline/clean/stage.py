@@ -3,7 +3,7 @@ one SQL pass per entity and batch of days (no row comes to Python).
 
 For one entity and a batch of partitions (delivery days):
 1. the candidates are the union of the entity's source tables for those days, mapped by `contracts/sources.yaml`,
-   with released repairs overlaid on their records' raw values (`gtm_pipeline.repair_overlay`);
+   with released repairs overlaid on their records' raw values (`gtm_pipeline.quarantine.overlay`);
 2. one ``CREATE TABLE AS`` types every value (`rules.typed_sql`), lists the rules each row breaks
    (`rules.violations_sql`) and its strongest break action, and flags late records;
 3. a second copy of a key (in the batch, or already published on another day) is marked with where the first copy
@@ -12,7 +12,7 @@ For one entity and a batch of partitions (delivery days):
    ``quarantine.<entity>``, ``quarantine.missing_owner`` or ``raw.rejects``. If any row breaks a ``block_publish``
    rule, the day is not published at all: the clean table keeps its previous version of that day, the offending rows
    are quarantined and the day's other rows wait in quarantine as ``held``;
-5. incidents are grouped per (entity, break action, rule), not per day (`gtm_pipeline.incidents`).
+5. incidents are grouped per (entity, break action, rule), not per day (`gtm_pipeline.ops.incidents`).
 All writes for the batch happen in one transaction, after deleting what an earlier run wrote, so re-running a day
 changes nothing. Quarantine rows that carry repair state are merged rather than rewritten (`merge_state`), so a
 released record enters the clean table exactly once and its quarantine row shows the run that took it in.
@@ -32,9 +32,9 @@ from gtm_pipeline.clean.contract import BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE
 from gtm_pipeline.clean.report import CleanReport, fill_reports, findings
 from gtm_pipeline.clean.rules import action_sql, late_sql, quote_ident, sql_str, typed_select, violations_sql
 from gtm_pipeline.datatime import BLOCKED, PUBLISHED, blocked_text, clean_day_cutoffs, record_partitions
-from gtm_pipeline.incidents import record_contract_findings
-from gtm_pipeline.landing import LandingSpec
-from gtm_pipeline.repair_overlay import (
+from gtm_pipeline.ingest.landing import LandingSpec
+from gtm_pipeline.ops.incidents import record_contract_findings
+from gtm_pipeline.quarantine.overlay import (
     MISSING_OWNER_TABLE,
     REPAIR_COLUMN_NAMES,
     ensure_repair_columns,
@@ -353,7 +353,7 @@ def _write(con, spec: LandingSpec, contract: EntityContract, days: list[str], bl
         if state_write:
             _insert_state_rows(con, e, state_write)
         # These days' contributions to the entity's grouped incidents are replaced by this run's findings; an
-        # incident no day feeds any more resolves itself (gtm_pipeline.incidents).
+        # incident no day feeds any more resolves itself (gtm_pipeline.ops.incidents).
         found = findings(con, _V, reports) if staged else []
         per_day = record_contract_findings(con, entity=e, owner=contract.owner, version=contract.version,
                                            days=days, findings=found, run_id=run_id, now=now)

@@ -64,7 +64,7 @@ def import_(mapping, input_dir, out_dir):
       gtm-pipeline import contracts/mappings/maven_crm.yaml --input ../shared/datasets/maven_crm_sales_opportunities \\
           --out data/landing
     """
-    from gtm_pipeline.mappings import import_cli
+    from gtm_pipeline.importer.mapping import import_cli
 
     click.echo(import_cli(mapping, input_dir, out_dir or load_settings().landing_dir))
 
@@ -90,7 +90,7 @@ def demo(days, seed, regenerate):
     import duckdb
 
     from gtm_pipeline import keys
-    from gtm_pipeline.runner import ensure_dagster_home, landing_range, summary
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home, landing_range, summary
 
     s = load_settings()
     if regenerate:
@@ -167,7 +167,7 @@ def run(first, last):
       gtm-pipeline run --from 2026-08-01 --to 2026-08-07
     """
     from gtm_pipeline import keys
-    from gtm_pipeline.runner import ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home
 
     ensure_dagster_home(load_settings())
     a, b = first.date().isoformat(), (last or first).date().isoformat()
@@ -188,7 +188,7 @@ def refresh():
       gtm-pipeline refresh
     """
     from gtm_pipeline import keys
-    from gtm_pipeline.runner import ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home
 
     ensure_dagster_home(load_settings())
     out = output.run(keys.REFRESH_JOB)
@@ -217,8 +217,8 @@ def validate():
     Example:
       gtm-pipeline contracts validate
     """
-    from gtm_pipeline.entity_contracts import load_entity_contracts
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.clean.contract import load_entity_contracts
+    from gtm_pipeline.ingest.landing import load_landing_spec
 
     s = load_settings()
     spec = load_landing_spec(s.contracts_dir)
@@ -253,9 +253,9 @@ def ledger(day, detail, as_json):
 
     import duckdb
 
-    from gtm_pipeline import ledger as book
     from gtm_pipeline.errors import GtmPipelineError
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.ingest.landing import load_landing_spec
+    from gtm_pipeline.quarantine import ledger as book
 
     s = load_settings()
     if not s.duckdb_path.exists():

@@ -20,7 +20,7 @@ def _health_fn(settings):
         import dagster as dg
 
         from gtm_pipeline.definitions import defs
-        from gtm_pipeline.runner import ensure_dagster_home
+        from gtm_pipeline.orchestration.runner import ensure_dagster_home
         from gtm_pipeline.slo import health as slo_health
 
         ensure_dagster_home(settings)
@@ -61,7 +61,7 @@ def _slo_line(settings) -> str:
         import dagster as dg
 
         from gtm_pipeline.definitions import defs
-        from gtm_pipeline.runner import ensure_dagster_home
+        from gtm_pipeline.orchestration.runner import ensure_dagster_home
         from gtm_pipeline.slo import health
 
         ensure_dagster_home(settings)
@@ -263,7 +263,7 @@ def evaluate(nodes_):
     """
     from gtm_pipeline import keys
     from gtm_pipeline.cli import output
-    from gtm_pipeline.runner import ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home
 
     settings = load_settings()
     unknown = [n for n in nodes_ if n not in keys.DECISION_NODE_ASSETS]

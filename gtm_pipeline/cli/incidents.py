@@ -34,7 +34,7 @@ def _when(inc: dict, which: str) -> str:
 
 
 def _jsonable(inc: dict) -> dict:
-    from gtm_pipeline import incidents as inc_mod
+    from gtm_pipeline.ops import incidents as inc_mod
 
     out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in inc.items()}
     for k in ("details", "samples"):
@@ -59,7 +59,7 @@ def list_(show_all, as_json):
       gtm-pipeline incidents list
       gtm-pipeline incidents list --all --json
     """
-    from gtm_pipeline import incidents as inc_mod
+    from gtm_pipeline.ops import incidents as inc_mod
 
     with connect() as con:
         rows = inc_mod.list_incidents(con, include_closed=show_all)
@@ -95,7 +95,7 @@ def show(incident_id):
     Example:
       gtm-pipeline incidents show INC-3f9a0c1d2e
     """
-    from gtm_pipeline import incidents as inc_mod
+    from gtm_pipeline.ops import incidents as inc_mod
 
     with connect() as con:
         inc = _jsonable(inc_mod.get(con, incident_id))
@@ -137,7 +137,7 @@ def ack(incident_id, by):
     Example:
       gtm-pipeline incidents ack INC-3f9a0c1d2e --by jane
     """
-    from gtm_pipeline import incidents as inc_mod
+    from gtm_pipeline.ops import incidents as inc_mod
 
     with connect() as con:
         inc = inc_mod.acknowledge(con, incident_id, by=by)
@@ -157,7 +157,7 @@ def resolve(incident_id, by, note):
     Example:
       gtm-pipeline incidents resolve INC-3f9a0c1d2e --by jane --note "vendor re-sent the file"
     """
-    from gtm_pipeline import incidents as inc_mod
+    from gtm_pipeline.ops import incidents as inc_mod
 
     with connect() as con:
         inc = inc_mod.resolve(con, incident_id, by=by, note=note)
@@ -179,8 +179,8 @@ def open_(severity, title, entity, asset, owner):
     Example:
       gtm-pipeline incidents open --severity SEV2 --title "CRM export double-counts renewals" --entity opportunity
     """
-    from gtm_pipeline import incidents as inc_mod
-    from gtm_pipeline.repair import default_actor
+    from gtm_pipeline.ops import incidents as inc_mod
+    from gtm_pipeline.quarantine.repair import default_actor
 
     _check_target(entity, asset)
     by = default_actor()
@@ -195,7 +195,7 @@ def open_(severity, title, entity, asset, owner):
 
 def _check_target(entity: str | None, asset: str | None) -> None:
     """A misspelt entity or metric would declare an incident no pre-check relates to anything: refuse it."""
-    from gtm_pipeline.entity_contracts import load_entity_contracts
+    from gtm_pipeline.clean.contract import load_entity_contracts
     from gtm_pipeline.metrics.contract import load_metric_contracts
 
     s = load_settings()

@@ -128,7 +128,7 @@ def refresh(names):
     from gtm_pipeline.cli import output
     from gtm_pipeline.metrics.contract import load_metric_contracts
     from gtm_pipeline.metrics.registry import computations
-    from gtm_pipeline.runner import ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home
 
     s = load_settings()
     contracts = load_metric_contracts(s.contracts_dir)

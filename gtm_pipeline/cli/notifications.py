@@ -29,7 +29,7 @@ def list_(status, limit):
     Example:
       gtm-pipeline notifications list --status failed
     """
-    from gtm_pipeline.notifications import summary
+    from gtm_pipeline.ops.notifications import summary
 
     with connect() as con:  # read-write: a warehouse from before delivery existed gains its columns first
         counts = summary(con)
@@ -54,7 +54,7 @@ def deliver():
     Example:
       gtm-pipeline notifications deliver
     """
-    from gtm_pipeline.notifications import deliver_pending
+    from gtm_pipeline.ops.notifications import deliver_pending
     from gtm_pipeline.slo.notify import post_json
 
     s = load_settings()

@@ -140,7 +140,7 @@ def _asset(step: str) -> str:
 
 def run(job: str, **kwargs):
     """runner.run_job with the CLI's console log level and, for a person at a terminal, the progress bar."""
-    from gtm_pipeline.runner import run_job
+    from gtm_pipeline.orchestration.runner import run_job
 
     return run_job(job, run_config=run_config(), watcher=StepBar() if progress_shown() else None, **kwargs)
 

@@ -32,7 +32,7 @@ def connect(read_only: bool = False):
 
 
 def _contracts():
-    from gtm_pipeline.entity_contracts import load_entity_contracts
+    from gtm_pipeline.clean.contract import load_entity_contracts
 
     return load_entity_contracts(load_settings().contracts_dir)
 
@@ -58,7 +58,7 @@ def filter_options(fn):
 
 
 def _filters(ids, entity, table, rule, column, day, status, default_status=None):
-    from gtm_pipeline.repair import Filters
+    from gtm_pipeline.quarantine.repair import Filters
 
     return Filters(ids=tuple(ids), entity=entity, table=table, rule=rule, column=column, day=day,
                    status=status or (None if ids else default_status))
@@ -93,7 +93,7 @@ def list_(ids, entity, table, rule, column, day, status, n_samples, export):
       gtm-pipeline quarantine list --table missing_owner --day 2026-08-03
       gtm-pipeline quarantine list --entity opportunity --rule enum --export fixes.csv
     """
-    from gtm_pipeline import repair
+    from gtm_pipeline.quarantine import repair as repair
 
     contracts = _contracts()
     with connect() as con:
@@ -124,7 +124,7 @@ def show(quarantine_id):
     """
     import json
 
-    from gtm_pipeline import repair
+    from gtm_pipeline.quarantine import repair as repair
 
     contracts = _contracts()
     with connect() as con:
@@ -176,7 +176,8 @@ def repair_cmd(ids, entity, table, rule, column, day, status, use_route, enum_ma
       gtm-pipeline quarantine repair --enum-map stage_fixes.yaml --entity opportunity
       gtm-pipeline quarantine repair --csv fixes.csv --actor jane
     """
-    from gtm_pipeline import repair, routing
+    from gtm_pipeline.quarantine import repair as repair
+    from gtm_pipeline.routing import engine as routing
 
     chosen = [m for m, on in (("--route", use_route), ("--enum-map", enum_map), ("--csv", csv_file)) if on]
     if len(chosen) != 1:
@@ -227,7 +228,7 @@ def release_cmd(ids, entity, table, rule, column, day, status, actor):
     Example:
       gtm-pipeline quarantine release --day 2026-08-03
     """
-    from gtm_pipeline import repair
+    from gtm_pipeline.quarantine import repair as repair
 
     contracts = _contracts()
     with connect() as con:
@@ -259,8 +260,8 @@ def backfill_cmd(no_refresh):
     Example:
       gtm-pipeline quarantine backfill
     """
-    from gtm_pipeline import backfill
-    from gtm_pipeline.runner import ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home
+    from gtm_pipeline.quarantine import backfill as backfill
 
     s = load_settings()
     ensure_dagster_home(s)

@@ -21,7 +21,7 @@ def _days(first, last) -> list[str]:
 
 
 def _rule_set(path: Path | None):
-    from gtm_pipeline import routing
+    from gtm_pipeline.routing import engine as routing
 
     s = load_settings()
     return routing.load_rule_set(path, s.contracts_dir) if path else routing.current_rule_set(s.contracts_dir)
@@ -55,7 +55,7 @@ def validate(files):
     Example:
       gtm-pipeline routing validate contracts/routing/rules_v2.yaml
     """
-    from gtm_pipeline import routing as r
+    from gtm_pipeline.routing import engine as r
 
     s = load_settings()
     sets = ([r.load_rule_set(f, s.contracts_dir) for f in files] if files
@@ -78,7 +78,7 @@ def assign_leads(first, last, rules_file, seed):
     Example:
       gtm-pipeline routing assign-leads --from 2026-08-01 --to 2026-08-07
     """
-    from gtm_pipeline import routing as r
+    from gtm_pipeline.routing import engine as r
 
     rs = _rule_set(rules_file)
     with connect() as con:
@@ -106,7 +106,7 @@ def shadow(candidate_file, current_file, first, last, kind, seed):
     Example:
       gtm-pipeline routing shadow --candidate contracts/routing/rules_v2.yaml --from 2026-08-01 --to 2026-08-07
     """
-    from gtm_pipeline import routing as r
+    from gtm_pipeline.routing import engine as r
 
     cur, cand = _rule_set(current_file), _rule_set(candidate_file)
     days = _days(first, last)
@@ -146,7 +146,7 @@ def dlq_list(status, kind):
     Example:
       gtm-pipeline routing dlq list --status all
     """
-    from gtm_pipeline import routing as r
+    from gtm_pipeline.routing import engine as r
 
     with connect() as con:
         df = r.dlq_entries(con, None if status == "all" else status, kind)
@@ -177,9 +177,9 @@ def dlq_replay(rules_file, seed, kind, ids, actor):
     Example:
       gtm-pipeline routing dlq replay --rules contracts/routing/rules_v2.yaml
     """
-    from gtm_pipeline import repair
-    from gtm_pipeline import routing as r
-    from gtm_pipeline.entity_contracts import load_entity_contracts
+    from gtm_pipeline.clean.contract import load_entity_contracts
+    from gtm_pipeline.quarantine import repair as repair
+    from gtm_pipeline.routing import engine as r
 
     rs = _rule_set(rules_file)
     contracts = load_entity_contracts(load_settings().contracts_dir)

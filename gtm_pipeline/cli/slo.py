@@ -35,7 +35,7 @@ def _context(module: str):
 def _instance(settings):
     import dagster as dg
 
-    from gtm_pipeline.runner import ensure_dagster_home
+    from gtm_pipeline.orchestration.runner import ensure_dagster_home
 
     ensure_dagster_home(settings)
     return dg.DagsterInstance.get()
@@ -80,7 +80,7 @@ def _blocked_days(settings) -> dict[str, str]:
     empty when there is none yet or it is busy (the report then names the day without the check)."""
     import duckdb
 
-    from gtm_pipeline.runner import blocked_in_warehouse
+    from gtm_pipeline.orchestration.runner import blocked_in_warehouse
 
     if not settings.duckdb_path.exists():
         return {}
@@ -173,8 +173,8 @@ def exporter(host, port, module, warehouse_min_interval):
       gtm-pipeline slo exporter --host 127.0.0.1 --port 9464
       curl -s http://127.0.0.1:9464/metrics | grep -E '^gtm_(slo_burn_rate|publication_blocked)'
     """
-    from gtm_pipeline.entity_contracts import load_entity_contracts
-    from gtm_pipeline.landing import load_landing_spec
+    from gtm_pipeline.clean.contract import load_entity_contracts
+    from gtm_pipeline.ingest.landing import load_landing_spec
     from gtm_pipeline.slo.exporter import SloCollector, serve
     from gtm_pipeline.slo.history import History
 

@@ -1,6 +1,6 @@
 """Decision nodes (spec 002 §4-5): playbooks, rules, the tamper-evident decision log, approvals, the flag store,
 reversals, monitoring, memos and review packets -- plain modules, no Dagster decorators. The Dagster wiring is in
-`gtm_pipeline.defs.decisions`, the commands in `gtm_pipeline.cli.decisions`; see docs/decisions.md.
+`gtm_pipeline.decisions.defs`, the commands in `gtm_pipeline.cli.decisions`; see docs/decisions.md.
 
 * `playbook`: load and validate ``contracts/decisions/*.yaml`` and the roster;
 * `inputs`: the only SQL that reads the metric layer for decisions;

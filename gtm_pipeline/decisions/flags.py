@@ -94,7 +94,7 @@ def set_flag(con: duckdb.DuckDBPyConnection, flag: str, value: dict, *, set_by: 
 def routing_rule_set_in_force(con: duckdb.DuckDBPyConnection, contracts_dir: Path):
     """The routing rule set that FF_ROUTING_V1 puts in force: the ``status: current`` one while the flag is on (or
     was never set), the promoted candidate named in the flag's value while it is off."""
-    from gtm_pipeline import routing
+    from gtm_pipeline.routing import engine as routing
 
     fv = current(con, ROUTING_FLAG)
     sets = routing.load_rule_sets(Path(contracts_dir))

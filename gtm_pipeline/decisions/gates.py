@@ -114,7 +114,7 @@ def _concerns(asset_key: str | None, deps: set[str]) -> bool:
 
 
 def _incident_fix(con, incident_id: str) -> str:
-    from gtm_pipeline import incidents
+    from gtm_pipeline.ops import incidents as incidents
 
     resolve = f"resolve it with gtm-pipeline incidents resolve {incident_id} --by NAME --note TEXT"
     try:

@@ -366,7 +366,7 @@ def _duration(s: float) -> str:
 
 def _replay_dlq(dc: DecisionContext, pb: Playbook) -> dict:
     """Spec §4.4 reversal: replay the DLQ under the rule set the restored flag puts back in force."""
-    from gtm_pipeline import routing
+    from gtm_pipeline.routing import engine as routing
 
     rules = flagstore.routing_rule_set_in_force(dc.con, dc.contracts_dir)
     report = routing.replay_dlq(dc.con, rules, seed=int(pb.thresholds["seed"]), now=dc.clock())

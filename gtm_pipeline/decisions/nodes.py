@@ -244,7 +244,7 @@ def _icp(dc, pb: Playbook) -> Reading:
 def shadow_figures(con, contracts_dir, t: dict) -> tuple[dict | None, dict]:
     """Shadow-compare the candidate rule set with the one in force on the latest ``shadow_days`` delivery days.
     Returns (figures for `rules.evaluate_routing`, extra figures for the memo)."""
-    from gtm_pipeline import routing
+    from gtm_pipeline.routing import engine as routing
 
     in_force = flagstore.routing_rule_set_in_force(con, contracts_dir)
     cands = [rs for rs in routing.load_rule_sets(contracts_dir).values()

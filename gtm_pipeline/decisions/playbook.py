@@ -22,15 +22,13 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gtm_pipeline.contract_loader import Strict, load
+from gtm_pipeline.contract_loader import Strict, error_at, load
 from gtm_pipeline.errors import ContractError
 
 Node = Literal["pricing.change", "channel.invest", "icp.update", "routing.policy", "experiment.ship"]
@@ -47,11 +45,6 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 W = TypeVar("W", covariant=True)
 
 
-def _at(loc: tuple, sentence: str) -> ValidationError:
-    """A problem at ``loc`` below the model being validated, for a model validator whose check belongs to one field
-    (pydantic prefixes the model's own place). Generic: it belongs in gtm_pipeline.contract_loader."""
-    return ValidationError.from_exception_data("contract", [InitErrorDetails(
-        type=PydanticCustomError("value_error", "{sentence}", {"sentence": sentence}), loc=loc, input=None)])
 
 
 def num(default: Any = None, lo: float | None = None, hi: float | None = None, *, nullable: bool = False,
@@ -214,10 +207,10 @@ class PricingThresholds(Strict):
     @model_validator(mode="after")
     def _ordered(self) -> PricingThresholds:
         if self.elasticity_min > self.elasticity_max:
-            raise _at(("elasticity_min",), f"{self.elasticity_min} is above elasticity_max {self.elasticity_max}; "
+            raise error_at(("elasticity_min",), f"{self.elasticity_min} is above elasticity_max {self.elasticity_max}; "
                                            f"swap them")
         if self.raise_pct_min > self.raise_pct_max:
-            raise _at(("raise_pct_min",), f"{self.raise_pct_min} is above raise_pct_max {self.raise_pct_max}")
+            raise error_at(("raise_pct_min",), f"{self.raise_pct_min} is above raise_pct_max {self.raise_pct_max}")
         return self
 
 
@@ -252,8 +245,8 @@ class ChannelThresholds(Strict):
     @model_validator(mode="after")
     def _shift_below_pause(self) -> ChannelThresholds:
         if self.shift_cac_per_sqo_max_ratio >= self.pause_cac_per_sqo_min_ratio:
-            raise _at(("shift_cac_per_sqo_max_ratio",), "must be below pause_cac_per_sqo_min_ratio, or a channel could "
-                                                        "be shifted and paused at once")
+            raise error_at(("shift_cac_per_sqo_max_ratio",),
+                           "must be below pause_cac_per_sqo_min_ratio, a channel could be shifted and paused at once")
         return self
 
 

@@ -7,7 +7,7 @@ write-audit-publish against its metric contract in ``contracts/metrics/``.
 * `facts`, `unit_economics`, `funnel`, `routing`, `elasticity`, `attribution`, `forecast`: the computations.
 
 `run_layer` runs every metric (or a chosen few) in dependency order without Dagster, for tests and the CLI; the
-Dagster assets in `gtm_pipeline.defs.metrics` call `publish.run_metric` one metric at a time.
+Dagster assets in `gtm_pipeline.metrics.defs` call `publish.run_metric` one metric at a time.
 """
 
 from __future__ import annotations

@@ -38,15 +38,13 @@ from pydantic import (
     Field,
     PrivateAttr,
     StringConstraints,
-    ValidationError,
     ValidationInfo,
     create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gtm_pipeline.contract_loader import Strict, read_yaml, validate
+from gtm_pipeline.contract_loader import Strict, error_at, read_yaml, validate
 from gtm_pipeline.errors import ContractError
 from gtm_pipeline.expressions import Denominator, Expression, compile_assertion, compile_formula
 from gtm_pipeline.metrics.registry import CLEAN_PREFIX, Computation, computations
@@ -160,11 +158,6 @@ class MetricContract:
         return tuple(t.name for t in self.qa_tests) + auto
 
 
-def _at(loc: tuple, sentence: str) -> ValidationError:
-    """A problem at ``loc`` below the model being validated, for a model validator whose check belongs to one field
-    (pydantic prefixes the model's own place). Generic: it belongs in gtm_pipeline.contract_loader."""
-    return ValidationError.from_exception_data("contract", [InitErrorDetails(
-        type=PydanticCustomError("value_error", "{sentence}", {"sentence": sentence}), loc=loc, input=None)])
 
 
 def _ctx(info: ValidationInfo) -> dict:
@@ -214,7 +207,7 @@ def _formula_lines(v: object) -> object:
         raise ValueError(f'must be "target = expression" or a list of such lines, got {v!r}')
     for i, line in enumerate(v if isinstance(v, list) else []):
         if not isinstance(line, str):
-            raise _at((i,), f'must be text "target = expression", got {line!r}')
+            raise error_at((i,), f'must be text "target = expression", got {line!r}')
     return v
 
 
@@ -241,7 +234,7 @@ class ParameterSpec(Strict):
         if self.by is not None and self.value is not None:
             raise ValueError("use either value (one constant) or by + values (one per level), not both")
         if self.by is not None and not self.values:
-            raise _at(("values",), "must map each level of the 'by' column to a number, e.g. {smb: 0.03}")
+            raise error_at(("values",), "must map each level of the 'by' column to a number, e.g. {smb: 0.03}")
         return self
 
     def parameter(self, name: str) -> Parameter:
@@ -317,9 +310,9 @@ class MetricDoc(Strict):
         comp, name = _ctx(info)["comp"], _ctx(info)["name"]
         for p in v:
             if not _NAME.match(p):
-                raise _at((p,), "a parameter name must be letters, digits and _ (it is used in formulas)")
+                raise error_at((p,), "a parameter name must be letters, digits and _ (it is used in formulas)")
             if p.lower() in {c.lower() for c in comp.columns}:
-                raise _at((p,), f'"{p}" is already a column of {name}; rename it')
+                raise error_at((p,), f'"{p}" is already a column of {name}; rename it')
         return v
 
     @field_validator("qa_tests")
@@ -328,7 +321,8 @@ class MetricDoc(Strict):
         seen: set[str] = set()
         for i, t in enumerate(v):
             if t.name in seen:
-                raise _at((i, "name"), f"{t.name!r} is used by another test of this contract; names must be unique")
+                raise error_at((i, "name"),
+                               f"{t.name!r} is used by another test of this contract; names must be unique")
             seen.add(t.name)
         return v
 
@@ -338,7 +332,7 @@ class MetricDoc(Strict):
         compiler; its ExpressionError already names file and field."""
         ctx = _ctx(info)
         if self.formula is None and self.kind == "metric":
-            raise _at(("formula",), 'is required ("target = expression"); only kind: fact may omit it')
+            raise error_at(("formula",), 'is required ("target = expression"); only kind: fact may omit it')
         known = list(ctx["comp"].columns) + list(self.parameters)
         lines = [self.formula] if isinstance(self.formula, str) else self.formula or []
         formulas = []
@@ -346,7 +340,7 @@ class MetricDoc(Strict):
             field = "formula" if isinstance(self.formula, str) else f"formula[{i}]"
             target, expr = compile_formula(text, known, where=f"{ctx['where']}: {field}")
             if target.lower() in {k.lower() for k in known}:
-                raise _at(("formula",) if isinstance(self.formula, str) else ("formula", i),
+                raise error_at(("formula",) if isinstance(self.formula, str) else ("formula", i),
                           f'the target "{target}" is already a column or parameter of {ctx["name"]}; choose a new '
                           f"name")
             formulas.append(Formula(text=text.strip(), target=target, expression=expr))

@@ -2,7 +2,7 @@
 (`sli`), the history store (`history`), event-log reading (`source`), evaluation (`evaluate`), alert levels and
 state changes (`alerts`), incidents and webhooks (`notify`), the pre-check (`health`), the warehouse snapshot of
 blocked days, incidents and quarantine the exporter serves while a run holds the lock (`ops_state`), the Prometheus
-exporter (`exporter`) and rule generator (`rules`). The Dagster wiring is in `gtm_pipeline.defs.slo`; see docs/slo.md.
+exporter (`exporter`) and rule generator (`rules`). The Dagster wiring is in `gtm_pipeline.slo.defs`; see docs/slo.md.
 
 For the decision nodes' pre-check (spec §4)::
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, StringConstraints, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BeforeValidator, Field, StringConstraints, field_validator, model_validator
 
-from gtm_pipeline.contract_loader import Strict, read_yaml, validate
+from gtm_pipeline.contract_loader import Strict, error_at, read_yaml, validate
 from gtm_pipeline.errors import ContractError
 
 log = logging.getLogger(__name__)
@@ -97,11 +96,6 @@ def _as_key(value: object) -> object:
     return {"key": value} if isinstance(value, str) else value   # '- metrics/forecast' is short for '- key: ...'
 
 
-def _at(loc: tuple, sentence: str) -> ValidationError:
-    """A problem at ``loc`` below the model being validated, for a model validator whose check belongs to one field
-    (pydantic prefixes the model's own place). Generic: it belongs in gtm_pipeline.contract_loader."""
-    return ValidationError.from_exception_data("contract", [InitErrorDetails(
-        type=PydanticCustomError("value_error", "{sentence}", {"sentence": sentence}), loc=loc, input=None)])
 
 
 Duration = Annotated[int, BeforeValidator(_duration)]
@@ -186,7 +180,7 @@ class SloSpec(Strict):
     @model_validator(mode="after")
     def _warn_before_stale(self) -> SloSpec:
         if self.warn_after is not None and self.warn_after >= self.threshold:
-            raise _at(("warn_after",), f"{format_duration(self.warn_after)} must be shorter than threshold "
+            raise error_at(("warn_after",), f"{format_duration(self.warn_after)} must be shorter than threshold "
                                        f"{format_duration(self.threshold)}")
         return self
 
@@ -211,24 +205,24 @@ class SloDoc(Strict):
         alerting = self.burn_windows()
         for b in alerting:
             if b.short < 2 * prom.rule_interval:
-                raise _at(("prometheus", "rule_interval"),
+                raise error_at(("prometheus", "rule_interval"),
                           f"{format_duration(prom.rule_interval)} leaves fewer than two rule evaluations in the "
                           f"alerting window {format_duration(b.short)}; shorten the interval or lengthen the window")
         longest = max(b.long for b in alerting)
         seen: set[str] = set()
         for i, s in enumerate(self.slos):
             if s.name in seen:
-                raise _at(("slos", i, "name"), f"SLO {s.name!r} is defined twice; names must be unique")
+                raise error_at(("slos", i, "name"), f"SLO {s.name!r} is defined twice; names must be unique")
             seen.add(s.name)
             window = s.window or defaults.window
             if window < longest:
-                raise _at(("slos", i, "window"), f"{format_duration(window)} is shorter than the longest alerting "
+                raise error_at(("slos", i, "window"), f"{format_duration(window)} is shorter than the longest alerting "
                                                  f"window {format_duration(longest)}; lengthen the window or shorten "
                                                  f"the alerting windows")
             m = _STATEMENT.match(s.statement.strip()) if s.statement else None
             objective = defaults.objective if s.objective is None else s.objective
             if m and (_duration(m.group(2)) != s.threshold or abs(float(m.group(3)) - objective) > 1e-9):
-                raise _at(("slos", i, "statement"), f"{s.statement!r} disagrees with threshold "
+                raise error_at(("slos", i, "statement"), f"{s.statement!r} disagrees with threshold "
                                                     f"{format_duration(s.threshold)} / objective {objective}; make "
                                                     f"them match")
         return self

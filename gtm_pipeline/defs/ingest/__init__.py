@@ -1,6 +1,0 @@
-import dagster as dg
-
-from gtm_pipeline.defs.ingest.assets import ingest_assets
-from gtm_pipeline.defs.ingest.sensors import landing_sensor
-
-defs = dg.Definitions(assets=ingest_assets(), sensors=[landing_sensor])

@@ -1,0 +1,2 @@
+"""Operational records a team acts on: incidents (``ops.incidents``) and owner notifications
+(``ops.notifications``) with their delivery."""
