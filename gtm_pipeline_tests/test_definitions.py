@@ -182,3 +182,16 @@ def test_an_asset_nothing_refreshes_is_caught():
     off = dg.Definitions(assets=automated.assets, jobs=automated.jobs, schedules=automated.schedules, sensors=[
         landing(), dg.AutomationConditionSensorDefinition(keys.AUTOMATION_SENSOR, target=dg.AssetSelection.all())])
     assert uncovered_assets(off) == ["metrics/funnel"]
+
+
+def test_every_asset_key_named_once_in_keys_is_defined(asset_graph):
+    # A stage's defs.py that forgets an asset leaves no error anywhere else: the moved quarantine stage once dropped
+    # the conservation ledger and only the repair job's selection noticed. Every key constant must be in the graph.
+    import dagster as dg
+
+    from gtm_pipeline import keys
+
+    named = {name: v for name, v in vars(keys).items() if name.endswith("_KEY") and isinstance(v, dg.AssetKey)}
+    assert "CONSERVATION_KEY" in named
+    missing = sorted(name for name, k in named.items() if not asset_graph.has(k))
+    assert not missing, f"keys.py names assets no stage defines: {missing}; add them to their stage's defs.py"
