@@ -32,9 +32,10 @@ DECISION_LOG_KEY_ENV = "GTM_PIPELINE_DECISION_LOG_KEY"
 # the defaults are the spec's times, and the quarterly plan's, which the spec leaves open, is 09:00.
 REVIEW_TIME_ENVS = {"weekly_ops": "GTM_PIPELINE_WEEKLY_OPS_AT",
                     "monthly_business_review": "GTM_PIPELINE_MONTHLY_REVIEW_AT",
-                    "quarterly_plan": "GTM_PIPELINE_QUARTERLY_PLAN_AT"}
+                    "quarterly_plan": "GTM_PIPELINE_QUARTERLY_PLAN_AT",
+                    "biweekly_architecture": "GTM_PIPELINE_ARCHITECTURE_SYNC_AT"}
 REVIEW_TIME_DEFAULTS = {"weekly_ops": time(10, 0), "monthly_business_review": time(13, 0),
-                        "quarterly_plan": time(9, 0)}
+                        "quarterly_plan": time(9, 0), "biweekly_architecture": time(14, 0)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ReviewTimes:
     weekly_ops: time = REVIEW_TIME_DEFAULTS["weekly_ops"]
     monthly_business_review: time = REVIEW_TIME_DEFAULTS["monthly_business_review"]
     quarterly_plan: time = REVIEW_TIME_DEFAULTS["quarterly_plan"]
+    biweekly_architecture: time = REVIEW_TIME_DEFAULTS["biweekly_architecture"]
 
     def of(self, cadence: str) -> time:
         if cadence not in REVIEW_TIME_ENVS:

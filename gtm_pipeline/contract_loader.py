@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from gtm_pipeline.errors import ContractError
@@ -26,9 +27,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Base of every contract model: unknown fields are errors, and models are immutable once loaded."""
+    """Base of every contract model: unknown fields are errors, and models are immutable once loaded.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A YAML key that is a Python keyword (``from``, ``in``) is a field with an alias: ``from_: str =
+    Field(alias="from")``. YAML is validated by alias only (`validate`), so ``from_`` in a file is an unknown field;
+    Python code may construct models by either name. Messages name the alias, the key the user wrote."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
 
 
 def read_yaml(path: Path, where: str) -> Any:
@@ -57,7 +62,8 @@ def load(model: type[M], path: Path, where: str, context: dict | None = None) ->
 
 def validate(model: type[M], doc: Any, where: str, context: dict | None = None) -> M:
     try:
-        return model.model_validate(doc, context=context)
+        # by alias only: the file must say `from`, never the Python name `from_`
+        return model.model_validate(doc, context=context, by_alias=True, by_name=False)
     except ValidationError as e:
         raise ContractError(message(e, model, where)) from None
 
@@ -130,8 +136,25 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
             return []
     current = _unwrap(current, None)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return yaml_names(current)
     return []
+
+
+def yaml_names(model: type[BaseModel]) -> list[str]:
+    """The keys a file writes for ``model``'s fields, in declaration order: the alias where a field has one."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def keys_given(obj: BaseModel) -> list[str]:
+    """The keys the file gave for ``obj`` (aliases where fields have one), in declaration order: what a model
+    validator names when it checks which of several keys were written."""
+    fields = type(obj).model_fields
+    return [f.alias or name for name, f in fields.items() if name in obj.model_fields_set]
+
+
+def _field(model: type[BaseModel], key: str) -> FieldInfo | None:
+    """The field a YAML key names (its alias, else its name), or None."""
+    return next((f for name, f in model.model_fields.items() if (f.alias or name) == key), None)
 
 
 def _unwrap(tp: Any, part: Any) -> Any:
@@ -151,7 +174,7 @@ def _unwrap(tp: Any, part: Any) -> Any:
     if part is None:
         return tp
     if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(part, str):
-        f = tp.model_fields.get(part)
+        f = _field(tp, part)
         return f.annotation if f is not None else None
     origin = typing.get_origin(tp)
     if origin in (list, tuple, set, frozenset) or origin is typing.Sequence:

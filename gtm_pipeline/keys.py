@@ -105,4 +105,5 @@ REVIEW_PACKET_JOB = "review_packet_job"
 WEEKLY_OPS_SCHEDULE = "weekly_ops_review"
 MONTHLY_REVIEW_SCHEDULE = "monthly_business_review"
 QUARTERLY_PLAN_SCHEDULE = "quarterly_plan_review"
+ARCHITECTURE_SYNC_SCHEDULE = "biweekly_architecture_sync"
 REVIEW_TIMEZONE = "America/New_York"   # spec front matter: review cadences in ET

@@ -65,7 +65,7 @@ def both(tmp_path_factory):
 
 def _pipeline_figures(settings) -> dict:
     from gtm_pipeline.ingest.landing import load_landing_spec
-    from gtm_pipeline.quarantine.backfill import connect_reader
+    from gtm_pipeline.quarantine.snapshot import connect_reader
 
     spec = load_landing_spec(settings.contracts_dir)
     entity_of = {(t.source, t.name): t.entity for t in spec.tables()}

@@ -65,9 +65,8 @@ def test_commands_print_only_their_own_output_by_default(quiet_env):
 
 def test_v_shows_info_and_vv_debug(quiet_env):
     info = _gtm(quiet_env, "-v", "decisions", "evaluate")
-    assert re.search((r" INFO gtm_pipeline\.orchestration\.runner: "
-                      r"refresh_job: run [0-9a-f-]{36} starts, 7 step\(s\)"), info.stderr), \
-        info.stderr
+    starts = r" INFO gtm_pipeline\.orchestration\.runner: refresh_job: run [0-9a-f-]{36} starts, 7 step\(s\)"
+    assert re.search(starts, info.stderr), info.stderr
     assert " - WARNING - " in info.stderr  # the run's own log, at INFO and above
     assert "BetaWarning" in info.stderr  # the warnings the default hides are real, and -v shows them
     assert not re.search(r"\bDEBUG\b", info.stdout + info.stderr)

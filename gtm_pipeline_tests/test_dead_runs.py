@@ -21,6 +21,7 @@ from gtm_pipeline.config import load_settings
 from gtm_pipeline.orchestration.resources import WarehouseResource
 from gtm_pipeline.orchestration.runner import _EARLIER_DAGSTER_YAML, DAGSTER_YAML, ensure_dagster_home
 from gtm_pipeline.quarantine import backfill as backfill
+from gtm_pipeline.quarantine import selection as selection
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_a_crashed_run_is_retried_once_and_a_step_failure_never(instance):
 def test_the_repair_sensor_counts_a_run_about_to_be_retried_as_in_flight(instance):
     from dagster._core.storage.dagster_run import DagsterRun
 
-    lookup = backfill.run_state_lookup(instance)
+    lookup = selection.run_state_lookup(instance)
     for run_id, key, will_retry in (("a" * 32, "k-retry", "true"), ("b" * 32, "k-done", "false")):
         run = instance.add_run(DagsterRun(job_name="repair_backfill_job", run_id=run_id,
                                           status=dg.DagsterRunStatus.STARTED, tags={backfill.TAG_RUN_KEY: key}))

@@ -362,9 +362,9 @@ def _propose_with(dc, health_fn) -> str:
 
 
 def test_cli_refusal_exits_non_zero_with_gate_value_limit_and_fix(env_settings, cli_proposal, monkeypatch):
-    from gtm_pipeline.cli import decisions as cli_decisions
+    from gtm_pipeline.cli import decision_context
 
-    monkeypatch.setattr(cli_decisions, "_health_fn", lambda settings: green)
+    monkeypatch.setattr(decision_context, "health_fn", lambda settings: green)
     res = CliRunner().invoke(main, ["incidents", "open", "--severity", "SEV2", "--title", "amount out of range",
                                     "--entity", "opportunity"])
     assert res.exit_code == 0, res.output

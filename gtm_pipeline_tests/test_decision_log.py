@@ -91,7 +91,7 @@ def _cli(*args):
 
 
 def test_cli_walkthrough_and_verify(env_settings, monkeypatch):
-    from gtm_pipeline.cli import decisions as cli_decisions
+    from gtm_pipeline.cli import decision_context
     from gtm_pipeline.config import load_settings
 
     # The walkthrough's dates (review date, packet as-of) are fixed, so its clock is too (it read the system clock
@@ -99,7 +99,7 @@ def test_cli_walkthrough_and_verify(env_settings, monkeypatch):
     # health (a Dagster instance with the metric materializations) is stood in for by a green source.
     monkeypatch.setenv("GTM_PIPELINE_NOW", NOW)
     monkeypatch.setenv("GTM_PIPELINE_DECISION_LOG_KEY", TEST_KEY)
-    monkeypatch.setattr(cli_decisions, "_health_fn", lambda settings: green)
+    monkeypatch.setattr(decision_context, "health_fn", lambda settings: green)
     env_settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(env_settings.duckdb_path)) as con:
         pricing_metrics(con, rate_after=0.2)

@@ -20,7 +20,9 @@ from gtm_pipeline.decisions import nodes, open_context
 from gtm_pipeline.ingest.landing import load_landing_spec
 from gtm_pipeline.ingest.stage import ingest_day
 from gtm_pipeline.ops import incidents as incidents
-from gtm_pipeline.quarantine.repair import Filters, ensure_repair_tables, release, repair_by_enum_map, select_rows
+from gtm_pipeline.quarantine.release import release
+from gtm_pipeline.quarantine.repair import repair_by_enum_map
+from gtm_pipeline.quarantine.rows import Filters, ensure_repair_tables, select_rows
 from gtm_pipeline.slo import open_incidents
 from gtm_pipeline.warehouse import ensure_base
 

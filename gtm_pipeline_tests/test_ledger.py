@@ -58,7 +58,7 @@ def _row(df: pd.DataFrame, table: str, day: str) -> dict:
 
 
 def _balanced(df: pd.DataFrame) -> bool:
-    return bool(((df["records"] == df["clean"] + df["quarantined"] + df["held"] + df["rejected"])
+    return bool(((df["records"] == df["clean"] + df["superseded"] + df["quarantined"] + df["held"] + df["rejected"])
                  & (df["lost"] == 0)).all())
 
 
@@ -100,14 +100,14 @@ def test_a_day_whose_every_line_was_rejected_is_in_the_ledger_with_its_rejects(w
         _run_day(con, landing, day)
     assert con.execute("SELECT count(*) FROM raw.crm_opportunities WHERE _partition = ?", [D2]).fetchone()[0] == 0
     day2 = _row(conservation(con, SPEC, day=D2), "crm/opportunities", D2)
-    assert {k: day2[k] for k in ("files", *COUNTS)} == {"files": 1, "records": 2, "clean": 0, "quarantined": 0,
-                                                        "held": 0, "rejected": 2, "lost": 0}
+    assert {k: day2[k] for k in ("files", *COUNTS)} == {"files": 1, "records": 2, "clean": 0, "superseded": 0,
+                                                        "quarantined": 0, "held": 0, "rejected": 2, "lost": 0}
     doc = json.loads(w.cli("--json", "--day", D2))
     assert doc["balanced"] and doc["day"] == D2
     assert [t for t in doc["tables"] if t["table"] == "crm/opportunities"] == [
         {"table": "crm/opportunities", "day": D2, "files": 1, "files_rejected": 0, "records": 2, "clean": 0,
-         "quarantined": 0, "held": 0, "rejected": 2, "lost": 0, "rejected_ingest": 2, "rejected_clean": 0,
-         "raw_rows": 0, "in_two_places": 0}]
+         "superseded": 0, "quarantined": 0, "held": 0, "rejected": 2, "lost": 0, "rejected_ingest": 2,
+         "rejected_clean": 0, "raw_rows": 0, "in_two_places": 0}]
     text = w.cli("--day", D2)
     assert "crm/opportunities" in text and "rejected lines (2;" in text
     assert f"crm/{D2}/opportunities.csv:2 [ingest] missing field(s)" in text and "raw: O2,A1,L1" in text
@@ -356,6 +356,7 @@ def test_the_default_view_is_one_line_per_table_and_detail_is_every_table_and_da
     assert len(detail_rows) == len(df)
     assert len(doc["tables"]) == len(df) and set(doc) == {"day", "identity", "balanced", "totals", "tables",
                                                           "files_not_read"}
+    sup = doc["totals"]["superseded"]
     verdict = (f"{doc['totals']['records']:,} records = {doc['totals']['clean']:,} clean + "
-               f"{doc['totals']['quarantined']:,} quarantined")
+               + (f"{sup:,} superseded + " if sup else "") + f"{doc['totals']['quarantined']:,} quarantined")
     assert verdict in summary.splitlines()[-1] and verdict in detail.splitlines()[-1]

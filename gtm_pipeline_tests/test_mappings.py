@@ -455,6 +455,40 @@ def test_lookup_with_on_map_and_missing_policies(tmp_path):
             """, extra_inputs=extra), {"deals.csv": DEALS_CSV, "products.csv": PRODUCTS_CSV + "Basic,999\n"})
 
 
+def test_a_lookup_miss_is_a_reject_naming_the_near_match(tmp_path):
+    # Without an alias "GTXPro" is not in products.csv, which says "GTX Pro": never landed with an empty price, the
+    # row is rejected and the reason names the near match and the alias that fixes it. "Ghost" is close to nothing.
+    files = {"deals.csv": DEALS_CSV + "A5,Won,,2020-01-06,,Ghost,,\n", "products.csv": PRODUCTS_CSV}
+    report, out = _import(tmp_path, _opps_mapping("""\
+        opportunity_id: {from: id}
+        list_price: {lookup: {input: products, key: product, value: price, on: product}}
+        """, extra_inputs="  products: {file: products.csv}\n"), files)
+    label = "list_price (lookup products.price on product)"
+    assert {r["input_line"]: r["reason"] for r in _rejects(out)} == {
+        "2": f'{label}: "GTXPro" not found in products.product (lookup); did you mean "GTX Pro"? If it is the same, '
+             'add "GTXPro": "GTX Pro" to lookup.on_map',
+        "6": f'{label}: "Ghost" not found in products.product (lookup)',
+    }
+    prices = {r["opportunity_id"]: r["list_price"] for r in _landing_rows(out, "crm/opportunities")}
+    assert prices == {"A2": "550", "A3": "550", "A4": ""} and report.rows_rejected == 2  # A4: no product at all
+
+
+def test_maven_without_its_product_alias_rejects_every_gtxpro_row_naming_gtx_pro(tmp_path):
+    # The shipped mapping's reviewed alias (product_names: GTXPro -> GTX Pro) is what lands those 1,480 rows with
+    # their list price; taken out, each of them is a reject naming the near match, and none lands with an empty price.
+    text = (MAPPINGS_DIR / "maven_crm.yaml").read_text(encoding="utf-8")
+    assert text.count(", on_map: *product_names") == 1
+    (tmp_path / "maven_no_alias.yaml").write_text(text.replace(", on_map: *product_names", ""), encoding="utf-8")
+    report = run_mapping(load_mapping(tmp_path / "maven_no_alias.yaml"), _dataset(MAVEN), tmp_path / "out")
+    _assert_conservation(report)
+    reasons = Counter(r["reason"] for r in _rejects(tmp_path / "out"))
+    assert reasons == {'list_price (lookup products.sales_price on product): "GTXPro" not found in products.product '
+                       '(lookup); did you mean "GTX Pro"? If it is the same, add "GTXPro": "GTX Pro" to lookup.on_map':
+                       1480}
+    opps = _landing_rows(tmp_path / "out", "crm/opportunities")
+    assert len(opps) == 8800 - 1480 and all(r["list_price"] for r in opps)
+
+
 def test_date_format(tmp_path):
     files = {"deals.csv": DEALS_CSV + "A5,Won,05/01/2020,2020-13-45,,,,\nA6,Won,2020-01-07T10:00:00+0200,,,,,\n"}
     report, out = _import(tmp_path, _opps_mapping("""\
@@ -483,6 +517,18 @@ def test_multiply_and_required(tmp_path):
     reasons = {r["input_line"]: r["reason"] for r in _rejects(out)}
     assert reasons == {"6": 'amount (from value): "lots" is not a number (multiply)',
                        "7": "opportunity_id (from id): empty, but required"}
+
+
+def test_convert_between_units_is_exact(tmp_path):
+    files = {"deals.csv": "id,value,share\nA1,105499,12.5\nA2,1,100\nA3,,\nA4,12.5,0.1\nA5,lots,1\n"}
+    report, out = _import(tmp_path, _opps_mapping("""\
+        opportunity_id: {from: id}
+        amount: {from: value, convert: {from: cents, to: dollars}}
+        discount: {from: share, convert: {from: percent, to: fraction}}
+        """, head='    default_day: "2020-01-31"\n'), files)
+    rows = {r["opportunity_id"]: (r["amount"], r["discount"]) for r in _landing_rows(out, "crm/opportunities")}
+    assert rows == {"A1": ("1054.99", "0.125"), "A2": ("0.01", "1"), "A3": ("", ""), "A4": ("0.125", "0.001")}
+    assert [r["reason"] for r in _rejects(out)] == ['amount (from value): "lots" is not a number (convert)']
 
 
 STAGES_OUTPUT = """\

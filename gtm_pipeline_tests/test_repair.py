@@ -16,9 +16,11 @@ from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.ingest.landing import load_landing_spec
 from gtm_pipeline.ingest.stage import ingest_day
+from gtm_pipeline.quarantine import release as release
 from gtm_pipeline.quarantine import repair as repair
+from gtm_pipeline.quarantine import rows as qrows
 from gtm_pipeline.quarantine.ledger import conservation
-from gtm_pipeline.quarantine.repair import Filters
+from gtm_pipeline.quarantine.rows import Filters
 from gtm_pipeline.routing import engine as routing
 
 SPEC = load_landing_spec(CONTRACTS_DIR_DEFAULT)
@@ -37,7 +39,7 @@ def built(tmp_path_factory):
             ingest_day(con, SPEC, landing, "crm", d)
             for e in ENTITIES:
                 clean_partition(con, SPEC, CONTRACTS[e], d, run_id="initial")
-        repair.ensure_repair_tables(con, CONTRACTS)
+        qrows.ensure_repair_tables(con, CONTRACTS)
     return root
 
 
@@ -49,7 +51,7 @@ class Wh:
         self.con = duckdb.connect(str(tmp_path / "w.duckdb"))
 
     def rows(self, **kw):
-        return repair.select_rows(self.con, CONTRACTS, Filters(**kw))
+        return qrows.select_rows(self.con, CONTRACTS, Filters(**kw))
 
     def reclean(self, day=MISSING_DAY, run_id="backfill-1"):
         return clean_partition(self.con, SPEC, CONTRACTS["opportunity"], day, run_id=run_id)
@@ -74,12 +76,12 @@ def wh(built, tmp_path):
 
 def test_list_counts_and_filters(wh):
     rows = wh.rows()
-    counts = repair.summarize(rows)
+    counts = qrows.summarize(rows)
     assert set(zip(counts["quarantine_table"], counts["rule"], counts["rows"])) == {
         ("missing_owner", "required", 2), ("opportunity", "enum", 1)}
     assert len(wh.rows(rule="enum")) == 1 and len(wh.rows(column="owner_id")) == 2
     assert len(wh.rows(day=DAYS[0])) == 0 and len(wh.rows(table="missing_owner", status="open")) == 2
-    assert set(repair.samples(rows)["where"]) == {f"crm/{MISSING_DAY}/opportunities.csv:{n}" for n in (6, 7, 8)}
+    assert set(qrows.samples(rows)["where"]) == {f"crm/{MISSING_DAY}/opportunities.csv:{n}" for n in (6, 7, 8)}
     with pytest.raises(GtmPipelineError, match="--entity opportunty: unknown entity; known: account"):
         wh.rows(entity="opportunty")
 
@@ -198,7 +200,7 @@ def test_release_revalidates_and_batches(wh):
     p["stage"] = "stage_9"
     wh.con.execute("UPDATE quarantine.missing_owner SET repaired_payload = ? WHERE quarantine_id = ?",
                    [json.dumps(p), b])
-    rel = repair.release(wh.con, CONTRACTS, wh.rows(), actor="j")
+    rel = release.release(wh.con, CONTRACTS, wh.rows(), actor="j")
     assert rel.released == [a] and rel.refused[0][0] == b and "stage_9" in rel.refused[0][1]
     assert {q for q, _ in rel.skipped} == enum_ids
     assert (wh.status(a), wh.status(b)) == ("released", "open")
@@ -209,7 +211,7 @@ def test_released_rows_enter_clean_exactly_once(wh):
     before = wh.opps()
     assert before == (12, 12000.0) and wh.ledger() == {"clean": 12, "quarantined": 3, "lost": 0, "in_two_places": 0}
     repair.repair_by_route(wh.con, CONTRACTS, wh.rows(table="missing_owner"), V1, actor="j")
-    rel = repair.release(wh.con, CONTRACTS, wh.rows(status="repaired"), actor="j")
+    rel = release.release(wh.con, CONTRACTS, wh.rows(status="repaired"), actor="j")
     # Repaired and released rows still wait in quarantine: counted there, not lost.
     assert wh.ledger() == {"clean": 12, "quarantined": 3, "lost": 0, "in_two_places": 0}
     first = wh.reclean(run_id="backfill-1")
@@ -243,7 +245,7 @@ def test_unreleased_repairs_survive_a_reclean_and_do_not_apply(wh):
 
 def test_a_released_row_the_contract_rejects_at_apply_time_goes_back_to_open(wh):
     repair.repair_by_route(wh.con, CONTRACTS, wh.rows(table="missing_owner"), V1, actor="j")
-    rel = repair.release(wh.con, CONTRACTS, wh.rows(status="repaired"), actor="j")
+    rel = release.release(wh.con, CONTRACTS, wh.rows(status="repaired"), actor="j")
     qid = rel.released[0]
     p = json.loads(wh.rows(ids=(qid,)).iloc[0]["released_payload"])
     p["amount"] = "-5"  # as if the contract's range had changed after the release
@@ -269,7 +271,7 @@ def test_a_blocked_day_publishes_with_its_repairs_once_the_bad_row_is_fixed(wh, 
     f = tmp_path / "fix.csv"
     f.write_text(f"quarantine_id,amount\n{bad},9000\n")
     repair.repair_by_csv(wh.con, CONTRACTS, f, actor="j")
-    repair.release(wh.con, CONTRACTS, wh.rows(ids=(bad,)), actor="j")
+    release.release(wh.con, CONTRACTS, wh.rows(ids=(bad,)), actor="j")
     rep = wh.reclean(DAYS[2], run_id="backfill-1")
     assert not rep.blocked and rep.clean == 5 and rep.applied == 1
     assert wh.status(bad) == "applied" and wh.rows(day=DAYS[2], status="held").empty
@@ -282,7 +284,7 @@ def test_old_quarantine_tables_are_migrated_in_place(tmp_path):
     con.execute(f"CREATE TABLE quarantine.opportunity {QUARANTINE_DDL}")
     con.execute("INSERT INTO quarantine.opportunity (quarantine_id, entity, status, payload) "
                 "VALUES ('q1', 'opportunity', 'open', '{}')")
-    repair.ensure_repair_tables(con, CONTRACTS)
+    qrows.ensure_repair_tables(con, CONTRACTS)
     cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
                                       "WHERE table_schema = 'quarantine' AND table_name = 'opportunity'").fetchall()}
     assert {"repaired_payload", "released_payload", "release_id", "applied_run_id"} <= cols
@@ -293,18 +295,18 @@ def test_old_quarantine_tables_are_migrated_in_place(tmp_path):
 def test_show_returns_the_row_and_its_audit(wh):
     repair.repair_by_route(wh.con, CONTRACTS, wh.rows(table="missing_owner"), V1, actor="j")
     qid = wh.rows(status="repaired").iloc[0]["quarantine_id"]
-    row, audit = repair.show(wh.con, CONTRACTS, qid)
+    row, audit = qrows.show(wh.con, CONTRACTS, qid)
     assert row["quarantine_table"] == "missing_owner" and list(audit["method"]) == ["route"]
     with pytest.raises(GtmPipelineError, match="quarantine id 'nope' not found"):
-        repair.show(wh.con, CONTRACTS, "nope")
+        qrows.show(wh.con, CONTRACTS, "nope")
 
 
 def test_export_template_round_trips_through_csv_repair(wh, tmp_path):
     out = tmp_path / "t.csv"
-    assert repair.export_template(wh.rows(rule="enum"), CONTRACTS, out) == 1
+    assert qrows.export_template(wh.rows(rule="enum"), CONTRACTS, out) == 1
     text = out.read_text().splitlines()
     assert text[0] == "quarantine_id," + OPP_HEADER and ",stage_7," in text[1]
     out.write_text(text[0] + "\n" + text[1].replace(",stage_7,", ",proposal,") + "\n")
     assert repair.repair_by_csv(wh.con, CONTRACTS, out, actor="j").count("repaired") == 1
     with pytest.raises(GtmPipelineError, match=r"belong to 0 entities \(none\); export one entity at a time"):
-        repair.export_template(wh.rows().iloc[0:0], CONTRACTS, out)
+        qrows.export_template(wh.rows().iloc[0:0], CONTRACTS, out)

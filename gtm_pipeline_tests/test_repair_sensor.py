@@ -18,8 +18,12 @@ from gtm_pipeline import keys
 from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.quarantine import backfill as backfill
+from gtm_pipeline.quarantine import release as release
 from gtm_pipeline.quarantine import repair as repair
-from gtm_pipeline.quarantine.backfill import FAILED, IN_FLIGHT, SUCCEEDED, Applied, Pending, Snapshot, decide
+from gtm_pipeline.quarantine import rows as qrows
+from gtm_pipeline.quarantine import selection as selection
+from gtm_pipeline.quarantine.backfill import FAILED, IN_FLIGHT, SUCCEEDED, decide
+from gtm_pipeline.quarantine.snapshot import Applied, Block, Pending, Snapshot
 from gtm_pipeline.routing import engine as routing
 
 P = [Pending("q1", "opportunity", "2026-08-02", "REL-a"), Pending("q2", "opportunity", "2026-08-03", "REL-a"),
@@ -95,8 +99,6 @@ def test_a_failed_run_is_retried_with_a_new_key_then_the_sensor_says_why():
 
 
 def test_rows_a_blocked_day_holds_are_named_with_day_check_and_fix_not_dropped_silently():
-    from gtm_pipeline.quarantine.backfill import Block
-
     cur = decide(Snapshot(pending=P[:1]), None, never, no_refresh).cursor
     b = next(iter(cur["batches"]))
     # The re-clean ran; the day is blocked, so the released row is held instead of applied.
@@ -187,10 +189,10 @@ def released_warehouse(tmp_path_factory):
     contracts = load_entity_contracts(CONTRACTS_DIR_DEFAULT)
     build_warehouse(root)
     with duckdb.connect(str(root / "gtm.duckdb")) as con:
-        repair.ensure_repair_tables(con, contracts)
-        rows = repair.select_rows(con, contracts, repair.Filters(table="missing_owner"))
+        qrows.ensure_repair_tables(con, contracts)
+        rows = qrows.select_rows(con, contracts, qrows.Filters(table="missing_owner"))
         repair.repair_by_route(con, contracts, rows, routing.current_rule_set(CONTRACTS_DIR_DEFAULT), actor="t")
-        repair.release(con, contracts, repair.select_rows(con, contracts, repair.Filters(status="repaired")),
+        release.release(con, contracts, qrows.select_rows(con, contracts, qrows.Filters(status="repaired")),
                        actor="t")
     return root / "gtm.duckdb"
 
@@ -259,10 +261,10 @@ def test_refresh_busy_sees_a_queued_run_of_the_downstream_and_ignores_other_runs
     from dagster._core.storage.dagster_run import DagsterRun
 
     graph = defs.resolve_asset_graph()
-    down = backfill.refresh_selection(graph, ["opportunity"])
-    daily = backfill.partition_selection(graph, ["opportunity"])
+    down = selection.refresh_selection(graph, ["opportunity"])
+    daily = selection.partition_selection(graph, ["opportunity"])
     with dg.DagsterInstance.ephemeral() as instance:
-        busy = backfill.refresh_busy_lookup(instance, graph)
+        busy = selection.refresh_busy_lookup(instance, graph)
         # (STARTED: a QUEUED run needs a code-location origin, which a bare instance has not)
         instance.add_run(DagsterRun(job_name="daily_ingest_job", run_id="d" * 32, status=dg.DagsterRunStatus.STARTED,
                                     asset_selection=frozenset(daily)))

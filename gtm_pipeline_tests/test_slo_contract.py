@@ -8,7 +8,8 @@ import yaml
 
 from gtm_pipeline.config import CONTRACTS_DIR_DEFAULT
 from gtm_pipeline.errors import ContractError
-from gtm_pipeline.slo.contract import Coverage, load_slo_file, parse_duration, resolve_coverage
+from gtm_pipeline.slo.contract import Coverage, load_slo_file, resolve_coverage
+from gtm_pipeline.slo.durations import parse_duration
 
 SHIPPED = CONTRACTS_DIR_DEFAULT / "slos.yaml"
 

@@ -162,7 +162,7 @@ def _ops_state(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """A warehouse with two blocked days (one of them since published again), open incidents of every kind, one
     resolved, and quarantined rows in several statuses. Returns the incident ids by name."""
     from gtm_pipeline.ops.incidents import declare
-    from gtm_pipeline.quarantine.repair import ensure_repair_tables
+    from gtm_pipeline.quarantine.rows import ensure_repair_tables
     from gtm_pipeline.warehouse import open_incident
 
     ensure_repair_tables(con, load_entity_contracts(CONTRACTS_DIR_DEFAULT))

@@ -153,7 +153,7 @@ def job_pipeline(job: dict) -> dict:
 def clean_rows() -> int:
     """Rows in the clean tables after a run: what the reference script's clean row count is held against."""
     from gtm_pipeline.config import load_settings
-    from gtm_pipeline.quarantine.backfill import connect_reader
+    from gtm_pipeline.quarantine.snapshot import connect_reader
 
     with connect_reader(load_settings().duckdb_path) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "

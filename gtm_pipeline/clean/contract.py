@@ -9,6 +9,7 @@ ever evaluated as Python.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,7 +18,7 @@ from typing import Final, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from gtm_pipeline.contract_loader import Strict, load
+from gtm_pipeline.contract_loader import Strict, error_at, load
 from gtm_pipeline.errors import ContractError
 from gtm_pipeline.expressions import Expression, compile_assertion
 
@@ -58,16 +59,56 @@ def slug(value: str) -> str:
 
 # ---- the YAML shape -------------------------------------------------------------------------------------------------
 
-class RangeSpec(Strict):
+class Bounds(Strict):
     min: float | None = None
     max: float | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pair(cls, body: object) -> object:
+        # `[20000, 30000]` means {min: 20000, max: 30000}; null leaves that side open.
+        if isinstance(body, list):
+            if len(body) != 2:
+                raise ValueError(f"a range as a list is [min, max], got {len(body)} values")
+            return {"min": body[0], "max": body[1]}
+        return body
+
     @model_validator(mode="after")
-    def _ordered(self) -> RangeSpec:
-        if self.min is None and self.max is None:
-            raise ValueError("give min, max or both, e.g. {min: 0, max: 10}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
+    def _ordered(self) -> Bounds:
+        _check_bounds(self.min, self.max)
+        return self
+
+
+def _check_bounds(low: float | None, high: float | None) -> None:
+    if low is None and high is None:
+        raise ValueError("give min, max or both, e.g. {min: 0, max: 10}")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"min {low} is greater than max {high}")
+
+
+class RangeSpec(Strict):
+    """``{min, max}``, or one range per value of another column:
+    ``{by: product, ranges: {"GTK 500": [20000, 30000]}, default: [1, 10000]}`` (values not listed take
+    ``default``; without it they are not checked). The other column's value is matched exactly, after typing."""
+
+    min: float | None = None
+    max: float | None = None
+    by: str | None = Field(default=None, min_length=1)
+    ranges: dict[str, Bounds] | None = Field(default=None, min_length=1)
+    default: Bounds | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RangeSpec:
+        if self.by is None:
+            if self.ranges is not None or self.default is not None:
+                raise ValueError("ranges/default need by: <column> (the column whose value picks the range)")
+            _check_bounds(self.min, self.max)
+        else:
+            if self.min is not None or self.max is not None:
+                raise ValueError("with by, give the range of unlisted values as default: [min, max], not min/max")
+            if not self.ranges:
+                raise error_at(("ranges",), f"must map values of {self.by!r} to [min, max], "
+                                            'e.g. {"GTK 500": [20000, 30000]}')
         return self
 
 
@@ -147,10 +188,32 @@ class EntitySpec(Strict):
         for k in self.key:
             if k not in self.columns:
                 raise ValueError(f"key names unknown column {k!r}; known: {', '.join(self.columns)}")
+        for name, col in self.columns.items():
+            if col.range is not None and col.range.by is not None:
+                _check_range_by(name, col.range, self.columns)
         et = self.event_time
         if et is not None and (et not in self.columns or self.columns[et].type not in ("timestamp", "date")):
             raise ValueError(f"event_time {et!r} must be a timestamp or date column of this contract")
         return self
+
+
+def _check_range_by(name: str, rng: RangeSpec, columns: dict[str, ColumnSpec]) -> None:
+    by = rng.by
+    assert by is not None  # called for keyed ranges only
+    where = ("columns", name, "range", "by")
+    if by not in columns or by == name:
+        known = [c for c in columns if c != name]
+        hint = difflib.get_close_matches(by, known, n=1)
+        raise error_at(where, f"{by!r} is not another column of this contract; known: {', '.join(known)}"
+                              + (f'; did you mean "{hint[0]}"?' if hint else ""))
+    other = columns[by]
+    if other.type not in ("string", "enum"):
+        raise error_at(where, f"{by!r} is {other.type}; a range can be picked by a string or enum column only")
+    if other.type == "enum":
+        for value in rng.ranges or {}:
+            if value not in (other.values or []):
+                raise error_at(("columns", name, "range", "ranges", value),
+                               f"{value!r} is not a value of {by!r}; allowed: {', '.join(other.values or [])}")
 
 
 # ---- the runtime objects ---------------------------------------------------------------------------------------------
@@ -162,8 +225,10 @@ class Column:
     required: bool = False
     values: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)  # slug(alias) -> canonical
-    min: float | None = None
+    min: float | None = None  # with range_by: the default range of values not in ranges
     max: float | None = None
+    range_by: str | None = None  # the column whose value picks the range (contract `range.by`)
+    ranges: tuple[tuple[str, float | None, float | None], ...] = ()  # (value of range_by, min, max)
     unique: bool = False
     references: str | None = None  # "entity.column"
     max_length: int | None = None  # string columns: DEFAULT_MAX_LENGTH unless the contract says otherwise
@@ -209,7 +274,7 @@ class EntityContract:
     def rules_of_kind(self, kind: str) -> list[Column]:
         return [c for c in self.columns.values() if (
             (kind == "required" and c.required) or (kind == "enum" and c.type == "enum")
-            or (kind == "range" and (c.min is not None or c.max is not None))
+            or (kind == "range" and (c.min is not None or c.max is not None or bool(c.ranges)))
             or (kind == "unique" and c.unique) or (kind == "references" and c.references)
             or (kind == "type" and c.type not in ("string", "enum"))
             or (kind in ("max_length", "control_chars") and c.type == "string"))]
@@ -223,9 +288,13 @@ class EntityContract:
 
 
 def _column(name: str, spec: ColumnSpec) -> Column:
+    rng = spec.range
+    bounds = (rng.default if rng.by else rng) if rng else None
     return Column(name=name, type=spec.type, required=spec.required, values=tuple(spec.values or ()),
                   aliases={slug(a): c for a, c in (spec.aliases or {}).items()},
-                  min=spec.range.min if spec.range else None, max=spec.range.max if spec.range else None,
+                  min=bounds.min if bounds else None, max=bounds.max if bounds else None,
+                  range_by=rng.by if rng else None,
+                  ranges=tuple((k, b.min, b.max) for k, b in (rng.ranges or {}).items()) if rng else (),
                   unique=spec.unique, references=spec.references,
                   max_length=(spec.max_length or DEFAULT_MAX_LENGTH) if spec.type == "string" else None,
                   on_fail={rule: act for rule, act in spec.on_fail.items()}, description=spec.description)

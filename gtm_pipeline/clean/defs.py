@@ -19,7 +19,7 @@ from gtm_pipeline.clean.rules import quote_ident
 from gtm_pipeline.clean.stage import clean_days
 from gtm_pipeline.clock import to_epoch
 from gtm_pipeline.config import load_settings
-from gtm_pipeline.datatime import blocked_text, partitioned_data_time
+from gtm_pipeline.datatime import DataTime, blocked_text, partitioned_data_time
 from gtm_pipeline.errors import ContractError
 from gtm_pipeline.ingest.landing import LandingSpec, load_landing_spec
 from gtm_pipeline.orchestration.partitions import daily_partitions
@@ -92,21 +92,22 @@ def _md_samples(samples: list[dict]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(f"- `{s['file']}:{s['line']}` {s['reason']}" for s in samples))
 
 
-def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_owner: bool) -> dg.AssetsDefinition:
+def _asset_specs(contract: EntityContract, spec: LandingSpec, owns_missing_owner: bool) -> list[dg.AssetSpec]:
     e = contract.entity
-    ckey, qkey = keys.clean_key(e), keys.quarantine_key(e)
     sources = sorted({t.source for t in spec.tables_for_entity(e)})
     deps = [keys.raw_key(s) for s in sources]
     feeds = ", ".join(t.qualified for t in spec.tables_for_entity(e))
     code_version = hashlib.sha256(contract.path.read_bytes()).hexdigest()[:12]
     owner = [_owner_tag(contract.owner)]
     specs = [
-        dg.AssetSpec(ckey, group_name=keys.CLEAN, deps=deps, kinds={"duckdb"}, owners=owner,
+        dg.AssetSpec(keys.clean_key(e), group_name=keys.CLEAN, deps=deps, kinds={"duckdb"}, owners=owner,
                      code_version=code_version, tags={"stage": "clean", "entity": e},
                      description=f"{contract.description} Grain: {contract.grain}. Sources: {feeds}. "
-                                 f"Contract: contracts/entities/{e}.yaml v{contract.version}. Owner: {contract.owner}.",
+                                 f"Contract: contracts/entities/{e}.yaml v{contract.version}. Owner: {contract.owner}. "
+                                 f"The current version per key; every version in clean.{e}_history "
+                                 "(valid_from, valid_to, file and line).",
                      metadata={"contract_version": contract.version, "grain": contract.grain}),
-        dg.AssetSpec(qkey, group_name=keys.CONTRACTS, deps=deps, kinds={"duckdb"}, owners=owner,
+        dg.AssetSpec(keys.quarantine_key(e), group_name=keys.CONTRACTS, deps=deps, kinds={"duckdb"}, owners=owner,
                      code_version=code_version, tags={"stage": "contracts", "entity": e},
                      description=f"quarantine.{e}: one row per {e} record that broke contract {e}@{contract.version} "
                                  f"(payload, rule, reason, contract version, partition, status). Rows of a day "
@@ -118,13 +119,75 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
             code_version=code_version, tags={"stage": "contracts"},
             description="quarantine.missing_owner: one row per record without an owner (spec §3 missing keys), "
                         "marked for repair through the routing rules."))
-    kinds = _kinds_used(contract)
-    check_specs = []
-    for k in kinds:
-        name, desc, _sev, blocking = _CHECKS[k]
-        check_specs.append(dg.AssetCheckSpec(name, asset=ckey, description=desc, blocking=blocking))
+    return specs
 
-    @dg.multi_asset(name=f"clean_{e}", specs=specs, check_specs=check_specs, partitions_def=daily_partitions,
+
+def _total(reports: list[CleanReport], attr: str) -> int:
+    return sum(getattr(r, attr) for r in reports)
+
+
+def _merged(reports: list[CleanReport]) -> tuple[dict[str, int], dict[str, list]]:
+    """Rule counts and samples summed over the days of one run."""
+    counts: dict[str, int] = {}
+    samples: dict[str, list] = {}
+    for r in reports:
+        for k, n in r.counts.items():
+            counts[k] = counts.get(k, 0) + n
+        for k, s in r.samples.items():
+            samples.setdefault(k, []).extend(s)
+    return counts, samples
+
+
+def _clean_metadata(reports: list[CleanReport], blocked: list[str], version: str,
+                    table_time: DataTime) -> dict[str, Any]:
+    return {
+        "dagster/row_count": _total(reports, "clean"), "candidates": _total(reports, "candidates"),
+        "quarantined": _total(reports, "quarantined"), "missing_owner": _total(reports, "missing_owner"),
+        "held": _total(reports, "held"), "rejected_duplicates": _total(reports, "rejected"),
+        "late": _total(reports, "late"), "blocked_days": dg.MetadataValue.json(blocked),
+        # Versions written to clean.<entity>_history only: a later delivery holds their key's current version.
+        "superseded": _total(reports, "superseded"), "contract_version": version,
+        # How far the whole table is complete (docs/slo.md): an earlier blocked day stops it and is named.
+        **({"data_time": dg.MetadataValue.timestamp(to_epoch(table_time.at))} if table_time.at else {}),
+        "partial": table_time.partial,
+        **({"blocked_inputs": dg.MetadataValue.json(list(table_time.blocking))} if table_time.blocking else {}),
+    }
+
+
+def _check_result(k: str, ckey: dg.AssetKey, reports: list[CleanReport], ref_misses: dict[str, int],
+                  blocked: list[str], n_days: int) -> dg.AssetCheckResult:
+    name, _desc, sev, _blocking = _CHECKS[k]
+    counts, samples = _merged(reports)
+    if k == "late":
+        n, smp = _total(reports, "late"), []
+    elif k == "owner":
+        n, smp = _total(reports, "missing_owner"), samples.get("required", [])
+        smp = [s for s in smp if s.get("column") == "owner_id"]
+    elif k == "references":
+        n, smp = sum(ref_misses.values()), []
+    elif k == "text":
+        n = counts.get("max_length", 0) + counts.get("control_chars", 0)
+        smp = samples.get("max_length", []) + samples.get("control_chars", [])
+    else:
+        n, smp = counts.get(k, 0), samples.get(k, [])
+    # Any: what dagster accepts as raw metadata (its RawMetadataValue alias is not public).
+    meta: dict[str, Any] = {"violations": n, "samples": _md_samples(smp[:10]), "days": n_days}
+    if k == "range":
+        meta["blocked_days"] = dg.MetadataValue.json(blocked)
+    if k == "references":
+        meta["unresolved_by_column"] = dg.MetadataValue.json(ref_misses)
+    return dg.AssetCheckResult(asset_key=ckey, check_name=name, passed=n == 0, severity=sev, metadata=meta)
+
+
+def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_owner: bool) -> dg.AssetsDefinition:
+    e = contract.entity
+    ckey, qkey = keys.clean_key(e), keys.quarantine_key(e)
+    kinds = _kinds_used(contract)
+    check_specs = [dg.AssetCheckSpec(_CHECKS[k][0], asset=ckey, description=_CHECKS[k][1], blocking=_CHECKS[k][3])
+                   for k in kinds]
+
+    @dg.multi_asset(name=f"clean_{e}", specs=_asset_specs(contract, spec, owns_missing_owner),
+                    check_specs=check_specs, partitions_def=daily_partitions,
                     backfill_policy=dg.BackfillPolicy.single_run(), can_subset=False)
     def _clean(context: dg.AssetExecutionContext, warehouse: DuckDBResource, project: GtmProject):
         lspec = load_landing_spec(project.contracts_path)
@@ -135,54 +198,20 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
             reports = clean_days(con, lspec, contract_now, list(days), run_id=context.run.run_id)
             ref_misses = _reference_misses(con, contract_now, days) if "references" in kinds else {}
             table_time = partitioned_data_time(con, f"clean/{e}")
-        tot = lambda attr: sum(getattr(r, attr) for r in reports)  # noqa: E731
         blocked = [r.day for r in reports if r.blocked]
-        counts: dict[str, int] = {}
-        samples: dict[str, list] = {}
-        for r in reports:
-            for k, n in r.counts.items():
-                counts[k] = counts.get(k, 0) + n
-            for k, s in r.samples.items():
-                samples.setdefault(k, []).extend(s)
         if blocked:
             context.log.warning(blocked_text(f"clean/{e}", blocked) + "; the previous version of these days is kept")
-        yield dg.MaterializeResult(asset_key=ckey, metadata={
-            "dagster/row_count": tot("clean"), "candidates": tot("candidates"), "quarantined": tot("quarantined"),
-            "missing_owner": tot("missing_owner"), "held": tot("held"), "rejected_duplicates": tot("rejected"),
-            "late": tot("late"), "blocked_days": dg.MetadataValue.json(blocked),
-            "contract_version": contract_now.version,
-            # How far the whole table is complete (docs/slo.md): an earlier blocked day stops it and is named.
-            **({"data_time": dg.MetadataValue.timestamp(to_epoch(table_time.at))} if table_time.at else {}),
-            "partial": table_time.partial,
-            **({"blocked_inputs": dg.MetadataValue.json(list(table_time.blocking))} if table_time.blocking else {}),
-        })
+        yield dg.MaterializeResult(asset_key=ckey,
+                                   metadata=_clean_metadata(reports, blocked, contract_now.version, table_time))
+        held = _total(reports, "held")
         yield dg.MaterializeResult(asset_key=qkey, metadata={
-            "dagster/row_count": tot("quarantined") + tot("held"), "held": tot("held"),
-            "by_rule": dg.MetadataValue.json(counts)})
+            "dagster/row_count": _total(reports, "quarantined") + held, "held": held,
+            "by_rule": dg.MetadataValue.json(_merged(reports)[0])})
         if owns_missing_owner:
             yield dg.MaterializeResult(asset_key=keys.MISSING_OWNER_KEY,
-                                       metadata={"dagster/row_count": tot("missing_owner")})
+                                       metadata={"dagster/row_count": _total(reports, "missing_owner")})
         for k in kinds:
-            name, _desc, sev, _blocking = _CHECKS[k]
-            if k == "late":
-                n, smp = tot("late"), []
-            elif k == "owner":
-                n, smp = tot("missing_owner"), samples.get("required", [])
-                smp = [s for s in smp if s.get("column") == "owner_id"]
-            elif k == "references":
-                n, smp = sum(ref_misses.values()), []
-            elif k == "text":
-                n = counts.get("max_length", 0) + counts.get("control_chars", 0)
-                smp = samples.get("max_length", []) + samples.get("control_chars", [])
-            else:
-                n, smp = counts.get(k, 0), samples.get(k, [])
-            # Any: what dagster accepts as raw metadata (its RawMetadataValue alias is not public).
-            meta: dict[str, Any] = {"violations": n, "samples": _md_samples(smp[:10]), "days": len(days)}
-            if k == "range":
-                meta["blocked_days"] = dg.MetadataValue.json(blocked)
-            if k == "references":
-                meta["unresolved_by_column"] = dg.MetadataValue.json(ref_misses)
-            yield dg.AssetCheckResult(asset_key=ckey, check_name=name, passed=n == 0, severity=sev, metadata=meta)
+            yield _check_result(k, ckey, reports, ref_misses, blocked, len(days))
 
     return _clean
 

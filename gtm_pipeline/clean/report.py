@@ -32,6 +32,7 @@ class CleanReport:
     warnings: dict[str, int] = field(default_factory=dict)
     incidents: list[str] = field(default_factory=list)
     applied: int = 0  # released repairs taken into clean by this run (see gtm_pipeline.quarantine.overlay)
+    superseded: int = 0  # versions published into history only: a later day holds their key's current version
 
 
 def _day(col: str) -> str:

@@ -116,6 +116,35 @@ def _type_failed(col: Column) -> str:
     return f"({_missing(col)} AND {raw} IS NOT NULL AND NOT regexp_full_match({raw}, '\\s*'))"
 
 
+def _outside(c: str, low: float | None, high: float | None) -> str:
+    out_of = ([f"{c} < {float(low)!r}"] if low is not None else []) + \
+             ([f"{c} > {float(high)!r}"] if high is not None else [])
+    return f"({' OR '.join(out_of)})" if out_of else "FALSE"
+
+
+def _bounds(low: float | None, high: float | None) -> str:
+    return f"[{_num(low) if low is not None else '-inf'}, {_num(high) if high is not None else 'inf'}]"
+
+
+def _keyed_range_item(col: Column) -> tuple[str, str]:
+    """The range rule of a column whose range depends on another column's value (``range.by``): one set-based CASE
+    over that value picks the bounds, and the message names the range that applied and why."""
+    assert col.range_by is not None  # a column with ranges always names its by column (contract.RangeSpec)
+    c, by = quote_ident(col.name), quote_ident(col.range_by)
+    listed = [(sql_str(k), lo, hi) for k, lo, hi in col.ranges]
+    has_default = col.min is not None or col.max is not None
+    outside = ("CASE " + " ".join(f"WHEN {by} = {k} THEN {_outside(c, lo, hi)}" for k, lo, hi in listed)
+               + f" ELSE {_outside(c, col.min, col.max) if has_default else 'FALSE'} END")
+    which = ("CASE " + " ".join(
+        f"WHEN {by} = {sql_str(k)} THEN {sql_str(f' is outside {_bounds(lo, hi)}, the range for {col.range_by} {k!r}')}"
+        for k, lo, hi in col.ranges)
+        + f" ELSE {sql_str(f' is outside {_bounds(col.min, col.max)}, the default range (')} || "
+          f"coalesce({sql_str(col.range_by + ' ')} || {_quoted(by)} || ' has no range of its own)', "
+          f"{sql_str(col.range_by + ' is empty)')}) END")
+    return _item(f"(NOT {_missing(col)} AND {outside})", "range", col.name, f"CAST({c} AS VARCHAR)",
+                 col.action("range"), f"{sql_str(col.name + ': ')} || CAST({c} AS VARCHAR) || {which}")
+
+
 def _column_items(col: Column) -> list[tuple[str, str]]:
     c, raw, name = quote_ident(col.name), quote_ident("__raw_" + col.name), col.name
     out = []
@@ -128,15 +157,13 @@ def _column_items(col: Column) -> list[tuple[str, str]]:
         out.append(_item(f"({c} IS NOT NULL AND {c} NOT IN ({allowed}))", "enum", name, _clipped(c),
                          col.action("enum"), f"{sql_str(name + ': ')} || {_quoted(c)} || "
                                              f"{sql_str(' is not an allowed value (' + ', '.join(col.values) + ')')}"))
-    if col.min is not None or col.max is not None:
-        out_of = ([f"{c} < {float(col.min)!r}"] if col.min is not None else []) + \
-                 ([f"{c} > {float(col.max)!r}"] if col.max is not None else [])
-        low = _num(col.min) if col.min is not None else "-inf"
-        high = _num(col.max) if col.max is not None else "inf"
-        bounds = f"[{low}, {high}]"
-        out.append(_item(f"(NOT {_missing(col)} AND ({' OR '.join(out_of)}))", "range", name, f"CAST({c} AS VARCHAR)",
-                         col.action("range"),
-                         f"{sql_str(name + ': ')} || CAST({c} AS VARCHAR) || {sql_str(' is outside ' + bounds)}"))
+    if col.ranges:
+        out.append(_keyed_range_item(col))
+    elif col.min is not None or col.max is not None:
+        out.append(_item(f"(NOT {_missing(col)} AND {_outside(c, col.min, col.max)})", "range", name,
+                         f"CAST({c} AS VARCHAR)", col.action("range"),
+                         f"{sql_str(name + ': ')} || CAST({c} AS VARCHAR) || "
+                         f"{sql_str(' is outside ' + _bounds(col.min, col.max))}"))
     if col.type == "string" and col.max_length:
         out.append(_item(f"(length({c}) > {int(col.max_length)})", "max_length", name, _clipped(c),
                          col.action("max_length"),

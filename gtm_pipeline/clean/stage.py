@@ -6,8 +6,8 @@ For one entity and a batch of partitions (delivery days):
    with released repairs overlaid on their records' raw values (`gtm_pipeline.quarantine.overlay`);
 2. one ``CREATE TABLE AS`` types every value (`rules.typed_sql`), lists the rules each row breaks
    (`rules.violations_sql`) and its strongest break action, and flags late records;
-3. a second copy of a key (in the batch, or already published on another day) is marked with where the first copy
-   is, by a window over the key and lineage columns only;
+3. a second copy of a key on the same delivery day is marked with where the first copy is (a window over the key
+   and lineage only); a later day's copy is a new version, or a duplicate if unchanged (`gtm_pipeline.clean.history`);
 4. each row goes to exactly one place, by the break action of the rules it broke (docs/contracts.md): clean table,
    ``quarantine.<entity>``, ``quarantine.missing_owner`` or ``raw.rejects``. If any row breaks a ``block_publish``
    rule, the day is not published at all: the clean table keeps its previous version of that day, the offending rows
@@ -29,6 +29,8 @@ import pandas as pd
 
 from gtm_pipeline import keys
 from gtm_pipeline.clean.contract import BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE, EntityContract
+from gtm_pipeline.clean.history import ensure_history, mark_redeliveries, publish_versions
+from gtm_pipeline.clean.references import HELD_BY, HOLD_FOR_PARENT, mark_held_by_parent
 from gtm_pipeline.clean.report import CleanReport, fill_reports, findings
 from gtm_pipeline.clean.rules import action_sql, late_sql, quote_ident, sql_str, typed_select, violations_sql
 from gtm_pipeline.datatime import BLOCKED, PUBLISHED, blocked_text, clean_day_cutoffs, record_partitions
@@ -82,6 +84,7 @@ def ensure_entity_tables(con: duckdb.DuckDBPyConnection, contract: EntityContrac
     con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.missing_owner {QUARANTINE_DDL}")
     for table in (contract.entity, MISSING_OWNER_TABLE):
         ensure_repair_columns(con, table)
+    ensure_history(con, contract)
 
 
 def days_sql(days: list[str]) -> str:
@@ -142,28 +145,24 @@ def _stage(con, spec: LandingSpec, contract: EntityContract, days: list[str]) ->
         SELECT *, {action_sql('_v')} AS _action FROM (
             SELECT *, {violations_sql(contract)} AS _v, {late_sql(contract)} AS _late, NULL::VARCHAR AS _dup_of
             FROM (SELECT {typed_select(contract)}, {lineage} FROM ({cand}) c))""")
-    _mark_duplicates(con, contract, days)
+    _mark_duplicates(con, contract)
     return True
 
 
-def _mark_duplicates(con, contract: EntityContract, days: list[str]) -> None:
-    """Set ``_dup_of`` (``file:line`` of the first copy) on second copies of a key: within the batch the first by
-    (day, file, line) wins; a key already published on a day outside the batch wins over the batch's first copy."""
+def _mark_duplicates(con, contract: EntityContract) -> None:
+    """Set ``_dup_of`` (``file:line`` of the first copy) on second copies of a key within one delivery day: the
+    first by (file, line) wins. Copies on other days are versions (`history.mark_redeliveries`)."""
     if not contract.key:
         return
     keys = [quote_ident(k) for k in contract.key]
     nonnull = " AND ".join(f"{k} IS NOT NULL" for k in keys)
-    join = " AND ".join(f"p.{k} = r.{k}" for k in keys)
     # The window reads only key and lineage columns (not the full rows): most of the cost of a dedup is its width.
     con.execute(f"""UPDATE {_T} SET _dup_of = d.first FROM (
         WITH r AS (SELECT {', '.join(keys)}, _file, _line,
                           row_number() OVER w AS rn, first_value(_file || ':' || _line) OVER w AS first
                    FROM {_T} WHERE {nonnull}
-                   WINDOW w AS (PARTITION BY {', '.join(keys)} ORDER BY _partition, _file, _line))
+                   WINDOW w AS (PARTITION BY {', '.join(keys)}, _partition ORDER BY _file, _line))
         SELECT _file, _line, first FROM r WHERE rn > 1
-        UNION ALL
-        SELECT r._file, r._line, min(p._file || ':' || p._line) FROM r JOIN clean.{contract.entity} p ON {join}
-        WHERE r.rn = 1 AND p._partition NOT IN {days_sql(days)} GROUP BY r._file, r._line
     ) d WHERE {_T}._file = d._file AND {_T}._line = d._line""")
 
 
@@ -171,7 +170,8 @@ def _label(con, blocked: list[str]) -> None:
     held = f"WHEN _partition IN {days_sql(blocked)} THEN 'held' " if blocked else ""
     con.execute(f"""CREATE TEMP VIEW {_L} AS SELECT *, CASE WHEN _dup_of IS NOT NULL THEN 'duplicate'
         WHEN _action = {sql_str(BLOCK_PUBLISH)} THEN 'blocking' WHEN _action = {sql_str(QUARANTINE)} THEN 'quarantine'
-        WHEN _action = {sql_str(MISSING_OWNER)} THEN 'missing_owner' {held}ELSE 'clean' END AS _dest FROM {_T}""")
+        WHEN _action = {sql_str(MISSING_OWNER)} THEN 'missing_owner' {held}WHEN {HELD_BY} IS NOT NULL THEN 'held'
+        ELSE 'clean' END AS _dest FROM {_T}""")
     con.execute(f"""CREATE TEMP TABLE {_V} AS SELECT _partition, _file, _line, e.v AS v, e.pos AS _pos FROM (
         SELECT _partition, _file, _line, unnest(list_transform(_v, lambda x, i: {{'v': x, 'pos': i}})) AS e
         FROM {_T} WHERE _dup_of IS NULL AND len(_v) > 0)""")
@@ -206,9 +206,10 @@ def _quarantine_select(contract: EntityContract, run_id: str | None, now: dateti
         CASE WHEN {held} THEN 'held' ELSE {main_rule} END AS rule,
         CASE WHEN {held} THEN ['held'] ELSE list_sort(list_distinct(list_transform(_v, lambda x: x.rule))) END AS rules,
         CASE WHEN {held} THEN []::VARCHAR[] ELSE {columns} END AS columns,
-        CASE WHEN {held} THEN {held_reason}
+        CASE WHEN {held} THEN coalesce({held_reason}, {HELD_BY})
              ELSE array_to_string(list_transform(_v, lambda x: x.message), '; ') END AS reason,
-        CASE WHEN {held} THEN {sql_str(BLOCK_PUBLISH)} ELSE _action END AS break_action,
+        CASE WHEN {held} AND {held_reason} IS NULL THEN {sql_str(HOLD_FOR_PARENT)}
+             WHEN {held} THEN {sql_str(BLOCK_PUBLISH)} ELSE _action END AS break_action,
         ?::VARCHAR AS contract_version, {payload_sql(contract)} AS payload,
         CASE WHEN {held} THEN 'held' ELSE 'open' END AS status, ?::TIMESTAMP AS quarantined_at,
         ?::VARCHAR AS run_id,
@@ -307,6 +308,8 @@ def _clean_batch(con, spec: LandingSpec, contract: EntityContract, days: list[st
             blocked = [d for (d,) in con.execute(
                 f"SELECT DISTINCT strftime(_partition, '%Y-%m-%d') FROM {_T} WHERE _dup_of IS NULL "
                 f"AND _action = {sql_str(BLOCK_PUBLISH)} ORDER BY 1").fetchall()]
+            mark_redeliveries(con, contract, _T, days, blocked)
+            mark_held_by_parent(con, contract, _T)  # a row whose parent waits in quarantine waits with it
             _label(con, blocked)
             reasons = blocked_reasons(con, e, blocked) if blocked else {}
             fill_reports(con, contract, _L, _V, reports)
@@ -346,10 +349,11 @@ def _write(con, spec: LandingSpec, contract: EntityContract, days: list[str], bl
             for target in (e, MISSING_OWNER_TABLE):
                 con.execute(f"DELETE FROM quarantine.{target} WHERE _partition IN {all_days} "
                             f"AND quarantine_id IN (SELECT unnest(?::VARCHAR[]))", [sorted(state_delete)])
-        if published:
-            con.execute(f"DELETE FROM clean.{e} WHERE _partition IN {days_sql(published)}")
         if staged:
             _insert_rows(con, contract, run_id, now, blocked, skip_state=bool(state_delete))
+        if published:
+            for d, n in publish_versions(con, contract, _L if staged else None, published, now).items():
+                reports[d].clean, reports[d].superseded = reports[d].clean - n, n
         if state_write:
             _insert_state_rows(con, e, state_write)
         # These days' contributions to the entity's grouped incidents are replaced by this run's findings; an
@@ -370,12 +374,8 @@ def _write(con, spec: LandingSpec, contract: EntityContract, days: list[str], bl
 
 def _insert_rows(con, contract: EntityContract, run_id: str | None, now: datetime, blocked: dict[str, str],
                  skip_state: bool) -> None:
-    """Clean rows, duplicate rejects and quarantine rows, straight from the labelled candidates."""
+    """Duplicate rejects and quarantine rows, straight from the labelled candidates (clean rows: `publish_versions`)."""
     e = contract.entity
-    cols = list(contract.columns)
-    names = ", ".join(quote_ident(c) for c in (*cols, *LINEAGE))
-    con.execute(f"INSERT INTO clean.{e} ({names}, _late, _contract_version, _published_at) "
-                f"SELECT {names}, _late, ?, ? FROM {_L} WHERE _dest = 'clean'", [contract.version, now])
     if contract.key:
         key_text = " || ', ' || ".join(f"coalesce(CAST({quote_ident(k)} AS VARCHAR), 'None')" for k in contract.key)
         con.execute(

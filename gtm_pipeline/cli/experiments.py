@@ -5,8 +5,12 @@ from __future__ import annotations
 import click
 
 from gtm_pipeline.cli.metrics import connect_read_only
+from gtm_pipeline.clock import utcnow
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError
+
+# gtm_pipeline.experiments is imported inside the commands that use it: it loads pandas and numpy (about 0.5 s),
+# and `gtm-pipeline --help` imports every command module.
 
 
 def _experiments(settings):
@@ -57,7 +61,6 @@ def readout(experiment_id, looks):
     Example:
       gtm-pipeline experiments readout lead_form_short --looks 3
     """
-    from gtm_pipeline.clock import utcnow
     from gtm_pipeline.experiments.readout import readout as compute
 
     s = load_settings()
@@ -91,7 +94,6 @@ def backlog():
     Example:
       gtm-pipeline experiments backlog
     """
-    from gtm_pipeline.clock import utcnow
     from gtm_pipeline.experiments.backlog import backlog as rank
 
     s = load_settings()

@@ -6,6 +6,7 @@ import click
 
 from gtm_pipeline.cli.quarantine import connect
 from gtm_pipeline.config import load_settings
+from gtm_pipeline.ops.notifications import deliver_pending, summary
 
 
 @click.group()
@@ -29,8 +30,6 @@ def list_(status, limit):
     Example:
       gtm-pipeline notifications list --status failed
     """
-    from gtm_pipeline.ops.notifications import summary
-
     with connect() as con:  # read-write: a warehouse from before delivery existed gains its columns first
         counts = summary(con)
         rows = con.execute(
@@ -54,8 +53,7 @@ def deliver():
     Example:
       gtm-pipeline notifications deliver
     """
-    from gtm_pipeline.ops.notifications import deliver_pending
-    from gtm_pipeline.slo.notify import post_json
+    from gtm_pipeline.slo.notify import post_json  # loads Dagster (0.9 s): only this command needs it
 
     s = load_settings()
     with connect() as con:

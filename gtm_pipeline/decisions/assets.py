@@ -17,8 +17,9 @@ from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
 from gtm_pipeline.config import load_settings
-from gtm_pipeline.decisions import known_metric_tables, monitoring, nodes, packets
 from gtm_pipeline.decisions import log as dlog
+from gtm_pipeline.decisions import monitoring, nodes, packets
+from gtm_pipeline.decisions.context import known_metric_tables
 from gtm_pipeline.decisions.playbook import Playbook, load_playbooks
 from gtm_pipeline.metrics.assets import owner_tag
 from gtm_pipeline.orchestration.resources import DecisionStore
@@ -38,7 +39,7 @@ def _asset_graph(context: dg.AssetExecutionContext):
     try:
         return context.repository_def.asset_graph
     except Exception:
-        from gtm_pipeline.definitions import defs
+        from gtm_pipeline.definitions import defs  # local: definitions imports this module
 
         return defs.resolve_asset_graph()
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import duckdb
 
 from gtm_pipeline.decisions.hashing import canonical_json
+from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.routing import engine as routing
 from gtm_pipeline.warehouse import ensure_base, scalar, utcnow
 
 ROUTING_FLAG = "FF_ROUTING_V1"
@@ -94,15 +96,12 @@ def set_flag(con: duckdb.DuckDBPyConnection, flag: str, value: dict, *, set_by: 
 def routing_rule_set_in_force(con: duckdb.DuckDBPyConnection, contracts_dir: Path):
     """The routing rule set that FF_ROUTING_V1 puts in force: the ``status: current`` one while the flag is on (or
     was never set), the promoted candidate named in the flag's value while it is off."""
-    from gtm_pipeline.routing import engine as routing
-
     fv = current(con, ROUTING_FLAG)
     sets = routing.load_rule_sets(Path(contracts_dir))
     if fv is None or fv.value.get("enabled", True):
         return routing.current_rule_set(Path(contracts_dir))
     name = fv.value.get("rule_set")
     if name not in sets:
-        from gtm_pipeline.errors import GtmPipelineError
         raise GtmPipelineError(f"{ROUTING_FLAG} v{fv.version} names rule set {name!r}, which is not in "
                                f"contracts/routing (known: {', '.join(sorted(sets))}); reverse the decision "
                                f"{fv.decision_id} or restore the rule-set file")

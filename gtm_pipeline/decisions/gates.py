@@ -21,8 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gtm_pipeline.decisions.playbook import SEVERITIES, Playbook
+from gtm_pipeline.datatime import published_data_time
+from gtm_pipeline.decisions.playbook import Playbook
+from gtm_pipeline.decisions.playbook_spec import SEVERITIES
 from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.metrics.contract import load_metric_contracts
+from gtm_pipeline.ops import incidents
+from gtm_pipeline.slo.contract import format_duration, human_duration, load_slo_file
 from gtm_pipeline.warehouse import table_exists
 
 # health_fn(asset keys like "metrics/cm_per_seat") -> an object with .green (bool) and .reasons (list of text)
@@ -88,8 +93,6 @@ def slo_precheck(health_fn: HealthFn | None, assets: list[str]) -> Precheck:
 def metric_dependencies(contracts_dir: Path, inputs: tuple[str, ...] | list[str]) -> set[str]:
     """The metric tables and clean entities ``inputs`` read, directly or through other metrics (from the metric
     contracts' ``inputs``): e.g. {"metrics/cm_per_seat", "metrics/cm_by_line", "clean/opportunity", ...}."""
-    from gtm_pipeline.metrics.contract import load_metric_contracts
-
     contracts = load_metric_contracts(Path(contracts_dir))
     seen: set[str] = set()
     stack = list(inputs)
@@ -114,8 +117,6 @@ def _concerns(asset_key: str | None, deps: set[str]) -> bool:
 
 
 def _incident_fix(con, incident_id: str) -> str:
-    from gtm_pipeline.ops import incidents as incidents
-
     resolve = f"resolve it with gtm-pipeline incidents resolve {incident_id} --by NAME --note TEXT"
     try:
         inc = incidents.get(con, incident_id)
@@ -167,9 +168,6 @@ def _covers(slo, key: str) -> bool:
 def datatime_precheck(con, slo_file: Path | None, inputs: tuple[str, ...] | list[str], now: datetime) -> Precheck:
     """Every input's data time within the threshold of the SLOs covering it (age = now - data time, stale from
     the threshold on, as the SLOs count it). Fails closed: no SLO file, or an input never published."""
-    from gtm_pipeline.datatime import published_data_time
-    from gtm_pipeline.slo.contract import format_duration, human_duration, load_slo_file
-
     limit = "every input's data time within its SLO threshold"
     fix_all = "refresh the metric layer ('gtm-pipeline refresh'), clearing any blocked input first"
     try:

@@ -256,6 +256,7 @@ def latest_entry(con: duckdb.DuckDBPyConnection) -> Entry | None:
 
 def verify(con: duckdb.DuckDBPyConnection, head: Anchor | Path | None = None, *, expect_head: int | None = None):
     """Recompute the chain against its anchor; see `gtm_pipeline.decisions.verify.verify`."""
+    # Local: verify reads the chain through this module (entries, GENESIS); importing it at the top is a cycle.
     from gtm_pipeline.decisions.verify import verify as _verify
 
     return _verify(con, as_anchor(head), expect_head=expect_head)

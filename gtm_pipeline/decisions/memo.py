@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 from gtm_pipeline.decisions import log
-from gtm_pipeline.decisions.lifecycle import Decision, DecisionContext
+from gtm_pipeline.decisions.context import DecisionContext
+from gtm_pipeline.decisions.record import Decision, get
 
 
 def _fmt(v) -> str:
@@ -103,3 +104,8 @@ def write_memo(dc: DecisionContext, d: Decision) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(dc, d), encoding="utf-8")
     return path
+
+
+def rerender(dc: DecisionContext, decision_id: str) -> None:
+    """Re-render a decision's memo from the log; every lifecycle step calls this after its entry."""
+    write_memo(dc, get(dc, decision_id))

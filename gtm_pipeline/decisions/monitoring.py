@@ -56,7 +56,7 @@ def judge(w: Watch, baseline: float | None, observed: float | None) -> tuple[boo
         if baseline is None:
             return False, no_baseline
         return False, f"{w.metric} {observed:.4f} (baseline {baseline:.4f}, Δ {observed - baseline:+.4f})"
-    # Every rule but report has a limit: the playbook loader requires one (playbook.WatchSpec._needed).
+    # Every rule but report has a limit: the playbook loader requires one (playbook_spec.WatchSpec._needed).
     assert w.limit is not None, f"{w.metric}: rule {w.rule} has no limit"
     limit = w.limit
     if w.rule == "max":

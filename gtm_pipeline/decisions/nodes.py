@@ -14,7 +14,8 @@ from typing import Any
 
 from gtm_pipeline.decisions import flags as flagstore
 from gtm_pipeline.decisions import inputs as adapter
-from gtm_pipeline.decisions import lifecycle, rules
+from gtm_pipeline.decisions import propose, rules
+from gtm_pipeline.decisions.context import DecisionContext
 from gtm_pipeline.decisions.gates import (
     HealthFn,
     Precheck,
@@ -25,6 +26,9 @@ from gtm_pipeline.decisions.gates import (
 )
 from gtm_pipeline.decisions.hashing import canonical_json, normalize, rows_hash
 from gtm_pipeline.decisions.playbook import Playbook
+from gtm_pipeline.decisions.record import Decision
+from gtm_pipeline.experiments.contract import load_experiments
+from gtm_pipeline.routing import engine as routing
 from gtm_pipeline.warehouse import table_exists
 
 # The pre-checks lived here before gates.py; callers still import them from nodes.
@@ -40,7 +44,7 @@ class NodeResult:
     node: str
     prechecks: list[Precheck]
     outcomes: list[rules.Outcome] = field(default_factory=list)
-    proposals: list[lifecycle.ProposeResult] = field(default_factory=list)
+    proposals: list[propose.ProposeResult] = field(default_factory=list)
     inputs_version: str = ""
     note: str = ""
 
@@ -69,7 +73,7 @@ def _flag_state(con, flag: str, initial: dict) -> tuple[flagstore.FlagVersion | 
     return cur, (cur.value if cur else initial)
 
 
-def evaluate_node(dc: lifecycle.DecisionContext, pb: Playbook, health_fn: HealthFn | None) -> NodeResult:
+def evaluate_node(dc: DecisionContext, pb: Playbook, health_fn: HealthFn | None) -> NodeResult:
     """Run the pre-checks and rules of ``pb``; log a proposal for every action they imply (pre-checks passing)."""
     pre = shared_prechecks(dc, pb, health_fn)
     try:
@@ -97,7 +101,7 @@ def _finish(dc, pb, result: NodeResult, items: list[Item]) -> NodeResult:
         return result
     for outcome, tables, flag, initial, new in items:
         cur = flagstore.current(dc.con, flag)
-        result.proposals.append(lifecycle.propose(
+        result.proposals.append(propose.propose(
             dc, pb, outcome, tables=tables, inputs_hash=rows_hash(tables), inputs_version=result.inputs_version,
             flag=flag, flag_before=cur, initial_value=initial, new_value=new, precheck_summary=summary))
     return result
@@ -120,7 +124,7 @@ class Recheck:
         return [p for p in self.prechecks if not p.passed]
 
 
-def recheck(dc: lifecycle.DecisionContext, d: lifecycle.Decision, health_fn: HealthFn | None) -> Recheck:
+def recheck(dc: DecisionContext, d: Decision, health_fn: HealthFn | None) -> Recheck:
     """Every gate of ``d``'s node again, and its inputs read again and hashed as at the proposal."""
     pb = dc.playbooks[d.node]
     pre = shared_prechecks(dc, pb, health_fn)
@@ -139,7 +143,7 @@ def recheck(dc: lifecycle.DecisionContext, d: lifecycle.Decision, health_fn: Hea
     return out
 
 
-def changed_inputs(dc, d: lifecycle.Decision, tables: dict | None) -> list[dict]:
+def changed_inputs(dc, d: Decision, tables: dict | None) -> list[dict]:
     """Which of the proposal's hashed tables differ now, with the row counts and the first differing row."""
     if tables is None:
         return [{"input": d.proposal.subject, "change": f"{d.node} no longer evaluates {d.proposal.subject!r} "
@@ -244,8 +248,6 @@ def _icp(dc, pb: Playbook) -> Reading:
 def shadow_figures(con, contracts_dir, t: dict) -> tuple[dict | None, dict]:
     """Shadow-compare the candidate rule set with the one in force on the latest ``shadow_days`` delivery days.
     Returns (figures for `rules.evaluate_routing`, extra figures for the memo)."""
-    from gtm_pipeline.routing import engine as routing
-
     in_force = flagstore.routing_rule_set_in_force(con, contracts_dir)
     cands = [rs for rs in routing.load_rule_sets(contracts_dir).values()
              if rs.status == "candidate" and rs.name != in_force.name]
@@ -296,8 +298,6 @@ def _routing(dc, pb: Playbook) -> Reading:
 
 def _experiment(dc, pb: Playbook) -> Reading:
     """One outcome per experiment contract: its latest look, decided by the rule; the flag is the contract's own."""
-    from gtm_pipeline.experiments.contract import load_experiments
-
     inp = adapter.read_experiments(dc.con)
     exps = load_experiments(dc.contracts_dir)
     outcomes, items, subjects = [], [], {}

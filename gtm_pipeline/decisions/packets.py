@@ -3,11 +3,16 @@
 
 * weekly ops -- Tuesdays 10:00: routing, sequencer, hygiene health + pending decisions;
 * monthly business review -- the first Wednesday of the month, 13:00: pricing, channel, ...;
-* quarterly plan -- 10 days before the quarter starts (Dec 22, Mar 22, Jun 21, Sep 21), 09:00.
+* quarterly plan -- 10 days before the quarter starts (Dec 22, Mar 22, Jun 21, Sep 21), 09:00;
+* biweekly architecture sync -- Thursdays of every other ISO week, 14:00 (`architecture_sync`).
+
+Spec 000 §5's operating-model sections follow the decision sections in the packets of their cadence: the weekly
+execution review (`weekly_review`) in weekly ops, the monthly business readout (`monthly_readout`) in the monthly
+business review, and the architecture sync's own (`architecture_sync`).
 
 The days are the spec's; the times of day are settings (`gtm_pipeline.config.ReviewTimes`: GTM_PIPELINE_WEEKLY_OPS_AT,
-GTM_PIPELINE_MONTHLY_REVIEW_AT, GTM_PIPELINE_QUARTERLY_PLAN_AT). The date rules are plain functions so the schedules
-that call them can be tested on any date.
+GTM_PIPELINE_MONTHLY_REVIEW_AT, GTM_PIPELINE_QUARTERLY_PLAN_AT, GTM_PIPELINE_ARCHITECTURE_SYNC_AT). The date rules are
+plain functions so the schedules that call them can be tested on any date.
 
 A packet is markdown at ``<data_dir>/packets/<cadence>-<date>.md``: pending decisions (whatever is open now), the
 refusals and monitoring breaches of its period, SLO health, decisions under monitoring and due for review, hygiene
@@ -27,11 +32,14 @@ from zoneinfo import ZoneInfo
 from gtm_pipeline import keys
 from gtm_pipeline.config import DECISION_LOG_KEY_ENV, ReviewTimes
 from gtm_pipeline.decisions import lifecycle, log
+from gtm_pipeline.decisions.architecture_sync import architecture_sync_sections, is_architecture_sync_day
+from gtm_pipeline.decisions.monthly_readout import monthly_readout_sections
+from gtm_pipeline.decisions.weekly_review import weekly_execution_sections
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.warehouse import table_exists
 
 TITLES = {"weekly_ops": "Weekly ops review", "monthly_business_review": "Monthly business review",
-          "quarterly_plan": "Quarterly plan"}
+          "quarterly_plan": "Quarterly plan", "biweekly_architecture": "Biweekly architecture sync"}
 QUARTERLY_LEAD_DAYS = 10
 ET = ZoneInfo(keys.REVIEW_TIMEZONE)
 LOG_DOC = 'docs/decisions.md, "The decision log"'
@@ -71,7 +79,7 @@ def is_quarterly_plan_day(d: date) -> bool:
 
 
 IS_REVIEW_DAY = {"weekly_ops": is_weekly_ops_day, "monthly_business_review": is_first_wednesday,
-                 "quarterly_plan": is_quarterly_plan_day}
+                 "quarterly_plan": is_quarterly_plan_day, "biweekly_architecture": is_architecture_sync_day}
 
 
 def previous_review_day(cadence: str, as_of: date) -> date:
@@ -258,6 +266,19 @@ class Packet:
     period: Period | None = None
 
 
+def _cadence_sections(dc: lifecycle.DecisionContext, cadence: str, decisions: list[lifecycle.Decision],
+                      period: Period, as_of: date) -> list[str]:
+    """The operating model's sections of the cadence (spec 000 §5; issue 20 §4), after the decision sections of
+    issue 14 and before the log's integrity; each ends with a blank line."""
+    if cadence == "weekly_ops":
+        return weekly_execution_sections(dc, decisions, period, as_of)
+    if cadence == "monthly_business_review":
+        return monthly_readout_sections(dc, decisions, as_of)
+    if cadence == "biweekly_architecture":
+        return architecture_sync_sections(dc, decisions, period)
+    return []
+
+
 def build_packet(dc: lifecycle.DecisionContext, cadence: str, as_of: date, slo_line: str,
                  times: ReviewTimes | None = None) -> Packet:
     """Render and write the packet for ``cadence`` as of ``as_of``; ``slo_line`` is the SLO health verdict, ``times``
@@ -293,9 +314,10 @@ def build_packet(dc: lifecycle.DecisionContext, cadence: str, as_of: date, slo_l
     lines += ["", "## Decisions due for review", ""]
     lines += [f"- `{d.decision_id}` {d.node} ({d.status}), review date {d.proposal.review_date}: "
               f"{d.proposal.chosen_action}" for d in due] or ["None."]
-    lines += ["", "## Hygiene (quarantine and incidents)", "", *_hygiene(dc.con)]
+    lines += ["", "## Hygiene (quarantine and incidents)", "", *_hygiene(dc.con), ""]
+    lines += _cadence_sections(dc, cadence, decisions, period, as_of)
     report = log.verify(dc.con, dc.head)
-    lines += ["", "## Decision log integrity", "", *integrity_lines(report)]
+    lines += ["## Decision log integrity", "", *integrity_lines(report)]
     md = "\n".join(lines) + "\n"
     path = dc.packet_dir / f"{cadence}-{as_of.isoformat()}.md"
     path.parent.mkdir(parents=True, exist_ok=True)

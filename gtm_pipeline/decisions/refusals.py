@@ -9,13 +9,11 @@ refuses the step, and inputs that changed supersede the proposal (the log names 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from gtm_pipeline.decisions import log
+from gtm_pipeline.decisions import log, nodes
+from gtm_pipeline.decisions.context import DecisionContext
 from gtm_pipeline.decisions.gates import GateRefused, Precheck
-
-if TYPE_CHECKING:
-    from gtm_pipeline.decisions.lifecycle import Decision, DecisionContext
+from gtm_pipeline.decisions.memo import rerender
+from gtm_pipeline.decisions.record import Decision, get
 
 ROSTER = "contracts/decisions/roster.yaml"
 
@@ -27,8 +25,6 @@ def _gate(name: str, value: str, limit: str, fix: str = "") -> Precheck:
 def refuse(dc: DecisionContext, d: Decision, step: str, gate: Precheck, *, actor: str, role: str | None = None,
            message: str | None = None, failed: list[Precheck] | None = None) -> GateRefused:
     """Log a ``refused`` entry (the decision's status unchanged) and return the exception to raise."""
-    from gtm_pipeline.decisions.lifecycle import rerender
-
     message = message or gate.refusal(d.node)
     with log.writing(dc.con, dc.head) as w:
         w.append(decision_id=d.decision_id, event=log.REFUSED, status=d.status, base=d.proposal, actor=actor,
@@ -60,8 +56,6 @@ def _log_intact(dc: DecisionContext) -> Precheck | None:
 
 def _gates(dc: DecisionContext, d: Decision, step: str, actor: str, role: str | None) -> None:
     """The log's integrity, then every gate again and the inputs hash: superseded or refused, both logged."""
-    from gtm_pipeline.decisions import nodes
-
     broken = _log_intact(dc)
     if broken is not None:
         raise refuse(dc, d, step, broken, actor=actor, role=role)
@@ -74,8 +68,6 @@ def _gates(dc: DecisionContext, d: Decision, step: str, actor: str, role: str | 
                      details={"reason": f"inputs changed since the proposal: {names}", "changed": rc.changed,
                               "step": step, "inputs_hash_now": rc.inputs_hash,
                               "inputs_hash_proposed": d.proposal.inputs_hash})
-        from gtm_pipeline.decisions.lifecycle import get
-
         d = get(dc, d.decision_id)
         gate = _gate("inputs_unchanged", f"inputs changed since the proposal ({names})",
                      f"the inputs hashed at the proposal ({d.proposal.inputs_hash[:19]}…)",

@@ -1,7 +1,8 @@
 """Review cadences (spec front matter ``review_cadence``; issue 14 §6), as schedules of the review packet job, in ET.
 
 The days are the spec's; the times of day are settings, read once when the definitions load
-(`gtm_pipeline.config.ReviewTimes`; defaults Tue 10:00, first Wed 13:00, quarterly plan 09:00; docs/decisions.md).
+(`gtm_pipeline.config.ReviewTimes`; defaults Tue 10:00, first Wed 13:00, quarterly plan 09:00, architecture sync
+Thu 14:00 every other week; docs/decisions.md).
 
 A cron expression cannot say "first Wednesday": in cron, day-of-month and day-of-week are OR-ed, so
 ``0 13 1-7 * 3`` would fire on every Wednesday *and* on days 1-7. The monthly schedule therefore runs every
@@ -19,6 +20,7 @@ import dagster as dg
 
 from gtm_pipeline import keys
 from gtm_pipeline.config import REVIEW_TIME_ENVS, ReviewTimes, load_settings
+from gtm_pipeline.decisions.architecture_sync import is_architecture_sync_day
 from gtm_pipeline.decisions.packets import ET, is_first_wednesday, is_quarterly_plan_day
 
 review_packet_job = dg.define_asset_job(
@@ -83,5 +85,28 @@ def build_schedules(times: ReviewTimes) -> list[dg.ScheduleDefinition]:
     return [weekly_ops_schedule, monthly_review_schedule, quarterly_plan_schedule]
 
 
-schedules = build_schedules(load_settings().review_times)
-weekly_ops_schedule, monthly_review_schedule, quarterly_plan_schedule = schedules
+def build_architecture_schedule(times: ReviewTimes) -> dg.ScheduleDefinition:
+    """The biweekly architecture sync (spec 000 §5): Thursdays at ``times.biweekly_architecture`` ET, every other ISO
+    week. Cron has no "every other week", so it runs every Thursday and skips the weeks between (the week count from
+    2024-W01, so the rhythm holds across a 53-week year: `architecture_sync.is_architecture_sync_day`)."""
+    at = times.biweekly_architecture
+
+    @dg.schedule(name=keys.ARCHITECTURE_SYNC_SCHEDULE, job=review_packet_job, cron_schedule=_cron(at, "4"),
+                 execution_timezone=keys.REVIEW_TIMEZONE, default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description=f"Biweekly architecture sync, Thursdays {at:%H:%M} ET of every other ISO week "
+                             f"({REVIEW_TIME_ENVS['biweekly_architecture']}; runs Thursdays, skips the weeks "
+                             f"between): automation reliability, DLQ, schema drift, quarantine, contract changes.")
+    def architecture_sync_schedule(context: dg.ScheduleEvaluationContext):
+        day = review_day(context)
+        if not is_architecture_sync_day(day):
+            return dg.SkipReason(f"{day} (ISO {day.isocalendar().year}-W{day.isocalendar().week:02d}) is the "
+                                 f"week between two architecture syncs")
+        return _request(context, "biweekly_architecture")
+
+    return architecture_sync_schedule
+
+
+_times = load_settings().review_times
+weekly_ops_schedule, monthly_review_schedule, quarterly_plan_schedule = build_schedules(_times)
+architecture_sync_schedule = build_architecture_schedule(_times)
+schedules = [weekly_ops_schedule, monthly_review_schedule, quarterly_plan_schedule, architecture_sync_schedule]

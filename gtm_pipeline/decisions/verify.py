@@ -31,10 +31,13 @@ from gtm_pipeline.decisions.anchor import (
     UNSIGNED,
     Anchor,
     Checkpoint,
+    append_checkpoint,
     read_checkpoints,
 )
 from gtm_pipeline.decisions.hashing import equal
 from gtm_pipeline.decisions.log import GENESIS, Entry, entries
+from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.warehouse import utcnow
 
 SEAL_HINT = "gtm-pipeline decisions verify --seal"
 
@@ -252,10 +255,6 @@ def verify(con: duckdb.DuckDBPyConnection, anchor: Anchor | None = None, *,
 def seal(con: duckdb.DuckDBPyConnection, anchor: Anchor, *, by: str) -> VerifyReport:
     """Sign the head of a chain written before the key (trust on first use, by a person who checked it): only when
     the key is configured and the chain's only problem is that it is unsigned."""
-    from gtm_pipeline.decisions.anchor import append_checkpoint
-    from gtm_pipeline.errors import GtmPipelineError
-    from gtm_pipeline.warehouse import utcnow
-
     if anchor.key is None:
         raise GtmPipelineError(f"--seal signs the log's head with the key: set {DECISION_LOG_KEY_ENV} first")
     report = verify(con, anchor)

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import catalog as C
-from .config import GenerateConfig
-from .timeutil import DAY, day_string, fmt_ts
-from .writer import csv_header, csv_lines, jsonl_lines, parquet_bytes, text_bytes
+import gtm_pipeline.generate.catalog as C
+from gtm_pipeline.generate.config import GenerateConfig
+from gtm_pipeline.generate.timeutil import DAY, day_string, fmt_ts
+from gtm_pipeline.generate.writer import csv_header, csv_lines, jsonl_lines, parquet_bytes, text_bytes
 
 KINDS = ("bad_enum", "out_of_range", "missing_owner", "duplicate", "malformed", "wrong_type", "late")
 S_VARIANTS, S_DEFECTS, S_CHOOSE = 101, 102, 103

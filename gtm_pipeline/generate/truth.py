@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import catalog as C
-from .timeutil import DAY, day_string
+import gtm_pipeline.generate.catalog as C
+from gtm_pipeline.generate.timeutil import DAY, day_string
+from gtm_pipeline.generate.world.frames import CAMPAIGN_CHANNEL
 
 
 def _r(x: float | None, nd: int = 6):
@@ -66,7 +67,6 @@ class Truth:
         if not R or R["_ts"].shape[0] == 0:
             return
         if table == "ads.spend":
-            from .world import CAMPAIGN_CHANNEL
             np.add.at(self.ads, CAMPAIGN_CHANNEL[R["campaign"]], R["spend"])
         elif table == "vendors.costs":
             np.add.at(self.vendor, R["channel"], R["amount"])

@@ -1,2 +1,3 @@
-"""Importing real exports: a mapping spec (``contracts/mappings/*.yaml``, `spec`) maps a foreign data set onto the
-landing layout, and `mapping` reads, applies and runs it. See docs/contracts.md."""
+"""Importing real exports: a mapping file (``contracts/mappings/*.yaml``) maps a foreign data set onto the landing
+layout. `loader` reads it into the models of `spec`, `columns` and `values`; `mapping.run_mapping` runs it through
+`read` (input files), `apply` (one value), `rows` (one row), `write` (landing files) and `report`."""

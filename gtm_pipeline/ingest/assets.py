@@ -2,6 +2,7 @@
 
 
 import hashlib
+from collections.abc import Iterator
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -9,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 from gtm_pipeline import keys
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.ingest.landing import Source, load_landing_spec
-from gtm_pipeline.ingest.stage import ingest_days
+from gtm_pipeline.ingest.stage import IngestReport, ingest_days
 from gtm_pipeline.orchestration.partitions import daily_partitions
 from gtm_pipeline.orchestration.resources import GtmProject
 
@@ -71,46 +72,52 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
                 "SELECT _file, _line, reason FROM raw.rejects WHERE stage = 'ingest' AND _source = ? "
                 "AND _table IS NOT NULL AND _partition BETWEEN ?::DATE AND ?::DATE ORDER BY _file, _line LIMIT 10",
                 [source.name, context.partition_keys[0], context.partition_keys[-1]]).fetchall()
-        rows = sum(r.rows for r in reports)
-        rejected = sum(r.rejected for r in reports)
-        per_table: dict[str, int] = {}
-        for r in reports:
-            for t in r.tables:
-                per_table[t.table] = per_table.get(t.table, 0) + t.rows
-        drifts = [(r.day, t) for r in reports for t in r.drifts]
-        missing_days = [r.day for r in reports if all(t.file is None for t in r.tables)]
-        unclaimed = [(f, hint) for r in reports for f, _, hint in r.unclaimed]
-        context.log.info(f"{source.name}: {rows} rows, {rejected} rejected over {len(reports)} day(s)")
-        for f, hint in unclaimed[:10]:  # listed in full by the ledger (gtm-pipeline ledger, contracts/conservation)
-            context.log.warning(f"{f}: no table of {source.name} reads this file"
-                                + (f"; closest table: {hint}" if hint else ""))
-        yield dg.MaterializeResult(
-            asset_key=key,
-            metadata={
-                "dagster/row_count": rows,
-                "rejected": rejected,
-                "days": len(reports),
-                "days_without_files": len(missing_days),
-                "files_unclaimed": len(unclaimed),
-                "rows_per_table": dg.MetadataValue.json(per_table),
-            },
-        )
-        yield dg.AssetCheckResult(
-            asset_key=key, check_name=keys.CHECK_SCHEMA_DRIFT, passed=not drifts,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"files_with_drift": len(drifts),
-                      "details": dg.MetadataValue.md("\n".join(
-                          f"- `{t.file}`: {t.drift.describe()}" for _, t in drifts[:20] if t.drift) or "none")},
-        )
-        yield dg.AssetCheckResult(
-            asset_key=key, check_name=keys.CHECK_PARSE_REJECTS, passed=rejected == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"rejected": rejected,
-                      "samples": dg.MetadataValue.md("\n".join(
-                          f"- `{f}:{ln}` {why}" for f, ln, why in samples) or "none")},
-        )
+        yield from _results(context, key, source.name, reports, samples)
 
     return _ingest
+
+
+def _results(context: dg.AssetExecutionContext, key: dg.AssetKey, source: str, reports: list[IngestReport],
+             samples: list) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """The materialization and the two checks of one run of a source's ingest, with what they found logged."""
+    rows = sum(r.rows for r in reports)
+    rejected = sum(r.rejected for r in reports)
+    per_table: dict[str, int] = {}
+    for r in reports:
+        for t in r.tables:
+            per_table[t.table] = per_table.get(t.table, 0) + t.rows
+    drifts = [(r.day, t) for r in reports for t in r.drifts]
+    missing_days = [r.day for r in reports if all(t.file is None for t in r.tables)]
+    unclaimed = [(f, hint) for r in reports for f, _, hint in r.unclaimed]
+    context.log.info(f"{source}: {rows} rows, {rejected} rejected over {len(reports)} day(s)")
+    for f, hint in unclaimed[:10]:  # listed in full by the ledger (gtm-pipeline ledger, contracts/conservation)
+        context.log.warning(f"{f}: no table of {source} reads this file"
+                            + (f"; closest table: {hint}" if hint else ""))
+    yield dg.MaterializeResult(
+        asset_key=key,
+        metadata={
+            "dagster/row_count": rows,
+            "rejected": rejected,
+            "days": len(reports),
+            "days_without_files": len(missing_days),
+            "files_unclaimed": len(unclaimed),
+            "rows_per_table": dg.MetadataValue.json(per_table),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key=key, check_name=keys.CHECK_SCHEMA_DRIFT, passed=not drifts,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"files_with_drift": len(drifts),
+                  "details": dg.MetadataValue.md("\n".join(
+                      f"- `{t.file}`: {t.drift.describe()}" for _, t in drifts[:20] if t.drift) or "none")},
+    )
+    yield dg.AssetCheckResult(
+        asset_key=key, check_name=keys.CHECK_PARSE_REJECTS, passed=rejected == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"rejected": rejected,
+                  "samples": dg.MetadataValue.md("\n".join(
+                      f"- `{f}:{ln}` {why}" for f, ln, why in samples) or "none")},
+    )
 
 
 def ingest_assets() -> list[dg.AssetsDefinition]:

@@ -77,14 +77,7 @@ def record_contract_findings(con: duckdb.DuckDBPyConnection, *, entity: str, own
     the incidents of new causes (notifying the owner of a newly blocked publication), and resolve those no day
     contributes to any more. Runs inside the caller's transaction. Returns incident ids per day."""
     by_run = f"run {run_id}" if run_id else "a call outside Dagster (no run id)"
-    legacy = _legacy_keys(entity, days)
-    resolve_legacy = con.execute(
-        f"SELECT dedup_key FROM ops.incidents WHERE {OPEN_SQL} AND dedup_key IN (SELECT unnest(?::VARCHAR[]))",
-        [legacy]).fetchall()
-    for (key,) in resolve_legacy:
-        resolve_incidents(con, key, resolved_at=now,
-                          evidence=f"superseded by the grouped incidents: day {key.split(':')[2]} re-run by {by_run}")
-
+    _resolve_legacy(con, entity, days, now, by_run)
     scope = f"contract:{entity}:"
     open_rows = con.execute(f"SELECT dedup_key, incident_id FROM ops.incidents WHERE {OPEN_SQL} AND origin = "
                             f"'contract' AND starts_with(dedup_key, ?)", [scope]).fetchall()
@@ -129,14 +122,30 @@ def record_contract_findings(con: duckdb.DuckDBPyConnection, *, entity: str, own
         _refresh_contract_incident(con, iid, key_of[iid], entity, version, now, by_run, parts)
     for iid, f in new_ids.items():
         if f.kind == BLOCK_KIND:
-            title, samples = one_row(con, "SELECT title, samples FROM ops.incidents WHERE incident_id = ?", [iid])
-            lines = "\n".join(f"- {s['file']}:{s['line']} {s['reason']}" for s in json.loads(samples or "[]"))
-            notify_owner(con, owner=owner, subject=title, asset_key=f"clean/{entity}", incident_id=iid,
-                         body=f"Publication of {entity} for {f.partition} is blocked until these rows are repaired:"
-                              f"\n{lines}\nSee: gtm-pipeline quarantine list --entity {entity} --day {f.partition}"
-                              f"\nIncident: gtm-pipeline incidents show {iid} (it resolves itself when no day is "
-                              f"blocked any more)")
+            _notify_blocked(con, iid, f, entity=entity, owner=owner)
     return per_day
+
+
+def _resolve_legacy(con: duckdb.DuckDBPyConnection, entity: str, days: list[str], now: datetime,
+                    by_run: str) -> None:
+    """Resolve the per-day incidents of ``days`` opened before grouping (see `_legacy_keys`)."""
+    resolve_legacy = con.execute(
+        f"SELECT dedup_key FROM ops.incidents WHERE {OPEN_SQL} AND dedup_key IN (SELECT unnest(?::VARCHAR[]))",
+        [_legacy_keys(entity, days)]).fetchall()
+    for (key,) in resolve_legacy:
+        resolve_incidents(con, key, resolved_at=now,
+                          evidence=f"superseded by the grouped incidents: day {key.split(':')[2]} re-run by {by_run}")
+
+
+def _notify_blocked(con: duckdb.DuckDBPyConnection, iid: str, f: Finding, *, entity: str, owner: str) -> None:
+    """Tell the owner that a new incident blocks the publication of ``f.partition``, with the rows to repair."""
+    title, samples = one_row(con, "SELECT title, samples FROM ops.incidents WHERE incident_id = ?", [iid])
+    lines = "\n".join(f"- {s['file']}:{s['line']} {s['reason']}" for s in json.loads(samples or "[]"))
+    notify_owner(con, owner=owner, subject=title, asset_key=f"clean/{entity}", incident_id=iid,
+                 body=f"Publication of {entity} for {f.partition} is blocked until these rows are repaired:"
+                      f"\n{lines}\nSee: gtm-pipeline quarantine list --entity {entity} --day {f.partition}"
+                      f"\nIncident: gtm-pipeline incidents show {iid} (it resolves itself when no day is "
+                      f"blocked any more)")
 
 
 def _refresh_contract_incident(con, iid: str, key: str, entity: str, version: str, now: datetime, by_run: str,

@@ -7,14 +7,16 @@ shows as ``unclaimed`` with the closest table as a hint.
 
 Per source table and delivery day::
 
-    records = clean + quarantined + held + rejected        lost = records - (clean + quarantined + held + rejected)
+    records = clean + superseded + quarantined + held + rejected
+    lost = records - (clean + superseded + quarantined + held + rejected)
 
 A record is located by its lineage (file, line) and counted once, in its strongest place: rejected (at ingest, a
 line that could not be parsed; at clean, a second copy of a key) > held (in quarantine because its day's
-publication is blocked) > quarantined (waiting for a fix: open, repaired, released) > clean. An applied repair
-counts once, in clean (see repair_overlay). ``lost`` must be 0: a record that arrived and is in no place, or a raw
-row that arrived from no file, moves it. ``in_two_places`` must be 0 except for a blocked day (its previous clean
-version stays visible, as the spec requires).
+publication is blocked) > quarantined (waiting for a fix: open, repaired, released) > clean > superseded (a
+version in ``clean.<entity>_history`` that a later delivery of its key replaced: `gtm_pipeline.clean.history`).
+An applied repair counts once, in clean (see repair_overlay). ``lost`` must be 0: a record that arrived and is in
+no place, or a raw row that arrived from no file, moves it. ``in_two_places`` must be 0 except for a blocked day
+(its previous clean version stays visible, as the spec requires).
 
 Files whose lines cannot be attributed count as files, not lines: ``files_rejected`` per table and day, and
 :func:`unread_files` (rejected and unclaimed files with path, reason and hint). Days ingested before
@@ -34,7 +36,7 @@ from gtm_pipeline.ingest.landing import LandingSpec, Table
 from gtm_pipeline.ingest.rawlines import one_line
 from gtm_pipeline.quarantine.overlay import QUARANTINED_SQL
 
-COUNTS = ("records", "clean", "quarantined", "held", "rejected", "lost")
+COUNTS = ("records", "clean", "superseded", "quarantined", "held", "rejected", "lost")
 DETAIL = ("rejected_ingest", "rejected_clean", "raw_rows", "in_two_places")
 COLUMNS = ("table", "_partition", "files", "files_rejected", *COUNTS, *DETAIL)
 FILE_COLUMNS = ("day", "source", "table", "file", "status", "reason", "hint", "bytes")
@@ -56,8 +58,8 @@ def _existing(con: duckdb.DuckDBPyConnection) -> set[str]:
 def _fates(con, t: Table, existing: set[str], day: str | None) -> pd.DataFrame:
     """Per day: the raw rows of table ``t`` by their one place (see the module doc)."""
     if f"raw.{t.raw_table}" not in existing:
-        return pd.DataFrame(columns=["_partition", "raw_rows", "clean", "quarantined", "held", "rejected_clean",
-                                     "in_two_places"])
+        return pd.DataFrame(columns=["_partition", "raw_rows", "clean", "superseded", "quarantined", "held",
+                                     "rejected_clean", "in_two_places"])
     e, mine = t.entity, f"_table = '{t.name}' AND _source = '{t.source}'"
     q_parts = [f"SELECT _file, _line, status FROM quarantine.{e} WHERE {mine} AND status IN {QUARANTINED_SQL}"
                ] if f"quarantine.{e}" in existing else []
@@ -65,24 +67,28 @@ def _fates(con, t: Table, existing: set[str], day: str | None) -> pd.DataFrame:
         q_parts.append(f"SELECT _file, _line, status FROM quarantine.missing_owner WHERE entity = '{e}' AND {mine} "
                        f"AND status IN {QUARANTINED_SQL}")
     c_sql = f"SELECT _file, _line FROM clean.{e} WHERE {mine}" if f"clean.{e}" in existing else _NONE
+    s_sql = (f"SELECT _file, _line FROM clean.{e}_history WHERE {mine} AND valid_to IS NOT NULL"
+             if f"clean.{e}_history" in existing else _NONE)
     where = "WHERE r._partition = $day" if day else ""
     # q_kind: 2 held, 1 quarantined otherwise, 0 not in quarantine (one correlated look-up for both).
     sql = f"""
-        WITH q AS ({" UNION ALL ".join(q_parts) or _NONE}), c AS ({c_sql}),
+        WITH q AS ({" UNION ALL ".join(q_parts) or _NONE}), c AS ({c_sql}), s AS ({s_sql}),
         j AS (SELECT _file, _line FROM raw.rejects WHERE stage = 'clean' AND {mine}),
         fate AS (
           SELECT r._partition,
                  (EXISTS (SELECT 1 FROM c WHERE c._file = r._file AND c._line = r._line))::INT AS in_clean,
+                 (EXISTS (SELECT 1 FROM s WHERE s._file = r._file AND s._line = r._line))::INT AS in_sup,
                  coalesce((SELECT max(CASE WHEN q.status = 'held' THEN 2 ELSE 1 END) FROM q
                            WHERE q._file = r._file AND q._line = r._line), 0) AS q_kind,
                  (EXISTS (SELECT 1 FROM j WHERE j._file = r._file AND j._line = r._line))::INT AS in_rej
           FROM raw.{t.raw_table} r {where})
         SELECT _partition, count(*) AS raw_rows,
                count(*) FILTER (WHERE in_rej = 0 AND q_kind = 0 AND in_clean = 1) AS clean,
+               count(*) FILTER (WHERE in_rej = 0 AND q_kind = 0 AND in_clean = 0 AND in_sup = 1) AS superseded,
                count(*) FILTER (WHERE in_rej = 0 AND q_kind = 1) AS quarantined,
                count(*) FILTER (WHERE in_rej = 0 AND q_kind = 2) AS held,
                count(*) FILTER (WHERE in_rej = 1) AS rejected_clean,
-               count(*) FILTER (WHERE in_clean + (q_kind > 0)::INT + in_rej > 1) AS in_two_places
+               count(*) FILTER (WHERE in_clean + in_sup + (q_kind > 0)::INT + in_rej > 1) AS in_two_places
         FROM fate GROUP BY _partition"""
     return con.execute(sql, {"day": day} if day else {}).df()
 
@@ -121,14 +127,15 @@ def conservation(con: duckdb.DuckDBPyConnection, spec: LandingSpec, source: str 
         return pd.DataFrame({c: pd.Series(dtype="object" if c in ("table", "_partition") else "int64")
                              for c in COLUMNS})
     out = pd.concat(frames, ignore_index=True)
-    for c in ("raw_rows", "clean", "quarantined", "held", "rejected_clean", "in_two_places",
+    for c in ("raw_rows", "clean", "superseded", "quarantined", "held", "rejected_clean", "in_two_places",
               "rejected_ingest", "files", "files_rejected"):
         out[c] = (out[c] if c in out else pd.Series(0, index=out.index)).fillna(0).astype("int64")
     arrived = out["arrived"] if "arrived" in out else pd.Series(float("nan"), index=out.index)
     # Days without file records (ingested before they existed) fall back on what reached raw.
     out["records"] = arrived.fillna(out["raw_rows"] + out["rejected_ingest"]).astype("int64")
     out["rejected"] = out["rejected_ingest"] + out["rejected_clean"]
-    out["lost"] = out["records"] - (out["clean"] + out["quarantined"] + out["held"] + out["rejected"])
+    out["lost"] = out["records"] - (out["clean"] + out["superseded"] + out["quarantined"] + out["held"]
+                                    + out["rejected"])
     return out[list(COLUMNS)].sort_values(["table", "_partition"]).reset_index(drop=True)
 
 
@@ -166,7 +173,7 @@ def as_json(con: duckdb.DuckDBPyConnection, spec: LandingSpec, day: str | None =
     totals["files_unclaimed"] = int((files["status"] == "unclaimed").sum())
     return {
         "day": day,
-        "identity": "records = clean + quarantined + held + rejected; lost = 0",
+        "identity": "records = clean + superseded + quarantined + held + rejected; lost = 0",
         "balanced": bool((df["lost"] == 0).all()),
         "totals": totals,
         "tables": tables,
@@ -222,8 +229,11 @@ def render(con: duckdb.DuckDBPyConnection, spec: LandingSpec, day: str | None = 
             lines.append(f"  ... {len(files) - len(shown)} more: gtm-pipeline ledger --detail")
     lost = df[df["lost"] != 0]
     totals = {c: int(df[c].sum()) for c in COUNTS}
-    verdict = (f"{totals['records']:,} records = {totals['clean']:,} clean + {totals['quarantined']:,} quarantined + "
-               f"{totals['held']:,} held + {totals['rejected']:,} rejected; lost: {totals['lost']}")
+    # "superseded" appears once there is any (upserts, gtm_pipeline.clean.history), so the usual line stays short.
+    sup = f"{totals['superseded']:,} superseded + " if totals["superseded"] else ""
+    verdict = (f"{totals['records']:,} records = {totals['clean']:,} clean + {sup}"
+               f"{totals['quarantined']:,} quarantined + {totals['held']:,} held + {totals['rejected']:,} rejected; "
+               f"lost: {totals['lost']}")
     if len(lost):
         verdict += " -- NOT BALANCED: " + ", ".join(f"{r['table']} {_day_str(r['_partition'])} ({int(r['lost'])})"
                                                     for _, r in lost.head(10).iterrows())

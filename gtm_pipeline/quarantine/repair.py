@@ -14,18 +14,17 @@ becomes ``repaired``; if not, it stays ``open`` with the new reason. ``release``
 repaired rows ``released``: the clean stage overlays them on their raw records the next time their day is cleaned
 (see `gtm_pipeline.quarantine.overlay`), which the backfill sensor triggers for exactly the affected days.
 
+Selecting and showing the rows is `gtm_pipeline.quarantine.rows`, re-validation
+`gtm_pipeline.quarantine.validation`, the release `gtm_pipeline.quarantine.release`.
+
 Every change is audited in ``quarantine.repairs``: who, when, which column, before and after, method, outcome.
 """
 
 from __future__ import annotations
 
 import csv
-import getpass
-import hashlib
 import json
-import uuid
-from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,235 +33,17 @@ import duckdb
 import pandas as pd
 import yaml
 
-from gtm_pipeline.clean import (
-    PRECEDENCE,
-    QUARANTINE_DDL,
-    WARN,
-    EntityContract,
-    Violation,
-    quote_ident,
-    rule_kind,
-    slug,
-    validate_payloads,
-)
+from gtm_pipeline.clean import EntityContract, slug, validate_payloads
 from gtm_pipeline.errors import GtmPipelineError
-from gtm_pipeline.quarantine.overlay import (
-    MISSING_OWNER_TABLE,
-    OPEN,
-    RELEASED,
-    REPAIRED,
-    STATUSES,
-    ensure_repair_columns,
-)
-from gtm_pipeline.warehouse import ensure_base, scalar, table_exists, utcnow
+from gtm_pipeline.quarantine.overlay import MISSING_OWNER_TABLE, OPEN, REPAIRED
+from gtm_pipeline.quarantine.rows import Filters, audit_id, effective_payload, select_rows
+from gtm_pipeline.quarantine.validation import failure_fields, revalidate
+from gtm_pipeline.routing import engine as routing
+from gtm_pipeline.warehouse import transaction, utcnow
 
 METHODS = ("route", "enum_map", "csv", "release")
 EDITABLE = (OPEN, REPAIRED)  # statuses a repair may change
 
-AUDIT_DDL = """CREATE TABLE IF NOT EXISTS quarantine.repairs (
-    repair_id VARCHAR, quarantine_id VARCHAR, entity VARCHAR, quarantine_table VARCHAR, column_name VARCHAR,
-    before_value VARCHAR, after_value VARCHAR, method VARCHAR, actor VARCHAR, changed_at TIMESTAMP, note VARCHAR,
-    outcome VARCHAR, release_id VARCHAR)"""
-
-
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in some containers; the audit still needs one
-        return "unknown"
-
-
-def ensure_repair_tables(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract]) -> None:
-    """Create (or migrate in place) the quarantine tables and the audit table ``quarantine.repairs``."""
-    ensure_base(con)
-    for table in (*contracts, MISSING_OWNER_TABLE):
-        con.execute(f"CREATE TABLE IF NOT EXISTS quarantine.{table} {QUARANTINE_DDL}")
-        ensure_repair_columns(con, table)
-    con.execute(AUDIT_DDL)
-
-
-@contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection):
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-
-
-# ---- selecting rows ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Filters:
-    ids: tuple[str, ...] = ()
-    entity: str | None = None
-    table: str | None = None      # a quarantine table: an entity name or missing_owner
-    rule: str | None = None       # a rule kind (enum, required, type, range, held, ...) or a full rule name
-    column: str | None = None
-    day: str | None = None        # delivery day YYYY-MM-DD
-    status: str | None = None
-
-    def validate(self, contracts: Mapping[str, EntityContract]) -> None:
-        if self.entity and self.entity not in contracts:
-            raise GtmPipelineError(f"--entity {self.entity}: unknown entity; known: {', '.join(sorted(contracts))}")
-        tables = (*sorted(contracts), MISSING_OWNER_TABLE)
-        if self.table and self.table not in tables:
-            raise GtmPipelineError(f"--table {self.table}: unknown quarantine table; known: {', '.join(tables)}")
-        if self.status and self.status not in STATUSES:
-            raise GtmPipelineError(f"--status {self.status}: unknown status; known: {', '.join(STATUSES)}")
-        if self.day:
-            try:
-                datetime.strptime(self.day, "%Y-%m-%d")
-            except ValueError as e:
-                raise GtmPipelineError(f"--day {self.day}: not a date; use YYYY-MM-DD, e.g. 2026-08-03") from e
-
-
-def _union_sql(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract]) -> str | None:
-    parts = [f"SELECT '{t}' AS quarantine_table, * FROM quarantine.{t}"
-             for t in (*sorted(contracts), MISSING_OWNER_TABLE) if table_exists(con, "quarantine", t)]
-    return " UNION ALL BY NAME ".join(parts) if parts else None
-
-
-def select_rows(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract], f: Filters) -> pd.DataFrame:
-    """Quarantine rows matching the filters, from every quarantine table, in (day, file, line) order."""
-    f.validate(contracts)
-    union = _union_sql(con, contracts)
-    if union is None:
-        return pd.DataFrame()
-    where: list[str] = []
-    params: list[object] = []
-    if f.ids:
-        where.append(f"quarantine_id IN ({', '.join('?' for _ in f.ids)})")
-        params.extend(f.ids)
-    for col, val in (("entity", f.entity), ("quarantine_table", f.table), ("status", f.status)):
-        if val:
-            where.append(f"{col} = ?")
-            params.append(val)
-    if f.day:
-        where.append("_partition = ?::DATE")
-        params.append(f.day)
-    if f.rule:
-        where.append("(rule = ? OR list_contains(rules, ?) OR list_contains(list_transform(rules, "
-                     "lambda r: split_part(r, ':', 1)), ?))")
-        params.extend([f.rule] * 3)
-    if f.column:
-        where.append("list_contains(columns, ?)")
-        params.append(f.column)
-    sql = f"SELECT * FROM ({union})" + (" WHERE " + " AND ".join(where) if where else "") + \
-        " ORDER BY _partition, _file, _line"
-    return con.execute(sql, params).df()
-
-
-def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    """Counts per quarantine table, entity, day, rule and status."""
-    if rows.empty:
-        return pd.DataFrame(columns=["quarantine_table", "entity", "day", "rule", "status", "rows"])
-    out = rows.assign(day=rows["_partition"].astype(str)).groupby(
-        ["quarantine_table", "entity", "day", "rule", "status"]).size().reset_index(name="rows")
-    return out.sort_values(["day", "quarantine_table", "rule", "status"]).reset_index(drop=True)
-
-
-def samples(rows: pd.DataFrame, n: int = 5, width: int = 90) -> pd.DataFrame:
-    """A few rows per (table, rule, status) with id, day, lineage and reason."""
-    if rows.empty:
-        return pd.DataFrame(columns=["quarantine_id", "table", "day", "where", "rule", "status", "reason"])
-    picked = rows.groupby(["quarantine_table", "rule", "status"], sort=False).head(n)
-    return pd.DataFrame({
-        "quarantine_id": picked["quarantine_id"], "table": picked["quarantine_table"],
-        "day": picked["_partition"].astype(str),
-        "where": picked["_file"] + ":" + picked["_line"].astype(str), "rule": picked["rule"],
-        "status": picked["status"],
-        "reason": picked["reason"].map(lambda s: s if len(s) <= width else s[: width - 3] + "..."),
-    }).reset_index(drop=True)
-
-
-def effective_payload(row: Mapping) -> dict[str, str | None]:
-    """The values a repair starts from: the latest repair attempt, else the original raw values."""
-    text = row.get("repaired_payload")
-    if text is None or (isinstance(text, float) and pd.isna(text)):
-        text = row["payload"]
-    return json.loads(text)
-
-
-def export_template(rows: pd.DataFrame, contracts: Mapping[str, EntityContract], path: Path) -> int:
-    """Write the selected rows as an editable CSV (quarantine_id + the entity's columns) for ``repair --csv``."""
-    ents = sorted(set(rows["entity"])) if not rows.empty else []
-    if len(ents) != 1:
-        raise GtmPipelineError(f"--export {path}: the selected rows belong to {len(ents)} entities "
-                               f"({', '.join(ents) or 'none'}); export one entity at a time with --entity")
-    cols = list(contracts[ents[0]].columns)
-    with Path(path).open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["quarantine_id", *cols])
-        for _, r in rows.iterrows():
-            p = effective_payload(r)
-            w.writerow([r["quarantine_id"], *("" if p.get(c) is None else p.get(c) for c in cols)])
-    return len(rows)
-
-
-def show(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract],
-         qid: str) -> tuple[dict, pd.DataFrame]:
-    """One quarantine row (as a dict) and its audit history."""
-    ensure_repair_tables(con, contracts)
-    rows = select_rows(con, contracts, Filters(ids=(qid,)))
-    if rows.empty:
-        raise GtmPipelineError(f"quarantine id {qid!r} not found; list ids with 'gtm-pipeline quarantine list'")
-    row = rows.iloc[0].to_dict()
-    audit = con.execute("SELECT changed_at, actor, method, column_name, before_value, after_value, outcome, note, "
-                        "release_id FROM quarantine.repairs WHERE quarantine_id = ? ORDER BY changed_at, repair_id",
-                        [qid]).df()
-    return row, audit
-
-
-# ---- validation -------------------------------------------------------------------------------------------------
-
-@dataclass
-class Verdict:
-    ok: bool
-    violations: list[Violation]
-    typed: dict
-
-    @property
-    def reason(self) -> str:
-        return "; ".join(v.message for v in self.violations if v.action != WARN)
-
-
-def revalidate(con: duckdb.DuckDBPyConnection, contract: EntityContract, payloads: list[dict],
-               lineage: list[tuple[str, int]]) -> list[Verdict]:
-    """Validate corrected payloads against the current contract, plus their key against ``clean.<entity>``."""
-    if not payloads:
-        return []
-    typed, per_row = validate_payloads(con, contract, payloads)
-    verdicts = []
-    has_clean = table_exists(con, "clean", contract.entity)
-    for i, vs in enumerate(per_row):
-        trow = typed.iloc[i].to_dict()
-        vs = list(vs)
-        key = contract.key
-        if key and has_clean and all(trow.get(k) is not None and not pd.isna(trow.get(k)) for k in key):
-            cond = " AND ".join(f"{quote_ident(k)} = ?" for k in key)
-            first = scalar(
-                con, f"SELECT min(_file || ':' || _line) FROM clean.{contract.entity} WHERE {cond} "
-                     f"AND NOT (_file = ? AND _line = ?)", [*(trow[k] for k in key), *lineage[i]])
-            if first:
-                vs.append(Violation(i, "unique", ",".join(key), None, "reject_duplicate",
-                                    f"{', '.join(key)}: already in clean.{contract.entity} at {first}"))
-        verdicts.append(Verdict(ok=all(v.action == WARN for v in vs), violations=vs, typed=trow))
-    return verdicts
-
-
-def _failure_fields(vs: list[Violation]) -> dict:
-    acts = {v.action for v in vs if v.action != WARN}
-    act = next(a for a in PRECEDENCE if a in acts)
-    main = [v for v in vs if v.action == act]
-    return {"rule": rule_kind(main[0].rule), "rules": sorted({v.rule for v in vs}),
-            "columns": sorted({v.column for v in vs if v.column}), "break_action": act,
-            "reason": "; ".join(v.message for v in vs if v.action != WARN)}
-
-
-# ---- repairs ----------------------------------------------------------------------------------------------------
 
 @dataclass
 class RowOutcome:
@@ -333,7 +114,7 @@ def _apply_changes(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, Entit
                             [REPAIRED, payload, now, contract.version, qid])
                 out = RowOutcome(qid, entity, table, REPAIRED, diff, note=notes.get(qid, ""))
             else:
-                ff = _failure_fields(verdict.violations)
+                ff = failure_fields(verdict.violations)
                 con.execute(f"UPDATE quarantine.{table} SET status = ?, repaired_payload = ?, repaired_at = ?, "
                             f"rule = ?, rules = ?, columns = ?, reason = ?, break_action = ?, contract_version = ? "
                             f"WHERE quarantine_id = ?",
@@ -343,13 +124,10 @@ def _apply_changes(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, Entit
             report.outcomes.append(out)
             outcome = "repaired" if verdict.ok else f"still fails: {out.reason}"
             con.executemany("INSERT INTO quarantine.repairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                            [(_new_id("REP"), qid, entity, table, col, b, a, method, actor, now, out.note, outcome)
+                            [(audit_id(), qid, entity, table, col, b, a, method, actor, now, out.note, outcome)
                              for col, (b, a) in sorted(diff.items())])
     return report
 
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def _editable(rows: pd.DataFrame) -> pd.DataFrame:
@@ -359,8 +137,6 @@ def _editable(rows: pd.DataFrame) -> pd.DataFrame:
 def repair_by_route(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract], rows: pd.DataFrame,
                     rule_set, *, actor: str, seed: int = 0, now: datetime | None = None) -> RepairReport:
     """Give records without owner an owner from the routing rules; unroutable ones go to ``ops.routing_dlq``."""
-    from gtm_pipeline.routing import engine as routing
-
     now = now or utcnow()
     report = RepairReport(method="route")
     # keyed by the source each record is given below (routing types an assignment's source as optional)
@@ -400,7 +176,7 @@ def repair_by_route(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, Enti
     changes = {by_source[a.source]: {"owner_id": a.owner_id} for a in result.assignments}
     notes = {by_source[a.source]: f"rule {a.rule} of {a.rule_set}; tie-break {a.tie_break}; seed {seed}"
              for a in result.assignments}
-    with _transaction(con):
+    with transaction(con):
         sub = _apply_changes(con, contracts, rows[rows["quarantine_id"].isin(list(changes))], changes,
                              method="route", actor=actor, notes=notes, now=now)
         routing.record_assignments(con, result, seed, now)
@@ -422,7 +198,7 @@ def repair_from_replay(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, E
     if not changes:
         return RepairReport(method="route")
     rows = select_rows(con, contracts, Filters(ids=tuple(changes)))
-    with _transaction(con):
+    with transaction(con):
         return _apply_changes(con, contracts, rows, changes, method="route", actor=actor, notes=notes)
 
 
@@ -488,7 +264,7 @@ def repair_by_enum_map(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, E
         if ch:
             changes[r["quarantine_id"]] = ch
             notes[r["quarantine_id"]] = f"enum map {source}"
-    with _transaction(con):
+    with transaction(con):
         return _apply_changes(con, contracts, rows, changes, method="enum_map", actor=actor, notes=notes, now=now)
 
 
@@ -543,83 +319,6 @@ def repair_by_csv(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, Entity
     """Apply a CSV of corrected rows keyed by quarantine_id (see `read_corrections`)."""
     rows, changes = read_corrections(con, contracts, path)
     notes = {q: f"corrections file {Path(path).name}" for q in changes}
-    with _transaction(con):
+    with transaction(con):
         return _apply_changes(con, contracts, rows, changes, method="csv", actor=actor, notes=notes, now=now)
 
-
-# ---- release ----------------------------------------------------------------------------------------------------
-
-@dataclass
-class ReleaseReport:
-    release_id: str
-    released: list[str] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)    # (quarantine_id, why it fails now)
-    skipped: list[tuple[str, str]] = field(default_factory=list)    # (quarantine_id, status)
-    days: dict[str, list[str]] = field(default_factory=dict)        # day -> entities with released rows
-
-
-def release(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract], rows: pd.DataFrame, *,
-            actor: str, now: datetime | None = None) -> ReleaseReport:
-    """Mark valid repaired rows for re-entry (one release id for the batch); others are refused or skipped."""
-    now = now or utcnow()
-    rid = "REL-" + hashlib.sha256(f"{uuid.uuid4()}".encode()).hexdigest()[:10]
-    rep = ReleaseReport(release_id=rid)
-    if rows.empty:
-        return rep
-    ready = rows[rows["status"] == REPAIRED]
-    for _, r in rows[rows["status"] != REPAIRED].iterrows():
-        rep.skipped.append((r["quarantine_id"], r["status"]))
-    with _transaction(con):
-        for entity, part in ready.groupby("entity"):
-            contract = contracts[entity]
-            payloads = [json.loads(p) for p in part["repaired_payload"]]
-            verdicts = revalidate(con, contract, payloads,
-                                  [(f, int(ln)) for f, ln in zip(part["_file"], part["_line"])])
-            for (_, r), v in zip(part.iterrows(), verdicts):
-                qid, table = r["quarantine_id"], r["quarantine_table"]
-                if v.ok:
-                    con.execute(f"UPDATE quarantine.{table} SET status = ?, released_payload = repaired_payload, "
-                                f"released_at = ?, release_id = ?, contract_version = ? WHERE quarantine_id = ?",
-                                [RELEASED, now, rid, contract.version, qid])
-                    rep.released.append(qid)
-                    day = str(pd.Timestamp(r["_partition"]).date())
-                    ents = rep.days.setdefault(day, [])
-                    if entity not in ents:
-                        ents.append(entity)
-                    outcome, after = "released", RELEASED
-                else:
-                    ff = _failure_fields(v.violations)
-                    con.execute(f"UPDATE quarantine.{table} SET status = ?, rule = ?, rules = ?, columns = ?, "
-                                f"reason = ?, break_action = ?, contract_version = ? WHERE quarantine_id = ?",
-                                [OPEN, ff["rule"], ff["rules"], ff["columns"], ff["reason"], ff["break_action"],
-                                 contract.version, qid])
-                    rep.refused.append((qid, ff["reason"]))
-                    outcome, after = f"refused: {ff['reason']}", OPEN
-                con.execute("INSERT INTO quarantine.repairs VALUES (?, ?, ?, ?, NULL, ?, ?, 'release', ?, ?, ?, ?, ?)",
-                            [_new_id("REP"), qid, entity, table, REPAIRED, after, actor, now,
-                             f"contract {contract.entity}@{contract.version}", outcome, rid])
-    return rep
-
-
-def repair_counts(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract]) -> dict[str, int]:
-    """Rows per status over every quarantine table (for summaries)."""
-    union = _union_sql(con, contracts)
-    if union is None:
-        return {}
-    return dict(con.execute(f"SELECT status, count(*) FROM ({union}) GROUP BY 1").fetchall())
-
-
-def applied_rows(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract],
-                 ids: Iterable[str]) -> pd.DataFrame:
-    """Status and the run that took them in, for the given quarantine ids."""
-    ids = tuple(ids)
-    rows = select_rows(con, contracts, Filters(ids=ids)) if ids else pd.DataFrame()
-    if rows.empty:
-        return rows
-    return rows[["quarantine_id", "entity", "_partition", "status", "applied_run_id", "applied_at"]]
-
-
-__all__ = ["Filters", "RepairReport", "ReleaseReport", "ensure_repair_tables", "select_rows",
-           "summarize", "samples", "show", "export_template", "repair_by_route", "repair_by_enum_map",
-           "repair_by_csv", "repair_from_replay", "release", "load_enum_map", "read_corrections", "revalidate",
-           "default_actor", "effective_payload", "repair_counts", "applied_rows"]

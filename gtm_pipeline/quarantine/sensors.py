@@ -9,7 +9,9 @@ from gtm_pipeline.clock import to_epoch, utcnow
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.orchestration.automation import DEFAULT_INTERVAL_SECONDS
 from gtm_pipeline.quarantine import backfill as backfill
+from gtm_pipeline.quarantine import selection as selection
 from gtm_pipeline.quarantine.jobs import repair_backfill_job
+from gtm_pipeline.quarantine.snapshot import WarehouseBusy, read_snapshot_file
 
 # The re-cleaned days are new clean data, which the automation sensor refreshes the downstream after on its own: the
 # repair's own refresh waits this many of its ticks for that run first (and is requested only if none came).
@@ -37,16 +39,16 @@ def refresh_grace() -> float:
 )
 def repair_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
     try:
-        snap = backfill.read_snapshot_file(warehouse.database)
-    except backfill.WarehouseBusy as e:
+        snap = read_snapshot_file(warehouse.database)
+    except WarehouseBusy as e:
         return dg.SkipReason(str(e))
     # Dagster sets the repository whenever it runs a sensor (a test passes definitions to build_sensor_context).
     assert context.repository_def is not None
     graph = context.repository_def.asset_graph
     decision = backfill.decide(snap, backfill.decode_cursor(context.cursor),
-                               backfill.run_state_lookup(context.instance),
-                               backfill.refreshed_at_lookup(context.instance, graph),
-                               refresh_busy=backfill.refresh_busy_lookup(context.instance, graph),
+                               selection.run_state_lookup(context.instance),
+                               selection.refreshed_at_lookup(context.instance, graph),
+                               refresh_busy=selection.refresh_busy_lookup(context.instance, graph),
                                now=to_epoch(utcnow()), grace=refresh_grace())
     cursor = backfill.encode_cursor(decision.cursor)
     if not decision.requests:
@@ -56,10 +58,10 @@ def repair_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: DuckD
     for r in decision.requests:
         tags = {**r.tags, backfill.TAG_TRIGGER: keys.REPAIR_BACKFILL_SENSOR}
         if r.day:  # one delivery day of the affected entities' clean assets
-            selection = backfill.partition_selection(graph, r.entities)
+            assets = selection.partition_selection(graph, r.entities)
         else:  # everything downstream; partitioned metrics from the first affected day on
-            selection = backfill.refresh_selection(graph, r.entities)
-            tags.update(backfill.refresh_run_tags(graph, context.instance, r.entities, r.since_day))
+            assets = selection.refresh_selection(graph, r.entities)
+            tags.update(selection.refresh_run_tags(graph, context.instance, r.entities, r.since_day))
         requests.append(dg.RunRequest(run_key=r.run_key, job_name=keys.REPAIR_BACKFILL_JOB, partition_key=r.day,
-                                      asset_selection=selection, tags=tags))
+                                      asset_selection=assets, tags=tags))
     return dg.SensorResult(run_requests=requests, cursor=cursor)

@@ -43,7 +43,7 @@ from gtm_pipeline.contract_loader import Strict, error_at, load
 from gtm_pipeline.errors import ContractError
 
 if TYPE_CHECKING:
-    from gtm_pipeline.routing.engine import Owner, Record
+    from gtm_pipeline.routing.assign import Owner, Record
 
 Kind = Literal["lead", "opportunity"]
 KINDS = get_args(Kind)
@@ -244,6 +244,7 @@ class RuleSet(Strict):
 
 def routing_enums(contracts_dir: Path) -> dict[str, tuple[str, ...]]:
     """Allowed values of the condition fields and of ``team``, from the lead, opportunity and owner contracts."""
+    # Local: the entity contracts load pandas and Dagster (1.2 s); the rule-set loader stays light for the CLI.
     from gtm_pipeline.clean.contract import load_entity_contracts
 
     contracts = load_entity_contracts(contracts_dir)

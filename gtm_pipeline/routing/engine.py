@@ -18,21 +18,19 @@ the last assignment) -> **load** (fewest open assignments on the record's day) -
 can place goes to the dead-letter queue ``ops.routing_dlq``; `replay_dlq` re-routes it after a fix (a new rule set,
 more capacity), as the playbook's reversal says ("replay DLQ").
 
-The pure API (no warehouse): `parse_rule_set`, `route`, `shadow_evaluate`, `gini`, `assignment_gini`,
-`latency_summary`. The warehouse side: `load_owners`, `route_in_warehouse`, `record_assignments`, `dead_letter`,
-`replay_dlq`, `unassigned_leads`, `route_leads`.
+The pure API (no warehouse): `parse_rule_set` (`gtm_pipeline.routing.contract`), `route`
+(`gtm_pipeline.routing.assign`), `shadow_evaluate`, `gini`, `assignment_gini`, `latency_summary`
+(`gtm_pipeline.routing.fairness`). This module is the warehouse side: `load_owners`, `route_in_warehouse`,
+`record_assignments`, `dead_letter`, `replay_dlq`, `unassigned_leads`, `route_leads`; the pure names stay importable
+from here, so a caller needs one module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import random
-import time
 import uuid
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import duckdb
@@ -40,7 +38,18 @@ import duckdb
 from gtm_pipeline import keys
 from gtm_pipeline.errors import GtmPipelineError
 
-# The rule-set contract lives in its own module; its names stay importable from here (routing.load_rule_set, ...).
+# The pure routing, its judging and the rule-set contract live in their own modules; their names stay importable
+# from here (routing.route, routing.shadow_evaluate, routing.load_rule_set, ...).
+from gtm_pipeline.routing.assign import (  # noqa: F401 - re-exported
+    TIE_BREAKERS,
+    Assignment,
+    Owner,
+    Record,
+    RoutingResult,
+    Unrouted,
+    record_uuid,
+    route,
+)
 from gtm_pipeline.routing.contract import (  # noqa: F401 - re-exported
     CONDITION_FIELDS,
     KINDS,
@@ -56,265 +65,18 @@ from gtm_pipeline.routing.contract import (  # noqa: F401 - re-exported
     parse_rule_set,
     routing_enums,
 )
-from gtm_pipeline.warehouse import ensure_base, table_exists, utcnow
-
-TIE_BREAKERS = ("age", "load", "random_uuid")  # capped: spec §4.4 "Cap tie-breakers: age -> load -> random UUID"
-SHADOW_MATCH_MIN_PCT = 99.5   # spec §4.4: promote a new rule set when shadow match >= 99.5%
-GINI_MAX = 0.2                # spec §4.4 pre-check: fairness Gini <= 0.2
-ROUTE_SLO_SECONDS = 120       # spec §4.4 pre-check: P(Route < 2m)
-
-
-# ---- records, owners, assignments -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Record:
-    """Something to route: a lead or an opportunity, with its (canonical) attributes."""
-
-    record_id: str
-    kind: str                                   # lead | opportunity
-    attrs: Mapping[str, str | None]             # segment, region, industry, size_band, channel
-    day: date                                   # the routing day: capacity and load are counted per day
-    created_at: datetime | None = None          # the routing clock: "age" is measured up to here
-    source: str | None = None                   # e.g. "quarantine:<id>" for a repair
-
-    def to_json(self) -> str:
-        return json.dumps({"record_id": self.record_id, "kind": self.kind, "attrs": dict(self.attrs),
-                           "day": self.day.isoformat(), "source": self.source,
-                           "created_at": self.created_at.isoformat() if self.created_at else None}, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Record:
-        d = json.loads(text)
-        return cls(record_id=d["record_id"], kind=d["kind"], attrs=d["attrs"], day=date.fromisoformat(d["day"]),
-                   created_at=datetime.fromisoformat(d["created_at"]) if d.get("created_at") else None,
-                   source=d.get("source"))
-
-
-@dataclass
-class Owner:
-    owner_id: str
-    team: str
-    segment: str | None = None
-    region: str | None = None
-    capacity_per_day: int | None = None         # None: no limit
-    active: bool = True
-    last_assigned_at: datetime | None = None    # None: never assigned (longest wait)
-    load: dict[date, int] = field(default_factory=dict)  # open assignments per day
-
-    def has_capacity(self, day: date) -> bool:
-        return self.capacity_per_day is None or self.load.get(day, 0) < self.capacity_per_day
-
-
-@dataclass(frozen=True)
-class Assignment:
-    record_id: str
-    kind: str
-    owner_id: str
-    rule: str
-    rule_set: str
-    tie_break: str          # single | age | load | random_uuid: the criterion that decided
-    random_uuid: str        # the record's seeded UUID (used only when age and load tie)
-    latency_ms: float       # the engine's decision time for this record
-    day: date
-    created_at: datetime | None = None
-    source: str | None = None
-
-
-@dataclass(frozen=True)
-class Unrouted:
-    record: Record
-    reason: str
-
-
-@dataclass
-class RoutingResult:
-    assignments: list[Assignment] = field(default_factory=list)
-    unrouted: list[Unrouted] = field(default_factory=list)
-
-    def owner_of(self) -> dict[str, str | None]:
-        out: dict[str, str | None] = {a.record_id: a.owner_id for a in self.assignments}
-        out.update({u.record.record_id: None for u in self.unrouted})
-        return out
-
-
-def record_uuid(seed: int, record_id: str) -> uuid.UUID:
-    """The record's reproducible random UUID: same seed and record id, same UUID, on every machine."""
-    h = int.from_bytes(hashlib.sha256(record_id.encode()).digest()[:8], "big")
-    return uuid.UUID(int=random.Random(seed + h).getrandbits(128))
-
-
-def _pick(eligible: list[Owner], record: Record, seed: int) -> tuple[Owner, str, uuid.UUID]:
-    u = record_uuid(seed, record.record_id)
-    if len(eligible) == 1:
-        return eligible[0], "single", u
-    never = datetime.min
-    oldest = min(o.last_assigned_at or never for o in eligible)
-    tied = [o for o in eligible if (o.last_assigned_at or never) == oldest]
-    if len(tied) == 1:
-        return tied[0], "age", u
-    least = min(o.load.get(record.day, 0) for o in tied)
-    tied = [o for o in tied if o.load.get(record.day, 0) == least]
-    if len(tied) == 1:
-        return tied[0], "load", u
-    tied.sort(key=lambda o: o.owner_id)
-    return tied[u.int % len(tied)], "random_uuid", u
-
-
-def route(records: Iterable[Record], rules: RuleSet, owners: Sequence[Owner], seed: int = 0) -> RoutingResult:
-    """Assign each record to an owner by the first rule whose pool has capacity left; the rest are unrouted.
-
-    Records are taken in (created_at, record_id) order and each assignment updates the chosen owner's age and load,
-    so later records see earlier ones. ``owners`` is not modified. Deterministic for a given seed.
-    """
-    pool = [replace(o, load=dict(o.load)) for o in owners]
-    out = RoutingResult()
-    ordered = sorted(records, key=lambda r: (r.created_at or datetime.min, r.record_id))
-    for rec in ordered:
-        t0 = time.perf_counter()
-        reasons: list[str] = []
-        chosen = None
-        for rule in rules.rules:
-            if not rule.matches(rec):
-                continue
-            members = [o for o in pool if rule.admits(o, rec)]
-            eligible = [o for o in members if o.has_capacity(rec.day)]
-            if not members:
-                reasons.append(f"rule {rule.name}: no active owner in its pool")
-                continue
-            if not eligible:
-                reasons.append(f"rule {rule.name}: all {len(members)} owner(s) at capacity on {rec.day}")
-                continue
-            owner, how, u = _pick(eligible, rec, seed)
-            chosen = (rule, owner, how, u)
-            break
-        ms = (time.perf_counter() - t0) * 1000
-        if chosen is None:
-            why = "; ".join(reasons) if reasons else (f"no rule of {rules.label} applies to this {rec.kind} "
-                                                      f"({_attrs_text(rec)})")
-            out.unrouted.append(Unrouted(rec, why))
-            continue
-        rule, owner, how, u = chosen
-        owner.load[rec.day] = owner.load.get(rec.day, 0) + 1
-        if rec.created_at is not None:
-            owner.last_assigned_at = max(owner.last_assigned_at or rec.created_at, rec.created_at)
-        out.assignments.append(Assignment(record_id=rec.record_id, kind=rec.kind, owner_id=owner.owner_id,
-                                          rule=rule.name, rule_set=rules.label, tie_break=how, random_uuid=str(u),
-                                          latency_ms=ms, day=rec.day, created_at=rec.created_at, source=rec.source))
-    return out
-
-
-def _attrs_text(rec: Record) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(rec.attrs.items())) or "no attributes"
-
-
-# ---- evaluation: fairness, latency, shadow mode ------------------------------------------------------------------
-
-def gini(values: Sequence[float]) -> float:
-    """Gini coefficient of non-negative values: 0 = perfectly even, towards 1 = all on one."""
-    xs = sorted(float(v) for v in values)
-    n, total = len(xs), sum(xs)
-    if n == 0 or total == 0:
-        return 0.0
-    weighted = sum((i + 1) * x for i, x in enumerate(xs))
-    return (2 * weighted) / (n * total) - (n + 1) / n
-
-
-def assignment_gini(assignments: Iterable[Assignment], owners: Sequence[Owner] | None = None,
-                    team: str | None = None) -> float:
-    """Gini of assignments per owner. With ``owners``, every active owner (of ``team``) counts, with 0 if idle."""
-    counts = Counter(a.owner_id for a in assignments)
-    if owners is not None:
-        ids = [o.owner_id for o in owners if o.active and (team is None or o.team == team)]
-        return gini([counts.get(i, 0) for i in ids])
-    return gini(list(counts.values()))
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    n: int
-    p50_ms: float
-    p95_ms: float
-    max_ms: float
-    share_within: float     # share of decisions within ``threshold_ms``
-
-    def as_dict(self) -> dict:
-        return {"n": self.n, "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "max_ms": self.max_ms,
-                "share_within": self.share_within}
-
-
-def _quantile(xs: Sequence[float], q: float) -> float:
-    if not xs:
-        return 0.0
-    s = sorted(xs)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def latency_summary(assignments: Iterable[Assignment],
-                    threshold_ms: float = ROUTE_SLO_SECONDS * 1000) -> LatencySummary:
-    """The engine's decision latency. (Lead-to-assignment time in the CRM, P(Route<2m), is a metric of clean.lead.)"""
-    xs = [a.latency_ms for a in assignments]
-    return LatencySummary(n=len(xs), p50_ms=_quantile(xs, 0.5), p95_ms=_quantile(xs, 0.95),
-                          max_ms=max(xs) if xs else 0.0,
-                          share_within=(sum(1 for x in xs if x <= threshold_ms) / len(xs)) if xs else 1.0)
-
-
-@dataclass
-class ShadowReport:
-    """Current vs candidate rule set on the same records (spec §4.4: promote when shadow match >= 99.5%)."""
-
-    current: str
-    candidate: str
-    records: int
-    identical: int
-    match_pct: float
-    unassigned_current: int
-    unassigned_candidate: int
-    gini_current: float
-    gini_candidate: float
-    latency_current: LatencySummary
-    latency_candidate: LatencySummary
-    differences: list[dict]     # first differing records: record_id, owners and rules under both
-
-    @property
-    def meets_match_threshold(self) -> bool:
-        return self.match_pct >= SHADOW_MATCH_MIN_PCT
-
-    def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("current", "candidate", "records", "identical", "match_pct",
-                                            "unassigned_current", "unassigned_candidate", "gini_current",
-                                            "gini_candidate", "differences")}
-        d["latency_current"] = self.latency_current.as_dict()
-        d["latency_candidate"] = self.latency_candidate.as_dict()
-        d["meets_match_threshold"] = self.meets_match_threshold
-        return d
-
-
-def shadow_evaluate(records: Sequence[Record], current: RuleSet, candidate: RuleSet, owners: Sequence[Owner],
-                    seed: int = 0, max_differences: int = 20) -> ShadowReport:
-    """Route the same records under both rule sets from the same owner state; compare owner by owner.
-
-    Shadow match % = share of records assigned identically (the same owner, or unassigned under both).
-    """
-    a, b = route(records, current, owners, seed), route(records, candidate, owners, seed)
-    oa, ob = a.owner_of(), b.owner_of()
-    ra = {x.record_id: x.rule for x in a.assignments}
-    rb = {x.record_id: x.rule for x in b.assignments}
-    ids = [r.record_id for r in records]
-    same = sum(1 for i in ids if oa.get(i) == ob.get(i))
-    diffs = [{"record_id": i, "current_owner": oa.get(i), "candidate_owner": ob.get(i),
-              "current_rule": ra.get(i), "candidate_rule": rb.get(i)} for i in ids if oa.get(i) != ob.get(i)]
-    return ShadowReport(
-        current=current.label, candidate=candidate.label, records=len(ids), identical=same,
-        match_pct=100.0 * same / len(ids) if ids else 100.0,
-        unassigned_current=len(a.unrouted), unassigned_candidate=len(b.unrouted),
-        gini_current=assignment_gini(a.assignments, owners), gini_candidate=assignment_gini(b.assignments, owners),
-        latency_current=latency_summary(a.assignments), latency_candidate=latency_summary(b.assignments),
-        differences=diffs[:max_differences])
-
-
-# ---- warehouse: owners, assignments, DLQ -------------------------------------------------------------------------
+from gtm_pipeline.routing.fairness import (  # noqa: F401 - re-exported
+    GINI_MAX,
+    ROUTE_SLO_SECONDS,
+    SHADOW_MATCH_MIN_PCT,
+    LatencySummary,
+    ShadowReport,
+    assignment_gini,
+    gini,
+    latency_summary,
+    shadow_evaluate,
+)
+from gtm_pipeline.warehouse import ensure_base, table_exists, transaction, utcnow
 
 _DDL = [
     """CREATE TABLE IF NOT EXISTS ops.routing_assignments (
@@ -532,12 +294,7 @@ def route_leads(con: duckdb.DuckDBPyConnection, rules: RuleSet, days: Sequence[s
     """Route the unassigned leads of ``days``: assignments to ``ops.routing_assignments``, failures to the DLQ."""
     records = unassigned_leads(con, days)
     result = route_in_warehouse(con, records, rules, seed) if records else RoutingResult()
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         record_assignments(con, result, seed)
         dead_letter(con, result.unrouted, rules.label)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return result

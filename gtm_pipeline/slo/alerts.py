@@ -13,7 +13,8 @@ import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from gtm_pipeline.slo.contract import LEVELS, SEVERITIES, format_duration, human_duration
+from gtm_pipeline.slo.contract import LEVELS, SEVERITIES
+from gtm_pipeline.slo.durations import format_duration, human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
 from gtm_pipeline.slo.history import AlertState, History
 from gtm_pipeline.slo.sli import SloFigures

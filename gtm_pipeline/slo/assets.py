@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from gtm_pipeline import keys
-from gtm_pipeline.slo.contract import Coverage, Slo, SloFile, format_duration, human_duration
+from gtm_pipeline.slo.contract import Coverage, Slo, SloFile
+from gtm_pipeline.slo.durations import format_duration, human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
 from gtm_pipeline.slo.resources import SloResource
 from gtm_pipeline.slo.sli import AssetFigures, SloFigures

@@ -21,6 +21,11 @@ from pydantic import BeforeValidator, Field, StringConstraints, field_validator,
 
 from gtm_pipeline.contract_loader import Strict, error_at, read_yaml, validate
 from gtm_pipeline.errors import ContractError
+from gtm_pipeline.slo.durations import duration_seconds, not_a_duration
+
+# format_duration and human_duration are re-exported: callers outside slo/ read them from here.
+from gtm_pipeline.slo.durations import format_duration as format_duration
+from gtm_pipeline.slo.durations import human_duration as human_duration
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +34,6 @@ LEVELS = ("ok", "ticket", "page")                 # ordered: an alert level only
 # Stages whose assets can be covered (keys are [stage, name], gtm_pipeline.keys).
 STAGES = ("ingest", "clean", "contracts", "metrics", "decisions")
 
-_DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # "P(ForecastAge<4h) >= 0.98" or with the spec's "≥"
 _STATEMENT = re.compile(r"^P\((\w+)\s*<\s*(\d+[smhdw])\)\s*(?:>=|≥)\s*([0-9.]+)$")
@@ -40,39 +43,10 @@ DEFAULT_ALERTING = (("page", "1h", "5m", 14.4), ("page", "6h", "30m", 6.0), ("ti
                     ("ticket", "3d", "6h", 1.0))
 
 
-def _seconds(value: object) -> int | None:
-    m = _DURATION.match(str(value).strip()) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-    if not m or int(m.group(1)) <= 0:
-        return None
-    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
-
-def _not_a_duration(value: object) -> str:
-    return (f"{value!r} is not a duration; write a positive whole number with one unit (s, m, h, d, w), "
-            f"e.g. 30s, 5m, 4h, 28d")
-
-
-def parse_duration(value: object, where: str) -> int:
-    """'28d' -> seconds. Whole numbers with one unit (s, m, h, d, w), the subset Prometheus also accepts."""
-    seconds = _seconds(value)
-    if seconds is None:
-        raise ContractError(f"{where}: {_not_a_duration(value)}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The largest unit that divides exactly: 86400 -> '1d', 300 -> '5m' (valid in PromQL and in the YAML)."""
-    s = int(round(seconds))
-    for unit in ("w", "d", "h", "m"):
-        if s and s % _UNIT_SECONDS[unit] == 0:
-            return f"{s // _UNIT_SECONDS[unit]}{unit}"
-    return f"{s}s"
-
-
 def _duration(value: object) -> int:
-    seconds = _seconds(value)
+    seconds = duration_seconds(value)
     if seconds is None:
-        raise ValueError(_not_a_duration(value))
+        raise ValueError(not_a_duration(value))
     return seconds
 
 
@@ -409,20 +383,3 @@ def resolve_coverage(slo_file: SloFile, asset_index: dict[str, str | None]) -> C
             log.warning("%s: SLO %s covers no asset of this code location yet%s", slo_file.where, slo.name,
                         f" (waiting for {', '.join(pending[slo.name])})" if pending[slo.name] else "")
     return Coverage(assets=covered, pending={k: v for k, v in pending.items() if v})
-
-
-def human_duration(seconds: float | None) -> str:
-    """For people: 3725 -> '1h02m', 90061 -> '1d01h', 42 -> '42s'; None -> '-'."""
-    if seconds is None:
-        return "-"
-    s = int(round(max(0.0, seconds)))
-    d, rem = divmod(s, 86400)
-    h, rem = divmod(rem, 3600)
-    m, sec = divmod(rem, 60)
-    if d:
-        return f"{d}d{h:02d}h"
-    if h:
-        return f"{h}h{m:02d}m"
-    if m:
-        return f"{m}m{sec:02d}s"
-    return f"{sec}s"

@@ -32,12 +32,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gtm_pipeline.slo import ops_state
-from gtm_pipeline.slo.contract import LEVELS, Coverage, SloFile, format_duration
+from gtm_pipeline.slo.contract import LEVELS, Coverage, SloFile
+from gtm_pipeline.slo.durations import format_duration
 from gtm_pipeline.slo.evaluate import evaluate
 from gtm_pipeline.slo.history import History
 
 log = logging.getLogger(__name__)
 PREFIX = "gtm"
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
 
 
 class SloCollector(Collector):
@@ -110,7 +115,7 @@ class SloCollector(Collector):
             yield duration
 
     def _dynamic(self, ev) -> Iterator[GaugeMetricFamily]:
-        g = lambda name, doc, labels: GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)  # noqa: E731
+        g = _gauge
         last = g("asset_last_success_timestamp_seconds",
                  "Unix time the published version in force was published (0 = never published).", ["slo", "asset"])
         data_time = g("asset_data_time_seconds",
@@ -161,13 +166,17 @@ class SloCollector(Collector):
             level.add_metric([name], LEVELS.index(state.level) if state else 0)
             recon.add_metric([name], ev.reconstructed[name])
         yield from (last, data_time, age, partial, blocked, good, total, unknown, attain, budget, burn, level, recon)
-        pending = g("slo_pending_notifications", "State changes not yet delivered to every target.", [])
+        yield from self._sensor_families()
+
+    def _sensor_families(self) -> Iterator[GaugeMetricFamily]:
+        """The sensor's own health: undelivered state changes and when it last evaluated."""
+        pending = _gauge("slo_pending_notifications", "State changes not yet delivered to every target.", [])
         pending.add_metric([], len(self.history.outbox(pending_only=True)))
         yield pending
         sensor = self.history.meta("sensor_last_evaluation")
         if sensor:
-            last_eval = g("slo_sensor_last_evaluation_timestamp_seconds",
-                          "Unix time the Dagster SLO sensor last evaluated.", [])
+            last_eval = _gauge("slo_sensor_last_evaluation_timestamp_seconds",
+                               "Unix time the Dagster SLO sensor last evaluated.", [])
             last_eval.add_metric([], float(sensor))
             yield last_eval
 
@@ -185,7 +194,7 @@ class SloCollector(Collector):
         return ops_state.stored(self.history)
 
     def _ops(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        g = lambda name, doc, labels: GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)  # noqa: E731
+        g = _gauge
         snap = self._snapshot()
         failures = CounterMetricFamily(f"{PREFIX}_exporter_warehouse_read_failures",
                                        "Attempts to read the warehouse that failed (locked by a run, or missing); "

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import duckdb
 
 from gtm_pipeline import warehouse
-from gtm_pipeline.slo.contract import human_duration
+from gtm_pipeline.slo.durations import human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
 from gtm_pipeline.slo.history import History
 

@@ -32,8 +32,8 @@ import duckdb
 
 from gtm_pipeline.clock import now_epoch, to_epoch
 from gtm_pipeline.errors import GtmPipelineError
-from gtm_pipeline.quarantine.backfill import read_when_free
 from gtm_pipeline.quarantine.overlay import QUARANTINED_SQL
+from gtm_pipeline.quarantine.snapshot import read_when_free
 from gtm_pipeline.slo.history import History
 from gtm_pipeline.warehouse import OPEN_SQL, table_exists
 

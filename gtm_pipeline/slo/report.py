@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from gtm_pipeline.clock import iso_z
 from gtm_pipeline.datatime import blocked_text, split_blocking
-from gtm_pipeline.slo.contract import SEVERITIES, format_duration, human_duration
+from gtm_pipeline.slo.contract import SEVERITIES
+from gtm_pipeline.slo.durations import format_duration, human_duration
 from gtm_pipeline.slo.evaluate import Evaluation
 from gtm_pipeline.slo.history import History
 

@@ -41,7 +41,8 @@ from pathlib import Path
 
 import yaml
 
-from gtm_pipeline.slo.contract import SEVERITIES, Slo, SloFile, format_duration
+from gtm_pipeline.slo.contract import SEVERITIES, Slo, SloFile
+from gtm_pipeline.slo.durations import format_duration
 
 RULES_FILE = "gtm_slo_rules.yml"
 PROMETHEUS_FILE = "prometheus.yml"

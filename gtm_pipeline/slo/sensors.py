@@ -14,9 +14,9 @@ from gtm_pipeline.ops.notifications import NotificationDelivery, deliver_pending
 from gtm_pipeline.slo import ops_state
 from gtm_pipeline.slo.alerts import advance
 from gtm_pipeline.slo.assets import freshness_check_evaluations, report_events
-from gtm_pipeline.slo.contract import format_duration, human_duration
+from gtm_pipeline.slo.durations import format_duration, human_duration
 from gtm_pipeline.slo.evaluate import coverage_for, evaluate
-from gtm_pipeline.slo.notify import deliver, post_json
+from gtm_pipeline.slo.notify import Delivery, deliver, post_json
 from gtm_pipeline.slo.resources import SloResource
 
 _PRUNE_EVERY = 86400.0
@@ -83,14 +83,7 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
             if ev.now - float(h.meta("last_prune") or 0) >= _PRUNE_EVERY:
                 h.prune(ev.now - max(s.window for s in slo_file.slos) - max(slo_file.windows) - 86400)
                 h.set_meta("last_prune", repr(ev.now))
-        for c in changes:
-            context.log.warning(f"SLO state change: {c['title']} ({c['incident_id'] or c['resolves_incident_id']})")
-        if isinstance(owners, str):
-            context.log.warning(f"owner notifications wait for the next tick: {owners}")
-        elif owners.failed:
-            context.log.warning(f"owner notifications: {owners.failed} failed ({owners.errors}); retried with backoff")
-        for target, why in delivery.waiting.items():
-            context.log.warning(f"{target} delivery waits for the next tick: {why}")
+        _log_deliveries(context, changes, owners, delivery)
         summary = "; ".join(
             f"{f.slo.name} {f.state}/{levels[f.slo.name][0]}"
             + (f" budget {f.budget_remaining:.1%}" if f.budget_remaining is not None else "") for f in ev.slos)
@@ -102,3 +95,16 @@ def build_slo_sensor(evaluation_interval: int) -> dg.SensorDefinition:
                              f"{human_duration(slo_file.report_interval - (ev.now - last_report))}")
 
     return slo_freshness_sensor
+
+
+def _log_deliveries(context: dg.SensorEvaluationContext, changes: list[dict], owners: NotificationDelivery | str,
+                    delivery: Delivery) -> None:
+    """What the tick changed and what it could not deliver yet (retried at the next tick)."""
+    for c in changes:
+        context.log.warning(f"SLO state change: {c['title']} ({c['incident_id'] or c['resolves_incident_id']})")
+    if isinstance(owners, str):
+        context.log.warning(f"owner notifications wait for the next tick: {owners}")
+    elif owners.failed:
+        context.log.warning(f"owner notifications: {owners.failed} failed ({owners.errors}); retried with backoff")
+    for target, why in delivery.waiting.items():
+        context.log.warning(f"{target} delivery waits for the next tick: {why}")

@@ -44,6 +44,28 @@ def _routing_gap(rep: dict, t: dict) -> str | None:
     return None
 
 
+def _improvements(rep: dict, t: dict, reasons: list[str]) -> tuple[bool, bool, list[str]]:
+    """Whether the candidate is documented fairer and (when enabled) faster, adding the reasons; and what could not
+    be judged for want of a figure."""
+    unjudged = []
+    fairer = rep["gini_improvement"] is not None and ge(rep["gini_improvement"], t["min_gini_improvement"])
+    if rep["gini_improvement"] is None:
+        unjudged.append("fairness (current Gini unknown)")
+    else:
+        reasons.append(f"fairness improvement {rep['gini_improvement']:+.3f} Gini "
+                       f"({'>=' if fairer else '<'} {t['min_gini_improvement']})")
+    faster = False
+    if t.get("min_latency_improvement_pct") is not None:
+        gain = rep["p95_improvement_pct"]
+        if gain is None:
+            unjudged.append("latency (p95 not measured)")
+        else:
+            faster = ge(gain, t["min_latency_improvement_pct"])
+            reasons.append(f"p95 latency improvement {gain:.1f}% ({'>=' if faster else '<'} "
+                           f"{t['min_latency_improvement_pct']}%)")
+    return fairer, faster, unjudged
+
+
 def evaluate_routing(shadow: dict | None, t: dict) -> Outcome:
     """``shadow``: figures of `routing.ShadowReport` {current, candidate, records, match_pct, unassigned_current,
     unassigned_candidate, gini_current, gini_candidate, p95_ms_current, p95_ms_candidate}; None: no candidate.
@@ -81,22 +103,7 @@ def evaluate_routing(shadow: dict | None, t: dict) -> Outcome:
                                options))
     match_ok = ge(match, t["shadow_match_min_pct"])
     reasons.append(f"shadow match {match:.2f}% {'>=' if match_ok else '<'} {t['shadow_match_min_pct']}%")
-    unjudged = []
-    fairer = rep["gini_improvement"] is not None and ge(rep["gini_improvement"], t["min_gini_improvement"])
-    if rep["gini_improvement"] is None:
-        unjudged.append("fairness (current Gini unknown)")
-    else:
-        reasons.append(f"fairness improvement {rep['gini_improvement']:+.3f} Gini "
-                       f"({'>=' if fairer else '<'} {t['min_gini_improvement']})")
-    faster = False
-    if t.get("min_latency_improvement_pct") is not None:
-        gain = rep["p95_improvement_pct"]
-        if gain is None:
-            unjudged.append("latency (p95 not measured)")
-        else:
-            faster = ge(gain, t["min_latency_improvement_pct"])
-            reasons.append(f"p95 latency improvement {gain:.1f}% ({'>=' if faster else '<'} "
-                           f"{t['min_latency_improvement_pct']}%)")
+    fairer, faster, unjudged = _improvements(rep, t, reasons)
     if not (match_ok or fairer or faster):
         if unjudged:
             hold(held, reasons, cand, f"match {match:.2f}% < {t['shadow_match_min_pct']}% and the improvement "
