@@ -1,4 +1,4 @@
-"""The one clock of the product (DESIGN §6): every command, asset, sensor and exporter asks it for the time.
+"""The one clock of the product (docs/design.md §6): every command, asset, sensor and exporter asks it for the time.
 
 ``GTM_PIPELINE_NOW`` (ISO-8601; a value without a zone is UTC) freezes it, so a test or an operator's drill can
 replay days in seconds instead of sleeping. Unset, it is the system clock. The variable is read on every call, so a

@@ -1,6 +1,6 @@
 """Settings: the one place where the environment is read.
 
-Asset bodies never read ``os.environ``; resources get their values from here (STYLE rule 5).
+Asset bodies never read ``os.environ``; resources get their values from here (docs/style.md rule 5).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
+
+from gtm_pipeline.errors import GtmPipelineError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS_DIR_DEFAULT = PROJECT_ROOT / "contracts"
@@ -49,8 +51,6 @@ class ReviewTimes:
 
     def of(self, cadence: str) -> time:
         if cadence not in REVIEW_TIME_ENVS:
-            from gtm_pipeline.errors import GtmPipelineError
-
             raise GtmPipelineError(f"review cadence {cadence!r} has no time of day; one of "
                                    f"{', '.join(REVIEW_TIME_ENVS)}")
         return getattr(self, cadence)
@@ -112,8 +112,6 @@ def _seconds(env: dict[str, str], name: str) -> int | None:
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        from gtm_pipeline.errors import GtmPipelineError
-
         raise GtmPipelineError(f"{name}={text!r}: expected a whole number of seconds >= 1, e.g. {name}=5; "
                                f"unset it to keep the default")
     return int(text)
@@ -130,8 +128,6 @@ def _time_of_day(env: dict[str, str], name: str, default: time) -> time:
         return default
     m = _HH_MM.fullmatch(text)
     if m is None:
-        from gtm_pipeline.errors import GtmPipelineError
-
         raise GtmPipelineError(f"{name}={text!r}: expected a time of day HH:MM (24-hour clock, America/New_York), "
                                f"e.g. {name}=16:30; unset it to keep the default ({default:%H:%M})")
     return time(int(m.group(1)), int(m.group(2)))

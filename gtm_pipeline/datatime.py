@@ -1,4 +1,4 @@
-"""Data time (DESIGN §6): how far a published version's inputs are complete. Freshness is measured from it.
+"""Data time (docs/design.md §6): how far a published version's inputs are complete. Freshness is measured from it.
 
 - A raw partition (one source, one delivery day) is complete through its source's cut-off (``contracts/
   sources.yaml``: the end of the delivery day, or the newest event timestamp it carries -- never later than the

@@ -1,5 +1,5 @@
 """The one entry point: every stage package ``gtm_pipeline/<stage>/`` with a ``defs.py`` contributes its ``defs``;
-this module adds what cuts across stages (resources and jobs). Nothing is listed by hand (STYLE rule 1)."""
+this module adds what cuts across stages (resources and jobs). Nothing is listed by hand (docs/style.md rule 1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Asset keys, group names and check names, defined once and used by both the asset specs and their results.
 
-Keys are ``[stage, name]`` and the group is the stage (STYLE rule 2).
+Keys are ``[stage, name]`` and the group is the stage (docs/style.md rule 2).
 """
 
 from __future__ import annotations

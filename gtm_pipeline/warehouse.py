@@ -69,7 +69,7 @@ _DDL = [
     """CREATE TABLE IF NOT EXISTS ops.publications (
         asset_key VARCHAR, partition_key VARCHAR, published_at TIMESTAMP, row_count BIGINT,
         version VARCHAR, run_id VARCHAR)""",
-    # Data time (DESIGN §6): how far a published version's inputs are complete, and the blocked input partitions
+    # Data time (docs/design.md §6): how far a published version's inputs are complete, and the blocked input partitions
     # that stopped it. Added to tables created before data time existed.
     "ALTER TABLE ops.publications ADD COLUMN IF NOT EXISTS data_time TIMESTAMP",
     "ALTER TABLE ops.publications ADD COLUMN IF NOT EXISTS blocked_inputs VARCHAR[]",

@@ -1,4 +1,4 @@
-"""Clean stage on hand-made exports: each break action of spec §3, idempotent re-runs, and the ledger."""
+"""Clean stage on hand-made exports: each break action of spec 002 §3, idempotent re-runs, and the ledger."""
 
 from __future__ import annotations
 

@@ -147,3 +147,77 @@ def test_a_rejected_repair_does_not_hold_its_children_forever(wh):
     con.execute("UPDATE quarantine.opportunity SET status = 'rejected'")  # the parent will never reach clean
     rep = clean("opportunity_stage", D1)
     assert (rep.clean, rep.held) == (1, 0)
+
+
+def test_the_repair_backfill_re_cleans_the_held_childs_day_once_the_parent_is_in_clean(wh, tmp_path, env_settings):
+    """Nothing else re-cleans the child's day (its own rows did not change): the backfill must, in a second round
+    after the parent's day run, and the sensor's plan must request it once the parent is in clean."""
+    import dagster as dg
+
+    from gtm_pipeline import keys
+    from gtm_pipeline.definitions import build_definitions
+    from gtm_pipeline.quarantine import backfill, backfill_now
+    from gtm_pipeline.quarantine.snapshot import PARENT_READY, read_snapshot
+
+    con, deliver, clean = wh
+    deliver(D1, opps=[opp("O1", industry="telecom")])
+    deliver(D2, events=[event("E1", "O1", D2)])
+    clean("opportunity", D1)
+    assert clean("opportunity_stage", D2).held == 1
+    qrows.ensure_repair_tables(con, CONTRACTS)
+    repair.repair_by_enum_map(con, CONTRACTS, qrows.select_rows(con, CONTRACTS, Filters(entity="opportunity")),
+                              {"industry": {"telecom": "media"}}, actor="t")
+    release.release(con, CONTRACTS, qrows.select_rows(con, CONTRACTS, Filters(entity="opportunity")), actor="t")
+    # Released is not clean: the child is not ready yet, and the sensor plans the parent's day only.
+    snap = read_snapshot(con, CONTRACTS)
+    assert [(p.entity, p.day) for p in snap.pending] == [("opportunity", D1)]
+    plan = backfill.decide(snap, None, lambda _k: None, lambda _e: None)
+    assert [(r.day, r.entities) for r in plan.requests] == [(D1, ("opportunity",))]
+
+    defs = build_definitions()
+    names = {keys.clean_key(e): e for e in CONTRACTS}
+    calls = []
+
+    def run(job_name, *, partition_key=None, asset_selection=None, **_kw):
+        """Executes a day run for real (the clean stage of the selected entities); records a refresh."""
+        entities = sorted({names[k] for k in asset_selection or () if k in names})
+        calls.append((partition_key, tuple(entities) if partition_key else "refresh"))
+        for e in entities if partition_key else ():
+            clean(e, partition_key)
+        return type("Outcome", (), {"run_id": f"r{len(calls)}", "success": True, "failed_steps": []})()
+
+    with dg.instance_for_test() as instance:
+        out = backfill_now.run_backfill_in_process(tmp_path / "w.duckdb", definitions=defs, run=run,
+                                                   instance=instance, contracts=CONTRACTS)
+    assert calls[:2] == [(D1, ("opportunity",)), (D2, ("opportunity_stage",))]
+    assert calls[2:] == [(None, "refresh")]
+    assert (out.applied, out.children, out.pending_before) == (1, 1, 1)
+    assert _clean_events(con) == ["E1"] and _stage_quarantine(con) == []
+    assert not [p for p in read_snapshot(con, CONTRACTS).pending if p.release_id.startswith(PARENT_READY)]
+    df = conservation(con, SPEC)
+    assert (df["lost"] == 0).all() and (df["in_two_places"] == 0).all()
+
+
+def test_the_sensor_plans_the_childs_day_when_the_parent_is_in_clean(wh):
+    from gtm_pipeline.quarantine import backfill
+    from gtm_pipeline.quarantine.snapshot import PARENT_READY, read_snapshot
+
+    con, deliver, clean = wh
+    deliver(D1, opps=[opp("O1", industry="telecom")])
+    deliver(D2, events=[event("E1", "O1", D2)])
+    clean("opportunity", D1)
+    clean("opportunity_stage", D2)
+    assert read_snapshot(con, CONTRACTS).pending == []   # the parent waits: nothing to run for the child
+    # The parent is fixed by a corrected re-delivery of its day (no repair involved): the child is ready.
+    deliver(D1, opps=[opp("O1", industry="media")])
+    clean("opportunity", D1)
+    snap = read_snapshot(con, CONTRACTS)
+    assert [(p.entity, p.day, p.release_id.startswith(PARENT_READY)) for p in snap.pending] == [
+        ("opportunity_stage", D2, True)]
+    plan = backfill.decide(snap, None, lambda _k: None, lambda _e: None)
+    assert [(r.day, r.entities) for r in plan.requests] == [(D2, ("opportunity_stage",))]
+    # The same tick again (cursor kept, run in flight) requests nothing new; after the run the batch is done.
+    again = backfill.decide(snap, plan.cursor, lambda _k: backfill.IN_FLIGHT, lambda _e: None)
+    assert again.requests == []
+    clean("opportunity_stage", D2)
+    assert read_snapshot(con, CONTRACTS).pending == [] and _clean_events(con) == ["E1"]

@@ -1,5 +1,5 @@
-"""The CLI explains itself (STYLE rule 12): every command and sub-command has help with an example, every option has
-help text, and `--help` works for each of them."""
+"""The CLI explains itself (docs/style.md rule 12): every command and sub-command has help with an example, every
+option has help text, and `--help` works for each of them."""
 
 from __future__ import annotations
 

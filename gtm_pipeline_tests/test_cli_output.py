@@ -103,7 +103,8 @@ def blocked_day(env_settings):
     return s
 
 
-def test_a_blocked_day_reads_the_same_in_the_run_the_summary_and_the_slo_report(blocked_day, monkeypatch, tmp_path):
+def test_a_blocked_day_reads_the_same_in_the_run_the_summary_the_notice_and_the_slo_report(blocked_day, monkeypatch,
+                                                                                           tmp_path):
     from slo_fakes import publish, write_slo_file
 
     said = blocked_text("clean/opportunity", (DAY,), check=keys.CHECK_RANGES, rule="range", rows=1)
@@ -113,6 +114,9 @@ def test_a_blocked_day_reads_the_same_in_the_run_the_summary_and_the_slo_report(
     with duckdb.connect(str(blocked_day.duckdb_path), read_only=True) as con:
         assert [b.describe() for b in blocked_in_warehouse(con)] == [said]
         assert f"blocked:    {said}" in summary(con).splitlines()
+        # The owner's notice of the incident the block opened.
+        [(body,)] = con.execute("SELECT body FROM ops.notifications WHERE asset_key = 'clean/opportunity'").fetchall()
+        assert body.splitlines()[0] == said, body
     # What a run reports: the failed check's asset, name, blocked_days and violations (runner.run_job).
     run = RunOutcome(keys.DAILY_JOB, False, "r1", ["clean_opportunity"], [],
                      blocked=[Blocked("clean/opportunity", keys.CHECK_RANGES, (DAY,), 1)])

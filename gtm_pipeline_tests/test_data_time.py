@@ -1,5 +1,5 @@
-"""Freshness is data age (DESIGN §6), attacked where the first version broke: recomputing over unchanged inputs must
-not make a metric younger, a blocked input partition must hold everything downstream back and be named, a future
+"""Freshness is data age (docs/design.md §6), attacked where the first version broke: recomputing over unchanged inputs
+must not make a metric younger, a blocked input partition must hold everything downstream back and be named, a future
 timestamp in a delivery must not make it look fresh, and the one clock must honour GTM_PIPELINE_NOW."""
 
 from __future__ import annotations

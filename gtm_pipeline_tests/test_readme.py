@@ -191,3 +191,17 @@ def test_lineage_picture_exists():
     for img in images:
         if not img.startswith("http"):
             assert (REPO / img).exists(), f"README.md links {img}, which does not exist"
+
+
+def test_the_flow_picture_counts_what_the_contracts_hold():
+    """The picture at the top says how many sources, entities and derived metrics there are: a contract added or
+    dropped must change it (it said 20 derived metrics while 23 were shipped)."""
+    picture = next(b for b in (REPO / "README.md").read_text().split("```") if "ingest ──► clean" in b)
+    from gtm_pipeline.ingest.landing import load_landing_spec
+
+    spec = load_landing_spec(REPO / "contracts")
+    metrics = sorted(p.stem for p in (REPO / "contracts" / "metrics").glob("*.yaml"))
+    facts = [m for m in metrics if m.startswith("fact_")]
+    assert f"{len(metrics) - len(facts)} derived" in picture, picture
+    assert f"{len(spec.entities())} entities" in picture and len(facts) == 3, picture
+    assert f"{len(spec.sources)} sources" in picture, picture

@@ -252,7 +252,7 @@ def test_a_released_row_the_contract_rejects_at_apply_time_goes_back_to_open(wh)
     wh.con.execute("UPDATE quarantine.missing_owner SET released_payload = ? WHERE quarantine_id = ?",
                    [json.dumps(p), qid])
     rep = wh.reclean()
-    assert rep.blocked  # amount is out of range: the day is not published, as spec §3 says
+    assert rep.blocked  # amount is out of range: the day is not published, as spec 002 §3 says
     row = wh.rows(ids=(qid,)).iloc[0]
     assert row["status"] == "open" and "amount: -5.0 is outside [0, 5000000]" in row["reason"]
     assert json.loads(row["payload"])["owner_id"] is None  # the original values are kept
@@ -261,7 +261,7 @@ def test_a_released_row_the_contract_rejects_at_apply_time_goes_back_to_open(wh)
 
 
 def test_a_blocked_day_publishes_with_its_repairs_once_the_bad_row_is_fixed(wh, tmp_path):
-    # Deliver day 3 again with an out-of-range amount: the whole day is held (spec §3 block publish).
+    # Deliver day 3 again with an out-of-range amount: the whole day is held (spec 002 §3 block publish).
     path = wh.landing / "crm" / DAYS[2] / "opportunities.csv"
     path.write_text(path.read_text() + opp("OX1", DAYS[2], amount=9e9) + "\n")
     ingest_day(wh.con, SPEC, wh.landing, "crm", DAYS[2])

@@ -1,4 +1,4 @@
-"""Routing engine (spec §4.4): rule-set validation, matching, capped tie-breakers, reproducible random UUID,
+"""Routing engine (spec 002 §4.4): rule-set validation, matching, capped tie-breakers, reproducible random UUID,
 fairness and shadow figures, and the dead-letter queue with its replay."""
 
 from __future__ import annotations

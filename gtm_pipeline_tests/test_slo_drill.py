@@ -5,7 +5,7 @@ the daily job ingests and cleans the day, the metric layer refreshes through wri
 forecast schedule is asked every simulated hour, and the real SLO sensor ticks (it writes incidents and posts to a
 local webhook receiver). Only the clock is simulated.
 
-Scenario (DESIGN §6, issue "freshness that tells the truth" §2):
+Scenario (docs/design.md §6, issue "freshness that tells the truth" §2):
 1. 28 days of steady deliveries: each day's exports land at 00:05 the next day (an ``end_of_day`` cut-off, so the
    data is complete through midnight) and the metric layer has republished by 00:12. MetricAge and AttributionAge
    keep P(age < 24h) >= 0.98 with budget left: the data is 12 minutes past its 24 hours once a day, 0.8% of the time.

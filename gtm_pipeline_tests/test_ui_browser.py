@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "artifacts"
-# The stages of DESIGN.md §1, in lineage order. With STRICT_FULL_LINEAGE every one of them must be defined and reach
+# The stages of docs/design.md §1, in lineage order. With STRICT_FULL_LINEAGE each of them must be defined and reach
 # back to ingest; set it to False only while a stage is being rebuilt (then only REQUIRED_STAGES must exist).
 STAGE_ORDER = ("ingest", "clean", "contracts", "metrics", "decisions")
 # Groups beside the main line: the SLO stage watches the published metrics rather than feeding decisions.
@@ -56,7 +56,7 @@ def expected_stages() -> list[str]:
     missing = [s for s in (STAGE_ORDER if STRICT_FULL_LINEAGE else REQUIRED_STAGES) if s not in groups]
     assert not missing, f"asset groups missing from the definitions: {missing}"
     unknown = groups - set(STAGE_ORDER) - set(SIDE_GROUPS)
-    assert not unknown, f"asset groups that are not stages of DESIGN.md: {sorted(unknown)}"
+    assert not unknown, f"asset groups that are not stages of docs/design.md: {sorted(unknown)}"
     return [s for s in STAGE_ORDER + SIDE_GROUPS if s in groups]
 
 

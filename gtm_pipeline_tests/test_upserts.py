@@ -180,3 +180,81 @@ def test_re_running_an_earlier_day_reports_its_version_as_superseded(wh):
     wh.deliver(D2, [row(OID, stage="negotiation")])
     rep = clean_partition(wh.con, SPEC, CONTRACT, D1)
     assert (rep.clean, rep.superseded) == (0, 1)
+
+
+def test_a_quarantined_day_2_update_repaired_and_released_becomes_the_current_version(wh, tmp_path):
+    """The key is in clean from day 1: that is the version the repaired row updates, not a copy it duplicates."""
+    from gtm_pipeline.quarantine import release, repair
+    from gtm_pipeline.quarantine import rows as qrows
+    from gtm_pipeline.quarantine.rows import Filters
+
+    contracts = {"opportunity": CONTRACT}
+    wh.deliver(D1, [row(OID, stage="prospecting")])
+    wh.deliver(D2, [row(OID, stage="negotiaton")])
+    qrows.ensure_repair_tables(wh.con, contracts)
+    qid = qrows.select_rows(wh.con, contracts, Filters(rule="enum")).iloc[0]["quarantine_id"]
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text(f"quarantine_id,stage\n{qid},negotiation\n")
+    rep = repair.repair_by_csv(wh.con, contracts, fixes, actor="j")
+    assert [o.status for o in rep.outcomes] == ["repaired"], rep.outcomes
+    rel = release.release(wh.con, contracts, qrows.select_rows(wh.con, contracts, Filters(status="repaired")),
+                          actor="j")
+    assert rel.released == [qid] and rel.days == {D2: ["opportunity"]}
+    wh.deliver(D2, [row(OID, stage="negotiaton")])   # the backfill re-cleans day 2 with the release overlaid
+    assert wh.clean() == [(OID, "negotiation", D2, f(D2), 2)]
+    assert [v[:3] for v in wh.versions()] == [("prospecting", D1, D2), ("negotiation", D2, None)]
+    wh.assert_conserved()
+
+
+def test_a_repair_that_makes_a_second_copy_inside_one_delivery_is_still_refused(wh, tmp_path):
+    from gtm_pipeline.quarantine import repair
+    from gtm_pipeline.quarantine import rows as qrows
+    from gtm_pipeline.quarantine.rows import Filters
+
+    contracts = {"opportunity": CONTRACT}
+    wh.deliver(D1, [row("O3")])
+    wh.deliver(D2, [row(OID, stage="prospecting"), row("O4", stage="negotiaton")])
+    qrows.ensure_repair_tables(wh.con, contracts)
+    qid = qrows.select_rows(wh.con, contracts, Filters(rule="enum")).iloc[0]["quarantine_id"]
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text(f"quarantine_id,stage,opportunity_id\n{qid},negotiation,{OID}\n")
+    repair.repair_by_csv(wh.con, contracts, fixes, actor="j")
+    r = qrows.select_rows(wh.con, contracts, Filters(ids=(qid,))).iloc[0]
+    assert r["status"] == "open"
+    assert f"opportunity_id: already in clean.opportunity at {f(D2)}:2 (same delivery day)" in r["reason"]
+
+
+def test_the_pipeline_snapshot_reads_the_stage_each_day_had_not_todays(wh):
+    """Without stage events (a CRM that re-exports the record), the daily snapshot takes the version current on
+    each day: a re-export moving O0000002 to negotiation on day 3 leaves days 1-2 in prospecting."""
+    from datetime import datetime
+
+    from gtm_pipeline.metrics.registry import BuildContext, computations
+
+    wh.deliver(D1, [row(OID, stage="prospecting")])
+    # O9, created on day 3, carries the snapshot's day spine to day 3 (it runs through the last day of data).
+    wh.deliver(D3, [row(OID, stage="negotiation"), row("O9", created=f"{D3} 09:00:00")])
+    wh.con.execute("CREATE TABLE clean.opportunity_stage (stage_event_id VARCHAR, opportunity_id VARCHAR, "
+                   "from_stage VARCHAR, to_stage VARCHAR, changed_at TIMESTAMP)")
+    comp = computations()["fact_pipeline"]
+    sql = comp.build(wh.con, BuildContext("fact_pipeline", comp.reads, datetime(2026, 8, 4)))
+    assert wh.con.execute(f"SELECT snapshot_date::VARCHAR, stage, is_open FROM ({sql}) WHERE opportunity_id = '{OID}' "
+                          f"ORDER BY 1").fetchall() == [
+        (D1, "prospecting", True), (D2, "prospecting", True), (D3, "negotiation", True)]
+    # A stage event, where the source has them, still wins over the version of the day.
+    wh.con.execute(f"INSERT INTO clean.opportunity_stage VALUES ('E1', '{OID}', 'prospecting', 'closed_lost', "
+                   f"TIMESTAMP '{D2} 12:00:00')")
+    got = wh.con.execute(f"SELECT snapshot_date::VARCHAR, stage FROM ({sql}) WHERE opportunity_id = '{OID}' "
+                         f"ORDER BY 1").fetchall()
+    assert got == [(D1, "prospecting"), (D2, "closed_lost")]
+
+
+def test_a_failing_publish_raises_its_own_error_and_changes_nothing(wh):
+    """A clean table an older version left without a column: the error names it (not "transaction is aborted", a
+    clean-up statement's error after the failed one) and the rollback leaves both tables as they were."""
+    wh.deliver(D1, [row(OID, stage="prospecting")])
+    wh.con.execute("ALTER TABLE clean.opportunity DROP COLUMN industry")
+    before = wh.tables()
+    with pytest.raises(duckdb.BinderException, match="industry"):
+        wh.deliver(D2, [row(OID, stage="negotiation")])
+    assert wh.tables() == before

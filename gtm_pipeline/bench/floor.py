@@ -8,6 +8,8 @@ from pathlib import Path
 
 from gtm_pipeline.bench.config import FLOOR_ROUNDS
 from gtm_pipeline.bench.sampling import ru_maxrss
+from gtm_pipeline.config import load_settings
+from gtm_pipeline.ingest.landing import load_landing_spec
 
 
 def floor_queries(landing: Path) -> list[str]:
@@ -17,9 +19,6 @@ def floor_queries(landing: Path) -> list[str]:
     of the generated defects (``ignore_errors``: malformed lines, latin-1 bytes), and no ``union_by_name`` (it
     sniffs every file's header and triples the time; renamed columns do not change a count).
     """
-    from gtm_pipeline.config import load_settings
-    from gtm_pipeline.ingest.landing import load_landing_spec
-
     spec = load_landing_spec(load_settings().contracts_dir)
     out = []
     for t in spec.tables():

@@ -31,7 +31,8 @@ from gtm_pipeline.bench.report import (
     summary_table,
 )
 from gtm_pipeline.bench.sampling import TreeSampler
-from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.config import load_settings
+from gtm_pipeline.errors import GtmPipelineError, RunFailed
 
 
 def _child_env(work: Path, start) -> dict[str, str]:
@@ -185,8 +186,6 @@ def _retime(root: Path, res: IncrementResult, echo: Echo) -> None:
 
 def run_bench(cfg: BenchConfig, echo: Echo = print) -> dict:
     """Run the benchmark; print tables through ``echo``; return (and write) the JSON result."""
-    from gtm_pipeline.config import load_settings
-
     root = Path(cfg.out) if cfg.out else load_settings().data_dir / "bench"
     root.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
@@ -227,8 +226,6 @@ def run_bench(cfg: BenchConfig, echo: Echo = print) -> dict:
     echo(f"\nresults: {result_file}")
     broken = bench_failures(sizes, increments)
     if broken:
-        from gtm_pipeline.errors import RunFailed
-
         raise RunFailed("bench: steps broke (not a blocking check), so the figures do not measure the whole "
                         "pipeline:\n  " + "\n  ".join(broken) + "\n  more: run again with --keep to keep the runs' "
                         "logs and Dagster instance in the work folder")

@@ -462,7 +462,7 @@ c AS (
                    broke(unparsed(raw_close_date, close_date), 'type', 'quarantine'),
                    broke(opportunity_id IS NULL, 'required', 'quarantine'),
                    broke(account_id IS NULL, 'required', 'quarantine'),
-                   -- spec §3: an opportunity without an owner goes to quarantine.missing_owner for routing.
+                   -- spec 002 §3: an opportunity without an owner goes to quarantine.missing_owner for routing.
                    broke(owner_id IS NULL, 'required', 'missing_owner'),
                    broke(absent(raw_created_at, created_at), 'required', 'quarantine'),
                    broke(stage IS NULL, 'required', 'quarantine'),
@@ -564,7 +564,7 @@ c AS (
 SELECT * EXCLUDE (_dup, _v, raw_date, raw_amount), fate(_dup, _v) AS _fate, first_rule(_v, fate(_dup, _v)) AS _rule
 FROM c;
 
--- spec §3: an out-of-range value blocks its entity's day; that day's other rows wait in quarantine as held.
+-- spec 002 §3: an out-of-range value blocks its entity's day; that day's other rows wait in quarantine as held.
 UPDATE ref_account SET _fate = 'held' WHERE _fate = 'clean'
     AND _partition IN (SELECT _partition FROM ref_account WHERE _fate = 'blocking');
 UPDATE ref_activity SET _fate = 'held' WHERE _fate = 'clean'
@@ -587,6 +587,32 @@ UPDATE ref_owner SET _fate = 'held' WHERE _fate = 'clean'
     AND _partition IN (SELECT _partition FROM ref_owner WHERE _fate = 'blocking');
 UPDATE ref_vendor_cost SET _fate = 'held' WHERE _fate = 'clean'
     AND _partition IN (SELECT _partition FROM ref_vendor_cost WHERE _fate = 'blocking');
+
+-- docs/contracts.md "Held with its parent": a first copy that would be clean, whose reference is a key waiting in its
+-- parent's quarantine (quarantined, blocking, missing owner or held) and not also clean, waits as held. Parents
+-- first, as the clean steps run (gtm_pipeline/clean/references.py, reference_levels): owner; account and lead;
+-- contact and opportunity; opportunity_stage.
+UPDATE ref_account SET _fate = 'held', _rule = 'held' WHERE _fate = 'clean' AND owner_id IN (
+    SELECT owner_id FROM ref_owner WHERE _fate IN ('quarantine', 'blocking', 'missing_owner', 'held')
+    AND owner_id IS NOT NULL EXCEPT SELECT owner_id FROM ref_owner WHERE _fate = 'clean' AND owner_id IS NOT NULL);
+UPDATE ref_lead SET _fate = 'held', _rule = 'held' WHERE _fate = 'clean' AND owner_id IN (
+    SELECT owner_id FROM ref_owner WHERE _fate IN ('quarantine', 'blocking', 'missing_owner', 'held')
+    AND owner_id IS NOT NULL EXCEPT SELECT owner_id FROM ref_owner WHERE _fate = 'clean' AND owner_id IS NOT NULL);
+UPDATE ref_contact SET _fate = 'held', _rule = 'held' WHERE _fate = 'clean' AND account_id IN (
+    SELECT account_id FROM ref_account WHERE _fate IN ('quarantine', 'blocking', 'missing_owner', 'held')
+    AND account_id IS NOT NULL EXCEPT SELECT account_id FROM ref_account WHERE _fate = 'clean' AND account_id IS NOT NULL);
+UPDATE ref_opportunity SET _fate = 'held', _rule = 'held' WHERE _fate = 'clean' AND account_id IN (
+    SELECT account_id FROM ref_account WHERE _fate IN ('quarantine', 'blocking', 'missing_owner', 'held')
+    AND account_id IS NOT NULL EXCEPT SELECT account_id FROM ref_account WHERE _fate = 'clean' AND account_id IS NOT NULL);
+UPDATE ref_opportunity SET _fate = 'held', _rule = 'held' WHERE _fate = 'clean' AND lead_id IN (
+    SELECT lead_id FROM ref_lead WHERE _fate IN ('quarantine', 'blocking', 'missing_owner', 'held')
+    AND lead_id IS NOT NULL EXCEPT SELECT lead_id FROM ref_lead WHERE _fate = 'clean' AND lead_id IS NOT NULL);
+UPDATE ref_opportunity SET _fate = 'held', _rule = 'held' WHERE _fate = 'clean' AND owner_id IN (
+    SELECT owner_id FROM ref_owner WHERE _fate IN ('quarantine', 'blocking', 'missing_owner', 'held')
+    AND owner_id IS NOT NULL EXCEPT SELECT owner_id FROM ref_owner WHERE _fate = 'clean' AND owner_id IS NOT NULL);
+UPDATE ref_opportunity_stage SET _fate = 'held', _rule = 'held' WHERE _fate = 'clean' AND opportunity_id IN (
+    SELECT opportunity_id FROM ref_opportunity WHERE _fate IN ('quarantine', 'blocking', 'missing_owner', 'held')
+    AND opportunity_id IS NOT NULL EXCEPT SELECT opportunity_id FROM ref_opportunity WHERE _fate = 'clean' AND opportunity_id IS NOT NULL);
 
 -- stage: contracts
 -- Where every typed row went, per entity and day: the figures the equality test compares with the pipeline's.

@@ -14,6 +14,7 @@ from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
 from gtm_pipeline.clean.contract import MISSING_OWNER, EntityContract, load_entity_contracts
+from gtm_pipeline.clean.references import reference_levels
 from gtm_pipeline.clean.report import CleanReport
 from gtm_pipeline.clean.rules import quote_ident
 from gtm_pipeline.clean.stage import clean_days
@@ -25,15 +26,20 @@ from gtm_pipeline.ingest.landing import LandingSpec, load_landing_spec
 from gtm_pipeline.orchestration.partitions import daily_partitions
 from gtm_pipeline.orchestration.resources import GtmProject
 
+# Dagster's documented priority tag: of the steps ready to run, a higher priority runs first (op tags order steps
+# inside a run). Parents get MAX_LEVEL, their children one less per level of references.
+PRIORITY_TAG = "dagster/priority"
+MAX_LEVEL = 10
+
 # rule kind -> (check name, description, severity, blocking)
 _CHECKS = {
     "type": (keys.CHECK_TYPES, "Values that do not parse as the column's type are quarantined.",
              dg.AssetCheckSeverity.ERROR, False),
     "required": (keys.CHECK_REQUIRED, "Required values present; rows missing one are quarantined.",
                  dg.AssetCheckSeverity.ERROR, False),
-    "enum": (keys.CHECK_ENUMS, "Enum integrity (spec §3): a value outside the allowed set is quarantined and an "
+    "enum": (keys.CHECK_ENUMS, "Enum integrity (spec 002 §3): a value outside the allowed set is quarantined and an "
                                "incident opens.", dg.AssetCheckSeverity.ERROR, False),
-    "range": (keys.CHECK_RANGES, "Out of range (spec §3): publication of the day is blocked, downstream does not "
+    "range": (keys.CHECK_RANGES, "Out of range (spec 002 §3): publication of the day is blocked, downstream does not "
                                  "run, the owner is notified.", dg.AssetCheckSeverity.ERROR, True),
     "unique": (keys.CHECK_UNIQUE, "Second copies of a key go to raw.rejects naming the first copy.",
                dg.AssetCheckSeverity.WARN, False),
@@ -46,7 +52,7 @@ _CHECKS = {
                    dg.AssetCheckSeverity.WARN, False),
     "late": (keys.CHECK_LATE, "Records delivered after their event day (accepted, flagged _late).",
              dg.AssetCheckSeverity.WARN, False),
-    "owner": (keys.CHECK_OWNER, "Missing keys (spec §3): opportunities without owner go to "
+    "owner": (keys.CHECK_OWNER, "Missing keys (spec 002 §3): opportunities without owner go to "
                                 "quarantine.missing_owner for routing to repair.", dg.AssetCheckSeverity.WARN, False),
 }
 
@@ -117,7 +123,7 @@ def _asset_specs(contract: EntityContract, spec: LandingSpec, owns_missing_owner
         specs.append(dg.AssetSpec(
             keys.MISSING_OWNER_KEY, group_name=keys.CONTRACTS, deps=deps, kinds={"duckdb"}, owners=owner,
             code_version=code_version, tags={"stage": "contracts"},
-            description="quarantine.missing_owner: one row per record without an owner (spec §3 missing keys), "
+            description="quarantine.missing_owner: one row per record without an owner (spec 002 §3 missing keys), "
                         "marked for repair through the routing rules."))
     return specs
 
@@ -179,7 +185,11 @@ def _check_result(k: str, ckey: dg.AssetKey, reports: list[CleanReport], ref_mis
     return dg.AssetCheckResult(asset_key=ckey, check_name=name, passed=n == 0, severity=sev, metadata=meta)
 
 
-def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_owner: bool) -> dg.AssetsDefinition:
+def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_owner: bool,
+                      level: int = 0) -> dg.AssetsDefinition:
+    """The clean multi-asset of one entity. ``level`` is its depth in the references (`reference_levels`): a
+    parent's step runs before its children's in the same run (the step priority), so a child is held for a parent
+    this run put in quarantine."""
     e = contract.entity
     ckey, qkey = keys.clean_key(e), keys.quarantine_key(e)
     kinds = _kinds_used(contract)
@@ -188,7 +198,8 @@ def build_clean_asset(contract: EntityContract, spec: LandingSpec, owns_missing_
 
     @dg.multi_asset(name=f"clean_{e}", specs=_asset_specs(contract, spec, owns_missing_owner),
                     check_specs=check_specs, partitions_def=daily_partitions,
-                    backfill_policy=dg.BackfillPolicy.single_run(), can_subset=False)
+                    backfill_policy=dg.BackfillPolicy.single_run(), can_subset=False,
+                    op_tags={PRIORITY_TAG: str(MAX_LEVEL - level)})
     def _clean(context: dg.AssetExecutionContext, warehouse: DuckDBResource, project: GtmProject):
         lspec = load_landing_spec(project.contracts_path)
         contract_now = load_entity_contracts(project.contracts_path)[e]
@@ -228,7 +239,9 @@ def clean_assets() -> list[dg.AssetsDefinition]:
     if len(users) > 1:
         raise ContractError(f"contracts/entities: quarantine_missing_owner is used by {users}; only one entity may "
                             f"route to quarantine.missing_owner")
-    return [build_clean_asset(contracts[e], spec, owns_missing_owner=(e in users)) for e in spec.entities()]
+    levels = reference_levels(contracts)
+    return [build_clean_asset(contracts[e], spec, owns_missing_owner=(e in users), level=levels[e])
+            for e in spec.entities()]
 
 
 defs = dg.Definitions(assets=clean_assets())

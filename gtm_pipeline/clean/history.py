@@ -133,30 +133,30 @@ def publish_versions(con: duckdb.DuckDBPyConnection, contract: EntityContract, l
         SELECT {keys} FROM clean.{e} WHERE _partition IN {days} UNION ALL
         SELECT {keys} FROM {labelled} WHERE _dest = 'clean') WHERE {nonnull}""")
     touched = f"EXISTS (SELECT 1 FROM {_K} k WHERE {_on(contract, 'k', 'x')})"
-    try:
-        con.execute(f"DELETE FROM clean.{h} WHERE _partition IN {days}")
-        con.execute(f"INSERT INTO clean.{h} ({names}, valid_from, valid_to, {lineage}, _late, _contract_version, "
-                    f"_published_at) SELECT {names}, _partition, NULL, {lineage}, _late, ?, ? FROM {labelled} "
-                    f"WHERE _dest = 'clean'", [contract.version, now])
-        # The window sorts only the keys with several versions or a valid_to to clear (narrow grouping first).
-        moved = (f"SELECT {keys} FROM clean.{h} x WHERE {touched} GROUP BY ALL "
-                 "HAVING count(*) > 1 OR count(valid_to) > 0")
-        con.execute(f"""UPDATE clean.{h} SET valid_to = n.nxt FROM (
-            SELECT _file, _line, lead(valid_from) OVER (PARTITION BY {keys} ORDER BY valid_from, _file, _line) AS nxt
-            FROM clean.{h} x WHERE EXISTS (SELECT 1 FROM ({moved}) m WHERE {_on(contract, 'm', 'x')})) n
-            WHERE clean.{h}._file = n._file AND clean.{h}._line = n._line
-              AND clean.{h}.valid_to IS DISTINCT FROM n.nxt""")
-        # Rows without a full key are never versions of one another: they stay by day. (Two statements, not an
-        # OR, so the touched keys are a semi-join.)
-        con.execute(f"DELETE FROM clean.{e} x WHERE {touched}")
-        con.execute(f"DELETE FROM clean.{e} x WHERE x._partition IN {days} AND NOT ({nonnull})")
-        current = (f"INSERT INTO clean.{e} ({names}, {lineage}, _late, _contract_version, _published_at) "
-                   f"SELECT {names}, {lineage}, _late, _contract_version, _published_at FROM clean.{h} x "
-                   "WHERE valid_to IS NULL AND ")
-        con.execute(current + touched)
-        con.execute(current + f"x._partition IN {days} AND NOT ({nonnull})")
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS temp.{_K}")
+    # No try/finally: this runs inside the clean stage's transaction, and a statement after a failed one would
+    # only say "transaction is aborted", hiding the error; the rollback drops the temp table with the rest.
+    con.execute(f"DELETE FROM clean.{h} WHERE _partition IN {days}")
+    con.execute(f"INSERT INTO clean.{h} ({names}, valid_from, valid_to, {lineage}, _late, _contract_version, "
+                f"_published_at) SELECT {names}, _partition, NULL, {lineage}, _late, ?, ? FROM {labelled} "
+                f"WHERE _dest = 'clean'", [contract.version, now])
+    # The window sorts only the keys with several versions or a valid_to to clear (narrow grouping first).
+    moved = (f"SELECT {keys} FROM clean.{h} x WHERE {touched} GROUP BY ALL "
+             "HAVING count(*) > 1 OR count(valid_to) > 0")
+    con.execute(f"""UPDATE clean.{h} SET valid_to = n.nxt FROM (
+        SELECT _file, _line, lead(valid_from) OVER (PARTITION BY {keys} ORDER BY valid_from, _file, _line) AS nxt
+        FROM clean.{h} x WHERE EXISTS (SELECT 1 FROM ({moved}) m WHERE {_on(contract, 'm', 'x')})) n
+        WHERE clean.{h}._file = n._file AND clean.{h}._line = n._line
+          AND clean.{h}.valid_to IS DISTINCT FROM n.nxt""")
+    # Rows without a full key are never versions of one another: they stay by day. (Two statements, not an
+    # OR, so the touched keys are a semi-join.)
+    con.execute(f"DELETE FROM clean.{e} x WHERE {touched}")
+    con.execute(f"DELETE FROM clean.{e} x WHERE x._partition IN {days} AND NOT ({nonnull})")
+    current = (f"INSERT INTO clean.{e} ({names}, {lineage}, _late, _contract_version, _published_at) "
+               f"SELECT {names}, {lineage}, _late, _contract_version, _published_at FROM clean.{h} x "
+               "WHERE valid_to IS NULL AND ")
+    con.execute(current + touched)
+    con.execute(current + f"x._partition IN {days} AND NOT ({nonnull})")
+    con.execute(f"DROP TABLE IF EXISTS temp.{_K}")
     # An earlier day re-run after a later one publishes versions that are not current: the report says so.
     return {d: int(n) for d, n in con.execute(
         f"SELECT strftime(l._partition, '%Y-%m-%d'), count(*) FROM {labelled} l JOIN clean.{h} x "

@@ -13,9 +13,9 @@ quarantine payload (the raw text, trimmed, as the clean stage types a string) an
 a key that exists nowhere is not held: it stays a ``references_resolve`` warning, as before. A rejected repair
 (status ``rejected``) will never reach clean, so it does not hold its children either.
 
-The parent's quarantine is the one its latest clean run wrote: within one run, an entity cleaned before the entity
-it references sees that entity's quarantine of the run before (Dagster runs the clean steps of one level in name
-order: account and opportunity before opportunity_stage, owner after everything that references it).
+The parent's quarantine is the one its latest clean run wrote. Within one run the clean steps go parents first
+(`reference_levels` gives each clean step its Dagster priority: owner, then account and lead, then contact and
+opportunity, then opportunity_stage), so a child sees its parents' quarantine of the same run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 import duckdb
 
 from gtm_pipeline.clean.contract import EntityContract
-from gtm_pipeline.clean.rules import quote_ident, sql_str
+from gtm_pipeline.clean.rules import json_path, quote_ident, sql_str
+from gtm_pipeline.errors import ContractError
 from gtm_pipeline.quarantine.overlay import MISSING_OWNER_TABLE
 from gtm_pipeline.warehouse import existing_tables
 
@@ -34,14 +35,10 @@ HOLD_FOR_PARENT = "hold_for_parent"
 WAITING = ("open", "held", "repaired", "released")
 
 
-def _json_path(column: str) -> str:
-    return "'$.\"" + column.replace("'", "''").replace('"', '\\"') + "\"'"
-
-
 def _parent_keys_sql(parent: str, column: str, quarantine: set[str]) -> str | None:
     """SQL of the parent's keys waiting in quarantine, one row per key with the rule that holds it there."""
     waiting = ", ".join(sql_str(s) for s in WAITING)
-    key = f"nullif(trim(json_extract_string(payload, {_json_path(column)})), '')"
+    key = f"nullif(trim(json_extract_string(payload, {json_path(column)})), '')"
     parts = []
     if parent in quarantine:
         parts.append(f"SELECT {key} AS k, rule, {sql_str('quarantine.' + parent)} AS t FROM quarantine.{parent} "
@@ -85,3 +82,50 @@ def mark_held_by_parent(con: duckdb.DuckDBPyConnection, contract: EntityContract
     ) h WHERE {table}._file = h._file AND {table}._line = h._line""")
     (n,) = con.execute(f"SELECT count(*) FROM {table} WHERE {HELD_BY} IS NOT NULL").fetchall()[0]
     return int(n)
+
+
+def ready_children(con: duckdb.DuckDBPyConnection, contracts) -> list[tuple[str, str, str]]:
+    """Held-for-parent rows whose parents no longer wait in quarantine (released into clean, or rejected for good):
+    (quarantine_id, entity, delivery day) of each. Re-cleaning their day publishes them; the repair backfill
+    (`gtm_pipeline.quarantine.backfill`) requests that run, since nothing else would re-clean a day whose own rows
+    did not change. The test is the clean stage's own (`mark_held_by_parent`), so a ready row is one the re-clean
+    publishes."""
+    quarantine = existing_tables(con, "quarantine")
+    out: list[tuple[str, str, str]] = []
+    for entity, contract in sorted(contracts.items()):
+        if entity not in quarantine:
+            continue
+        waiting = []
+        for col in contract.rules_of_kind("references"):
+            assert col.references is not None
+            parent, pcol = col.references.split(".")
+            keys = _parent_keys_sql(parent, pcol, quarantine) if parent != entity else None
+            if keys is not None:
+                k = f"nullif(trim(json_extract_string(x.payload, {json_path(col.name)})), '')"
+                waiting.append(f"EXISTS (SELECT 1 FROM ({keys}) q WHERE q.k = {k})")
+        still = " OR ".join(waiting) or "false"
+        out += [(q, entity, d) for q, d in con.execute(
+            f"SELECT quarantine_id, _partition::VARCHAR FROM quarantine.{entity} x WHERE status = 'held' "
+            f"AND break_action = {sql_str(HOLD_FOR_PARENT)} AND NOT ({still}) ORDER BY 2, 1").fetchall()]
+    return out
+
+
+def reference_levels(contracts) -> dict[str, int]:
+    """Each entity's depth in the graph of references: 0 for an entity that references no other, else one more than
+    its deepest parent. The clean steps of one run go parents first (their Dagster step priority), so a child sees
+    its parents' quarantine of this run, not of the run before. A cycle of references is a contract error."""
+    parents = {e: sorted({c.references.split(".")[0] for c in k.rules_of_kind("references") if c.references} - {e}
+                         & set(contracts)) for e, k in contracts.items()}
+    levels: dict[str, int] = {}
+
+    def level(e: str, path: tuple[str, ...]) -> int:
+        if e in path:
+            raise ContractError(f"contracts/entities: references form a cycle {' -> '.join((*path, e))}; an entity "
+                                f"cannot be held for a parent that is held for it; drop one of the references")
+        if e not in levels:
+            levels[e] = 1 + max((level(p, (*path, e)) for p in parents[e]), default=-1)
+        return levels[e]
+
+    for e in sorted(contracts):
+        level(e, ())
+    return levels

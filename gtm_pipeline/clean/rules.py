@@ -29,6 +29,11 @@ SHOWN_CHARS = 200
 CONTROL_CHARS = "[\\x00-\\x08\\x0A-\\x1F]"
 
 
+def json_path(column: str) -> str:
+    """The JSON path literal of a payload key (quarantine payloads are JSON objects keyed by column name)."""
+    return "'$.\"" + column.replace("'", "''").replace('"', '\\"') + "\"'"
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -32,7 +32,7 @@ from gtm_pipeline.clean.contract import BLOCK_PUBLISH, MISSING_OWNER, QUARANTINE
 from gtm_pipeline.clean.history import ensure_history, mark_redeliveries, publish_versions
 from gtm_pipeline.clean.references import HELD_BY, HOLD_FOR_PARENT, mark_held_by_parent
 from gtm_pipeline.clean.report import CleanReport, fill_reports, findings
-from gtm_pipeline.clean.rules import action_sql, late_sql, quote_ident, sql_str, typed_select, violations_sql
+from gtm_pipeline.clean.rules import action_sql, json_path, late_sql, quote_ident, sql_str, typed_select, violations_sql
 from gtm_pipeline.datatime import BLOCKED, PUBLISHED, blocked_text, clean_day_cutoffs, record_partitions
 from gtm_pipeline.ingest.landing import LandingSpec
 from gtm_pipeline.ops.incidents import record_contract_findings
@@ -95,10 +95,6 @@ def days_sql(days: list[str]) -> str:
     return "(" + ", ".join(f"DATE '{d}'" for d in days) + ")"
 
 
-def _json_path(column: str) -> str:
-    return "'$.\"" + column.replace("'", "''").replace('"', '\\"') + "\"'"
-
-
 def _candidate_sql(con, spec: LandingSpec, contract: EntityContract, days: list[str]) -> str | None:
     """The entity's source rows of ``days`` as text columns + lineage, released repairs overlaid (None: no source
     table exists yet)."""
@@ -121,7 +117,7 @@ def _candidate_sql(con, spec: LandingSpec, contract: EntityContract, days: list[
     if not parts:
         return None
     overlaid = ", ".join(f"CASE WHEN o._file IS NULL THEN c0.{quote_ident(c)} "
-                         f"ELSE json_extract_string(o.released_payload, {_json_path(c)}) END AS {quote_ident(c)}"
+                         f"ELSE json_extract_string(o.released_payload, {json_path(c)}) END AS {quote_ident(c)}"
                          for c in contract.columns)
     return (f"SELECT {overlaid}, {', '.join('c0.' + x for x in LINEAGE)} FROM ({' UNION ALL '.join(parts)}) c0 "
             f"LEFT JOIN ({overlay_sql(contract.entity, days_sql(days))}) o "

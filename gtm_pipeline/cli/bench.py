@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from gtm_pipeline import bench as b
+
 
 @click.command()
 @click.option("--sizes", default="1e6,5e6,2e7", show_default=True,
@@ -43,8 +45,6 @@ def bench(sizes, days, history, history_scale, seed, out_dir, keep, quick, skip_
       gtm-pipeline bench --sizes 1M --history 30,60 --keep
       gtm-pipeline bench --quick
     """
-    from gtm_pipeline import bench as b
-
     if quick:
         cfg = b.BenchConfig(sizes=b.QUICK_SIZES, days=b.QUICK_DAYS, history=b.QUICK_HISTORY,
                             history_scale=b.QUICK_HISTORY_SCALE, increment_rounds=2,

@@ -1,4 +1,4 @@
-"""Commands for decisions (spec §4-5): list and show proposals, approve, reject, apply, reverse, monitor, verify the
+"""Commands for decisions (spec 002 §4-5): list and show proposals, approve, reject, apply, reverse, monitor, verify the
 log, render memos and review packets. See docs/decisions.md for a full walkthrough.
 
 Commands on one decision's life are here; those on the log, the flag store, review packets and playbooks are in
@@ -16,14 +16,14 @@ from gtm_pipeline.cli.decision_context import by_option, chain_warning, decision
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError
 
-# Imports of gtm_pipeline.decisions, the warehouse, Dagster, the definitions and keys are local to the command
-# that needs them, on purpose: `gtm-pipeline --help` imports every command module, and these load DuckDB (0.3 s)
-# and Dagster (1-2 s); measured --help 0.8 s at the last commit, without them.
+# Imports of gtm_pipeline.decisions, the warehouse, the definitions and keys are function-local: `gtm-pipeline
+# --help` imports every command module, and the decision layer loads Dagster and pandas (~2.5 s; keys alone loads
+# Dagster, ~1 s); --help takes about half a second without them.
 
 
 @click.group()
 def decisions():
-    """Decision nodes (spec §4): proposals in a tamper-evident log, approvals, flag flips, monitoring, reversals.
+    """Decision nodes (spec 002 §4): proposals in a tamper-evident log, approvals, flag flips, monitoring, reversals.
 
     \b
     Example:
@@ -236,7 +236,7 @@ def evaluate(nodes_):
 @decisions.command()
 @decision_id_argument
 def memo(decision_id):
-    """Print a decision's memo (spec §5 template), re-rendered from the log.
+    """Print a decision's memo (spec 002 §5 template), re-rendered from the log.
 
     \b
     Example:

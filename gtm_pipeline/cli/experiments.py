@@ -9,8 +9,8 @@ from gtm_pipeline.clock import utcnow
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError
 
-# gtm_pipeline.experiments is imported inside the commands that use it: it loads pandas and numpy (about 0.5 s),
-# and `gtm-pipeline --help` imports every command module.
+# Imports of gtm_pipeline.experiments are function-local: it loads pandas and numpy (~1 s), and `gtm-pipeline
+# --help` imports every command module.
 
 
 def _experiments(settings):

@@ -12,9 +12,8 @@ from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.ops import incidents as inc_mod
 
-# The contract loaders and quarantine.rows are imported inside the commands that use them, on purpose: they load
-# pandas and Dagster, and `gtm-pipeline --help` imports every command module (measured: --help 0.24 s; importing
-# gtm_pipeline.quarantine.repair alone 2.1 s). ops.incidents needs only DuckDB (0.08 s).
+# Imports of the contract loaders and quarantine.rows are function-local: they load pandas and Dagster (~2 s), and
+# `gtm-pipeline --help` imports every command module (--help: about half a second). ops.incidents needs only DuckDB.
 
 _SHORT_STATUS = {"open": "open", "acknowledged": "ack", "resolved": "done"}
 

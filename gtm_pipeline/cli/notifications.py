@@ -53,7 +53,8 @@ def deliver():
     Example:
       gtm-pipeline notifications deliver
     """
-    from gtm_pipeline.slo.notify import post_json  # loads Dagster (0.9 s): only this command needs it
+    # local: slo.notify loads Dagster (~1 s), and only this command needs it
+    from gtm_pipeline.slo.notify import post_json
 
     s = load_settings()
     with connect() as con:

@@ -140,6 +140,7 @@ def _asset(step: str) -> str:
 
 def run(job: str, **kwargs):
     """runner.run_job with the CLI's console log level and, for a person at a terminal, the progress bar."""
+    # local: the runner loads Dagster (~1 s), and every command imports this module, --help included
     from gtm_pipeline.orchestration.runner import run_job
 
     return run_job(job, run_config=run_config(), watcher=StepBar() if progress_shown() else None, **kwargs)

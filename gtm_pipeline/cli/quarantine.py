@@ -11,9 +11,9 @@ from gtm_pipeline.cli import output
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError, RunFailed
 
-# The commands import the modules they use inside their bodies, on purpose: `gtm-pipeline --help` imports every
-# command module, and these load pandas, Dagster and DuckDB (measured: --help 0.24 s; importing
-# gtm_pipeline.quarantine.repair alone 2.1 s).
+# Imports of the quarantine, routing and contract modules are function-local: `gtm-pipeline --help` imports every
+# command module, and these load pandas and Dagster (gtm_pipeline.quarantine.repair alone ~2 s; --help: about half
+# a second without them).
 
 
 def connect(read_only: bool = False):
@@ -294,6 +294,9 @@ def backfill_cmd(no_refresh):
             lines += [f"{what}: {p}" for p in res.problems()] + [f"more: {res.where()}"]
     if out.runs:
         click.echo(f"{out.applied} of {out.pending_before} released row(s) taken in")
+    if out.children:
+        click.echo(f"{out.children} row(s) held for a parent in quarantine published with their day (the parent "
+                   f"is in clean now)")
     lines += out.held
     if lines:
         broken = any(not out.outcomes[r].only_blocked for _, r, ok in out.runs if not ok)

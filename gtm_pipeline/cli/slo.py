@@ -12,6 +12,11 @@ import click
 
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.errors import GtmPipelineError
+from gtm_pipeline.ingest.landing import load_landing_spec
+
+# Imports of the SLO modules, the runner and the contracts are function-local: `gtm-pipeline --help` imports every
+# command module, and each command loads only what it runs, so --help starts in about half a second (gtm_pipeline.slo
+# loads Dagster, ~1.2 s; the entity contracts and the exporter pandas too, ~1 s more).
 
 _MODULE_HELP = ("Python module whose top-level `defs` holds the Dagster definitions the SLOs cover "
                 "(default: the project's).")
@@ -174,7 +179,6 @@ def exporter(host, port, module, warehouse_min_interval):
       curl -s http://127.0.0.1:9464/metrics | grep -E '^gtm_(slo_burn_rate|publication_blocked)'
     """
     from gtm_pipeline.clean.contract import load_entity_contracts
-    from gtm_pipeline.ingest.landing import load_landing_spec
     from gtm_pipeline.slo.exporter import SloCollector, serve
     from gtm_pipeline.slo.history import History
 

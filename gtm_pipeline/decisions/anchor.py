@@ -28,6 +28,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gtm_pipeline.clock import parse_instant, to_epoch
 from gtm_pipeline.config import DECISION_LOG_KEY_ENV
 from gtm_pipeline.decisions.hashing import canonical_json, equal, hmac_sha256_hex, key_id
 from gtm_pipeline.errors import GtmPipelineError
@@ -182,8 +183,6 @@ class DecisionLogCollector(Collector):
         self.path = Path(data_dir) / "decisions" / CHECKPOINTS
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from gtm_pipeline.clock import parse_instant, to_epoch
-
         doc = last_line(self.path)
         seq = GaugeMetricFamily(f"{METRIC_PREFIX}_decision_log_head_sequence",
                                 "Entry id of the newest decision-log entry recorded in the checkpoint file; a "

@@ -1,4 +1,4 @@
-"""Decisions stage (group ``decisions``): the four decision nodes of spec §4, then monitoring of applied decisions,
+"""Decisions stage (group ``decisions``): the four decision nodes of spec 002 §4, then monitoring of applied decisions,
 the decision log's integrity and the review packet. Thin bodies over `gtm_pipeline.decisions`; docs/decisions.md.
 
 Each node asset depends on the metric assets its playbook reads, so ``refresh_job`` evaluates it after the metric
@@ -39,7 +39,9 @@ def _asset_graph(context: dg.AssetExecutionContext):
     try:
         return context.repository_def.asset_graph
     except Exception:
-        from gtm_pipeline.definitions import defs  # local: definitions imports this module
+        # local: breaks the cycle definitions -> decisions.defs -> decisions.assets -> definitions (definitions
+        # discovers every package's defs module when it loads)
+        from gtm_pipeline.definitions import defs
 
         return defs.resolve_asset_graph()
 
@@ -111,7 +113,7 @@ def node_assets() -> list[dg.AssetsDefinition]:
     + [keys.metric_key(m) for m in ("booking_rate", "sql_funnel", "routing_health", "payback_by_segment",
                                     "cm_per_seat")],
     owners=["team:revops"], code_version=_CODE, tags={"stage": keys.DECISIONS},
-    description="Monitoring of applied decisions (spec §4 Reversal & Monitoring): one evaluation per applied, "
+    description="Monitoring of applied decisions (spec 002 §4 Reversal & Monitoring): one evaluation per applied, "
                 "unclosed decision per refresh, from the metric layer's booking_rate, sql_funnel, routing_health, "
                 "payback_by_segment and cm_per_seat since the decision's effective day. A breach logs "
                 "reversal_proposed, or reverses at once where the playbook says so (routing: FF_ROUTING_V1). "
@@ -167,7 +169,7 @@ class PacketConfig(dg.Config):
 @dg.asset(
     key=keys.REVIEW_PACKET_KEY, group_name=keys.DECISIONS, kinds={"markdown"}, deps=[keys.DECISION_LOG_KEY],
     owners=["team:revops"], code_version=_CODE, tags={"stage": keys.DECISIONS},
-    description="Review packet for a cadence of spec §5 (weekly ops, monthly business review, quarterly plan): "
+    description="Review packet for a cadence of spec 002 §5 (weekly ops, monthly business review, quarterly plan): "
                 "pending decisions, refusals and monitoring breaches of the period, decisions under monitoring and "
                 "due for review, SLO health, hygiene (quarantine, incidents, DLQ), the decision log's integrity. One "
                 "markdown file per cadence and date in <data_dir>/packets. Source: "

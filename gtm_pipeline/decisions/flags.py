@@ -1,4 +1,4 @@
-"""The flag store: versioned feature flags and configs that applying a decision flips (spec §4: price card version,
+"""The flag store: versioned feature flags and configs that applying a decision flips (spec 002 §4: price card version,
 budget split, audience filter, ``FF_ROUTING_V1``).
 
 ``decisions.flags`` keeps every version of every flag (append-only); ``decisions.flags_current`` is the latest

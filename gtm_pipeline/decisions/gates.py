@@ -1,4 +1,4 @@
-"""The gates a decision passes, at propose and again at approve and at apply (issue 14 §1; spec §4 "Inputs &
+"""The gates a decision passes, at propose and again at approve and at apply (issue 14 §1; spec 002 §4 "Inputs &
 Pre-checks"; docs/decisions.md, "Gates").
 
 Shared by every node:

@@ -1,5 +1,5 @@
 """A decision's life: proposed -> approved (every listed approver, nobody else) -> applied (a flag flips) ->
-confirmed, or reversed within the playbook's limit (DESIGN §5). Every step is one transaction that appends to the
+confirmed, or reversed within the playbook's limit (docs/design.md §5). Each step is one transaction that appends to the
 decision log (and, for apply/reverse, to the flag store) and then re-renders the decision's memo. Approve and apply
 first pass `refusals` (the roster, then every gate again); a refused step is logged too (issue 14 §1, §5).
 """
@@ -167,7 +167,7 @@ def _duration(s: float) -> str:
 
 
 def _replay_dlq(dc: DecisionContext, pb: Playbook) -> dict:
-    """Spec §4.4 reversal: replay the DLQ under the rule set the restored flag puts back in force."""
+    """Spec 002 §4.4 reversal: replay the DLQ under the rule set the restored flag puts back in force."""
     rules = flagstore.routing_rule_set_in_force(dc.con, dc.contracts_dir)
     report = routing.replay_dlq(dc.con, rules, seed=int(pb.thresholds["seed"]), now=dc.clock())
     return {"rule_set": report.rule_set, "replayed": [i for i, _ in report.replayed],

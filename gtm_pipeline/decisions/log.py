@@ -1,4 +1,4 @@
-"""The decision log: append-only, hash-chained, in DuckDB table ``decisions.log`` (spec §4 "every action writes a
+"""The decision log: append-only, hash-chained, in DuckDB table ``decisions.log`` (spec 002 §4 "every action writes a
 decision log", §5 minimum fields).
 
 * Every entry carries the spec's minimum fields -- timestamp (``ts``), node, inputs_version, inputs_hash,

@@ -1,4 +1,4 @@
-"""Decision memos (spec §5 "Decision Memo Template"): one markdown file per decision, re-rendered after every log
+"""Decision memos (spec 002 §5 "Decision Memo Template"): one markdown file per decision, re-rendered after every log
 entry, at ``<data_dir>/memos/<decision_id>.md``. Sections, in the spec's order: Decision, Context, Options
 considered, Metrics & contracts referenced, Decision & thresholds, Risk & reversal, Owners & approvals, Monitoring
 plan (dashboards); then the decision's log entries with their hashes."""

@@ -1,4 +1,4 @@
-"""Monitoring plans (spec §4, "Reversal & Monitoring"): after a decision is applied, its playbook's watch list is
+"""Monitoring plans (spec 002 §4, "Reversal & Monitoring"): after a decision is applied, its playbook's watch list is
 evaluated on the metric rows dated from the decision's effective day on, every time the metric layer refreshes.
 
 | node | watched | breach |

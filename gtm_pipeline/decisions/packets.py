@@ -30,7 +30,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from gtm_pipeline import keys
-from gtm_pipeline.config import DECISION_LOG_KEY_ENV, ReviewTimes
+from gtm_pipeline.config import DECISION_LOG_KEY_ENV, ReviewTimes, load_settings
 from gtm_pipeline.decisions import lifecycle, log
 from gtm_pipeline.decisions.architecture_sync import architecture_sync_sections, is_architecture_sync_day
 from gtm_pipeline.decisions.monthly_readout import monthly_readout_sections
@@ -285,8 +285,6 @@ def build_packet(dc: lifecycle.DecisionContext, cadence: str, as_of: date, slo_l
     the cadences' times of day (default: the settings')."""
     _check_cadence(cadence)
     if times is None:
-        from gtm_pipeline.config import load_settings
-
         times = load_settings().review_times
     period = period_for(cadence, as_of, times.of(cadence), dc.clock())
     decisions = lifecycle.all_decisions(dc)

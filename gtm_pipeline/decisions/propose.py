@@ -1,5 +1,5 @@
-"""Proposing a decision (DESIGN §5): one ``proposed`` log entry with every spec field, unless the same inputs were
-proposed before or a decision on the same subject is still in flight; older open proposals are superseded."""
+"""Proposing a decision (docs/design.md §5): one ``proposed`` log entry with every spec field, unless the same inputs
+were proposed before or a decision on the same subject is still in flight; older open proposals are superseded."""
 
 from __future__ import annotations
 

@@ -38,6 +38,8 @@ from pydantic import Field, field_validator, model_validator
 from gtm_pipeline.contract_loader import Strict, load
 from gtm_pipeline.errors import ContractError
 from gtm_pipeline.experiments.outcomes import OUTCOMES, outcome_for
+from gtm_pipeline.metrics.contract import load_metric_contracts
+from gtm_pipeline.metrics.registry import computations
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 Share = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -148,9 +150,6 @@ def load_experiments(contracts_dir: Path, metric_columns: dict[str, set[str]] | 
 
 def metric_columns(contracts_dir: Path) -> dict[str, set[str]]:
     """metric -> the columns it publishes (its computation's base columns plus the formula targets)."""
-    from gtm_pipeline.metrics.contract import load_metric_contracts
-    from gtm_pipeline.metrics.registry import computations
-
     comps = computations()
     return {name: set(comps[name].columns) | set(c.targets) if name in comps else set(c.targets)
             for name, c in load_metric_contracts(contracts_dir).items()}

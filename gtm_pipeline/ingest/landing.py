@@ -20,7 +20,7 @@ from gtm_pipeline.errors import ContractError
 
 Format = Literal["csv", "jsonl", "parquet"]
 FORMATS = get_args(Format)
-# How far a delivery is complete (its data time, DESIGN §6): through the end of its delivery day, or through the
+# How far a delivery is complete (its data time, docs/design.md §6): through the end of its delivery day, or through the
 # newest event timestamp it carries (a source that syncs during the day; each table names its event_time column).
 Cutoff = Literal["end_of_day", "newest_event"]
 CUTOFFS = get_args(Cutoff)

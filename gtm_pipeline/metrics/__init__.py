@@ -1,4 +1,4 @@
-"""The metric layer (spec §2-3): fact tables and derived metrics in DuckDB schema ``metrics``, each published by
+"""The metric layer (spec 002 §2-3): fact tables and derived metrics in DuckDB schema ``metrics``, each published by
 write-audit-publish against its metric contract in ``contracts/metrics/``.
 
 * `registry`: the computations (one per table) and what they may read;

@@ -1,4 +1,4 @@
-"""Multi-touch attribution of opportunities and bookings to channels, and attribution validity (spec §4.2:
+"""Multi-touch attribution of opportunities and bookings to channels, and attribution validity (spec 002 §4.2:
 "Attribution validity >= 0.995").
 
 A touch is a web session or form fill of the opportunity's lead, with a channel, strictly before the opportunity

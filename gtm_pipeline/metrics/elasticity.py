@@ -1,4 +1,4 @@
-"""Price elasticity of the win probability, by segment (the pricing playbook's "Elasticity E", spec §4.1).
+"""Price elasticity of the win probability, by segment (the pricing playbook's "Elasticity E", spec 002 §4.1).
 
 Model: P(win) = exp(a + E * ln(net price per seat) + industry + channel + creation month), i.e. a constant
 elasticity E = d ln P(win) / d ln price, estimated per segment on the opportunities closed so far (won = 1, lost =

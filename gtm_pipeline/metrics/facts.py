@@ -1,4 +1,4 @@
-"""Fact tables of the metric layer (spec §2: "fact tables (pipeline, bookings, costs)").
+"""Fact tables of the metric layer (spec 002 §2: "fact tables (pipeline, bookings, costs)").
 
 * ``fact_pipeline``: one row per opportunity per day it is in the pipeline (from its creation day through its close
   day), with its stage as of the end of that day.
@@ -21,8 +21,16 @@ that month is booked to channel ``unallocated`` so that no cost disappears.
 from __future__ import annotations
 
 from gtm_pipeline.metrics.registry import BuildContext, computation
+from gtm_pipeline.warehouse import existing_tables
 
 CLOSED = "('closed_won', 'closed_lost')"
+
+
+def history_table(con, clean_table: str) -> str | None:
+    """``clean.<entity>_history`` of a clean table if the warehouse has it (one written before histories existed,
+    or a hand-made fixture, may not)."""
+    schema, name = clean_table.split(".")
+    return f"{schema}.{name}_history" if f"{name}_history" in existing_tables(con, schema) else None
 
 
 def data_days_sql(ctx: BuildContext, *pairs: tuple[str, str]) -> str:
@@ -42,6 +50,17 @@ def data_days_sql(ctx: BuildContext, *pairs: tuple[str, str]) -> str:
 def fact_pipeline(con, ctx: BuildContext) -> str:
     opp, ev = ctx.table("clean.opportunity"), ctx.table("clean.opportunity_stage")
     days = data_days_sql(ctx, ("clean.opportunity", "created_at"), ("clean.opportunity_stage", "changed_at"))
+    # The stage of a day with no stage event before it: the version of the opportunity current that day
+    # (clean.opportunity_history, written by the same clean asset as clean.opportunity, so it has the same data
+    # time), else the first version; a re-export that moved the stage does not paint its stage over earlier days.
+    hist = history_table(con, opp)
+    versions = (f"""versioned AS (
+            SELECT r.snapshot_date, r.opportunity_id, v.stage AS stage_version FROM rows r
+            JOIN {hist} v ON v.opportunity_id = r.opportunity_id
+                         AND (v.valid_to IS NULL OR v.valid_to > r.snapshot_date)
+            QUALIFY row_number() OVER (PARTITION BY r.snapshot_date, r.opportunity_id ORDER BY v.valid_from) = 1),"""
+                if hist else "versioned AS (SELECT NULL::DATE AS snapshot_date, NULL AS opportunity_id, "
+                             "NULL AS stage_version WHERE false),")
     return f"""
         WITH bounds AS ({days}),
         spine AS (SELECT unnest(generate_series(lo, hi, INTERVAL 1 DAY))::DATE AS snapshot_date FROM bounds
@@ -57,11 +76,15 @@ def fact_pipeline(con, ctx: BuildContext) -> str:
         -- The stage as of the end of each day: the latest change before day_end. An equi-join on the opportunity
         -- plus a pick of the latest change, not an ASOF join: an opportunity has a few changes, and DuckDB's ASOF join
         -- took 219 s against 1 s for this at 25M raw rows (1.3M snapshot rows; docs/bench.md).
-        staged AS (
-            SELECT r.*, e.to_stage AS stage_then FROM rows r
+        {versions}
+        evented AS (
+            SELECT r.*, e.to_stage AS stage_event FROM rows r
             LEFT JOIN {ev} e ON e.opportunity_id = r.opportunity_id AND e.changed_at < r.day_end
             QUALIFY row_number() OVER (PARTITION BY r.snapshot_date, r.opportunity_id
-                                       ORDER BY e.changed_at DESC NULLS LAST) = 1)
+                                       ORDER BY e.changed_at DESC NULLS LAST) = 1),
+        staged AS (
+            SELECT x.*, coalesce(x.stage_event, v.stage_version) AS stage_then FROM evented x
+            LEFT JOIN versioned v ON v.snapshot_date = x.snapshot_date AND v.opportunity_id = x.opportunity_id)
         SELECT snapshot_date, opportunity_id, account_id, owner_id, coalesce(segment, 'unknown') AS segment,
                coalesce(industry, 'unknown') AS industry, coalesce(size_band, 'unknown') AS size_band,
                coalesce(region, 'unknown') AS region, coalesce(channel, 'unknown') AS channel,

@@ -1,4 +1,4 @@
-"""Write, audit, publish: how a metric reaches ``metrics.<name>`` (DESIGN §4).
+"""Write, audit, publish: how a metric reaches ``metrics.<name>`` (docs/design.md §4).
 
 1. **Write** the candidate ``metrics._candidate_<name>``: the computation's base, the contract's parameters as
    columns (so every row shows the assumptions it was computed with), the formula targets and ``_published_at``.

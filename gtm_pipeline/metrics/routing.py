@@ -1,4 +1,4 @@
-"""Routing health, the inputs of the routing playbook (spec §4.4): P(route < 2 min), availability, unassigned
+"""Routing health, the inputs of the routing playbook (spec 002 §4.4): P(route < 2 min), availability, unassigned
 rate and the fairness Gini of assignments; per day and over the whole window (``day = 'all'``).
 
 * route latency = ``assigned_at - created_at`` of an assigned lead, in seconds;

@@ -11,6 +11,7 @@ add runs.
 import dagster as dg
 
 from gtm_pipeline import keys
+from gtm_pipeline.metrics.assets import input_key
 from gtm_pipeline.metrics.registry import computations
 from gtm_pipeline.slo.source import parse_published_at
 
@@ -21,8 +22,6 @@ forecast_job = dg.define_asset_job(
 
 
 def _input_keys() -> list[dg.AssetKey]:
-    from gtm_pipeline.metrics.assets import input_key
-
     return [input_key(r) for r in computations()[keys.FORECAST_METRIC].reads]
 
 

@@ -12,7 +12,7 @@ next step.
   gates), `resolve` (who, note, when), and `next_step`: the runbook line per origin and rule that
   ``gtm-pipeline incidents list`` prints.
 
-Severities follow spec §3: an enum (or type, required, row check) break quarantines and opens a SEV3; an
+Severities follow spec 002 §3: an enum (or type, required, row check) break quarantines and opens a SEV3; an
 out-of-range value blocks the day's publication and notifies the owner (SEV3: a notification, not a page); a
 metric whose contract says block_publish_and_page_owner and an SLO fast burn are SEV2.
 """
@@ -25,6 +25,7 @@ from datetime import datetime
 
 import duckdb
 
+from gtm_pipeline.datatime import blocked_text
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.warehouse import (
     OPEN_SQL,
@@ -139,11 +140,17 @@ def _resolve_legacy(con: duckdb.DuckDBPyConnection, entity: str, days: list[str]
 
 def _notify_blocked(con: duckdb.DuckDBPyConnection, iid: str, f: Finding, *, entity: str, owner: str) -> None:
     """Tell the owner that a new incident blocks the publication of ``f.partition``, with the rows to repair."""
+    # Local: keys loads Dagster, and the CLI imports this module at start-up (`gtm-pipeline --help` stays quick).
+    from gtm_pipeline import keys
+
     title, samples = one_row(con, "SELECT title, samples FROM ops.incidents WHERE incident_id = ?", [iid])
     lines = "\n".join(f"- {s['file']}:{s['line']} {s['reason']}" for s in json.loads(samples or "[]"))
     notify_owner(con, owner=owner, subject=title, asset_key=f"clean/{entity}", incident_id=iid,
-                 body=f"Publication of {entity} for {f.partition} is blocked until these rows are repaired:"
-                      f"\n{lines}\nSee: gtm-pipeline quarantine list --entity {entity} --day {f.partition}"
+                 # The sentence every output uses for a blocked day (datatime.blocked_text), then the rows.
+                 body=blocked_text(f"clean/{entity}", (f.partition,),
+                                   check=keys.RULE_CHECKS.get(f.rule.split(":")[0], f.rule),
+                                   rule=f.rule.split(":")[0], rows=f.rows)
+                      + f"\nRepair these rows and the day publishes:\n{lines}"
                       f"\nIncident: gtm-pipeline incidents show {iid} (it resolves itself when no day is "
                       f"blocked any more)")
 

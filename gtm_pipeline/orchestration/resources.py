@@ -1,4 +1,4 @@
-"""Resources: the only way asset bodies reach the warehouse and the project's files (STYLE rule 5)."""
+"""Resources: the only way asset bodies reach the warehouse and the project's files (docs/style.md rule 5)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline.config import DECISION_LOG_KEY_ENV, Settings, load_settings
+from gtm_pipeline.decisions import open_context
 
 
 class WarehouseResource(DuckDBResource):
@@ -71,8 +72,6 @@ class DecisionStore(dg.ConfigurableResource):
     log_key: str | None = None
 
     def context(self, con):
-        from gtm_pipeline.config import load_settings
-        from gtm_pipeline.decisions import open_context
 
         settings = load_settings({"GTM_PIPELINE_DATA_DIR": self.data_dir,
                                   "GTM_PIPELINE_CONTRACTS_DIR": self.contracts_dir})

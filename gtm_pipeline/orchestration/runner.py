@@ -192,6 +192,8 @@ def run_job(job_name: str, *, partition_range: tuple[str, str] | None = None, pa
     import dagster as dg
 
     if defs is None:
+        # Local: the CLI imports this module for its light helpers (ensure_dagster_home, summary); the definitions
+        # load every asset, pandas included (~1.5 s more), and only a run needs them.
         from gtm_pipeline.definitions import defs
     job = defs.resolve_job_def(job_name)
     tags = dict(tags or {})
@@ -308,6 +310,7 @@ def blocked_in_warehouse(con: duckdb.DuckDBPyConnection) -> list[Blocked]:
     """The days whose publication is blocked now (``ops.partition_status``), one per asset, day and blocking check,
     with the rows out of contract behind each (the quarantined rows of a block-publish rule; the day's other rows
     wait as 'held' and are not counted)."""
+    # Local: the entity contracts load pandas (~1 s) into every command that imports this module.
     from gtm_pipeline.clean.contract import BLOCK_PUBLISH
 
     days = con.execute("SELECT asset_key, strftime(partition_key, '%Y-%m-%d') FROM ops.partition_status "

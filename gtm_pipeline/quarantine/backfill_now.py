@@ -6,6 +6,7 @@ built), so this library module imports neither the runner nor the definitions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, Protocol
 import dagster as dg
 
 from gtm_pipeline import keys
+from gtm_pipeline.clean.contract import EntityContract, load_entity_contracts
+from gtm_pipeline.config import load_settings
 from gtm_pipeline.quarantine.backfill import TAG_TRIGGER, Request, cli_day_requests, cli_refresh_request
 from gtm_pipeline.quarantine.selection import (
     partition_selection,
@@ -21,7 +24,7 @@ from gtm_pipeline.quarantine.selection import (
     refresh_selection,
     refreshed_at_lookup,
 )
-from gtm_pipeline.quarantine.snapshot import Snapshot, connect_reader, read_snapshot
+from gtm_pipeline.quarantine.snapshot import PARENT_READY, Snapshot, connect_reader, read_snapshot
 
 
 class RunResult(Protocol):
@@ -54,6 +57,7 @@ class BackfillOutcome:
     applied: int = 0
     held: list[str] = field(default_factory=list)   # Snapshot.held_lines() after the runs
     held_days: set[str] = field(default_factory=set)
+    children: int = 0   # rows held for a parent that the runs published once the parent was in clean
 
     @property
     def ok(self) -> bool:
@@ -66,14 +70,21 @@ class BackfillOutcome:
             self.failed_steps[res.run_id] = res.failed_steps
 
 
-def _read(database: str | Path) -> Snapshot:
+def _read(database: str | Path, contracts: Mapping[str, EntityContract] | None) -> Snapshot:
     with connect_reader(database) as con:
-        return read_snapshot(con)
+        return read_snapshot(con, contracts)
+
+
+# Rounds of day runs: released rows, then rows held for a parent that round put into clean, then their children
+# (account -> opportunity -> opportunity_stage is the deepest chain of references in the contracts).
+MAX_ROUNDS = 4
 
 
 def run_backfill_in_process(database: str | Path, *, definitions: dg.Definitions, run: RunJob, instance=None,
-                            refresh: bool = True, run_config: dict | None = None) -> BackfillOutcome:
-    """The day runs of the released rows, then (``refresh``) the downstream refresh, each through ``run``.
+                            refresh: bool = True, run_config: dict | None = None,
+                            contracts: Mapping[str, EntityContract] | None = None) -> BackfillOutcome:
+    """The day runs of the released rows, then of the days whose rows were held for a parent those runs put into
+    clean (in rounds), then (``refresh``) the downstream refresh, each through ``run``.
 
     Runs are recorded in the Dagster instance (``$DAGSTER_HOME``) with the same tags the sensor uses, so the UI
     shows them and the sensor sees the rows applied and requests nothing more. ``definitions`` should be built
@@ -81,21 +92,48 @@ def run_backfill_in_process(database: str | Path, *, definitions: dg.Definitions
     """
     instance = instance or dg.DagsterInstance.get()
     graph = definitions.resolve_asset_graph()
-    snap = _read(database)
-    out = BackfillOutcome(pending_before=len(snap.pending))
-    # The stamp keeps each invocation's run keys apart from earlier ones' and from the sensor's.
-    for req in cli_day_requests(snap, datetime.now(UTC).strftime("%Y%m%dT%H%M%S")):
-        out.record(req, run(keys.REPAIR_BACKFILL_JOB, partition_key=req.day, instance=instance, run_config=run_config,
-                            asset_selection=partition_selection(graph, req.entities),
-                            tags={**req.tags, TAG_TRIGGER: "cli"}, defs=definitions))
-    ref = cli_refresh_request(_read(database), refreshed_at_lookup(instance, graph)) if refresh else None
+    contracts = contracts if contracts is not None else load_entity_contracts(load_settings().contracts_dir)
+    snap = _read(database, contracts)
+    out = BackfillOutcome(pending_before=sum(1 for p in snap.pending if not p.release_id.startswith(PARENT_READY)))
+    seen: set[str] = set()
+    ready: set[str] = set()   # held-for-parent rows whose day a round re-cleaned
+    children: dict[str, str] = {}   # entity -> first day re-cleaned for a parent (the refresh starts there)
+    current = snap
+    for n in range(MAX_ROUNDS):
+        todo = Snapshot(pending=[p for p in current.pending if p.quarantine_id not in seen])
+        if not todo.pending:
+            break
+        seen |= {p.quarantine_id for p in todo.pending}
+        for p in todo.pending:
+            if p.release_id.startswith(PARENT_READY):
+                ready.add(p.quarantine_id)
+                children[p.entity] = min(children.get(p.entity, p.day), p.day)
+        # The stamp keeps each invocation's run keys apart from earlier ones' and from the sensor's.
+        for req in cli_day_requests(todo, datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + f"r{n}"):
+            out.record(req, run(keys.REPAIR_BACKFILL_JOB, partition_key=req.day, instance=instance,
+                                run_config=run_config, asset_selection=partition_selection(graph, req.entities),
+                                tags={**req.tags, TAG_TRIGGER: "cli"}, defs=definitions))
+        current = _read(database, contracts)
+    still = {p.quarantine_id for p in current.pending}
+    out.children = sum(1 for q in ready if q not in still)
+    ref = cli_refresh_request(current, refreshed_at_lookup(instance, graph)) if refresh else None
+    if refresh and children:
+        ref = _with_children(ref, children)
     if ref is not None:
         tags = {**ref.tags, **refresh_run_tags(graph, instance, ref.entities, ref.since_day), TAG_TRIGGER: "cli"}
         out.record(ref, run(keys.REPAIR_BACKFILL_JOB, instance=instance, run_config=run_config,
                             asset_selection=refresh_selection(graph, ref.entities), tags=tags, defs=definitions))
-    final = _read(database)
-    pend = {p.quarantine_id for p in snap.pending}
+    final = _read(database, contracts)
+    pend = {p.quarantine_id for p in snap.pending if not p.release_id.startswith(PARENT_READY)}
     out.applied = sum(1 for a in final.applied if a.quarantine_id in pend)
     out.held = final.held_lines()  # this run's and earlier ones': every released row a blocked day still holds
     out.held_days = {h.day for h in final.held}
     return out
+
+
+def _with_children(ref: Request | None, children: Mapping[str, str]) -> Request:
+    """The downstream refresh widened to the entities re-cleaned for a parent, from their first such day."""
+    entities = tuple(sorted(set(ref.entities if ref else ()) | set(children)))
+    first = min([*children.values(), *([ref.since_day] if ref and ref.since_day else [])])
+    key = (ref.run_key if ref else "repair-refresh-children-cli") + "-" + "-".join(sorted(children))
+    return Request(key, "refresh", entities, since_day=first)

@@ -1,4 +1,4 @@
-"""The targeted backfill job of released quarantine repairs (DESIGN §7).
+"""The targeted backfill job of released quarantine repairs (docs/design.md §7).
 
 It holds the clean stage's daily-partitioned multi-assets and everything downstream of them; every run selects a
 subset: one day of the affected entities' clean assets, or the unpartitioned downstream refresh (ledger, metrics,

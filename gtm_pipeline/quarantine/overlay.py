@@ -1,4 +1,4 @@
-"""The repair overlay: what the clean stage does with repaired quarantine rows (DESIGN §7; spec §3).
+"""The repair overlay: what the clean stage does with repaired quarantine rows (docs/design.md §7; spec 002 §3).
 
 A quarantine row (``quarantine.<entity>`` or ``quarantine.missing_owner``) moves through these statuses:
 

@@ -45,8 +45,8 @@ def release(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContra
         for entity, part in ready.groupby("entity"):
             contract = contracts[entity]
             payloads = [json.loads(p) for p in part["repaired_payload"]]
-            verdicts = revalidate(con, contract, payloads,
-                                  [(f, int(ln)) for f, ln in zip(part["_file"], part["_line"])])
+            lineage = [(f, int(ln), d) for f, ln, d in zip(part["_file"], part["_line"], part["_partition"])]
+            verdicts = revalidate(con, contract, payloads, lineage)
             for (_, r), v in zip(part.iterrows(), verdicts):
                 qid, table = r["quarantine_id"], r["quarantine_table"]
                 if v.ok:

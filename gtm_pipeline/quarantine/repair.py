@@ -1,4 +1,5 @@
-"""Quarantine repair workflow (DESIGN §7; spec §3 "routing to repair"): list, show, repair, release — all audited.
+"""Quarantine repair workflow (docs/design.md §7; spec 002 §3 "routing to repair"): list, show, repair, release
+(all audited).
 
 Three ways to repair a quarantined record, each writing the corrected raw text values to the row's
 ``repaired_payload`` (the original ``payload`` is never changed):
@@ -104,7 +105,7 @@ def _apply_changes(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, Entit
     for entity, items in todo.items():
         contract = contracts[entity]
         verdicts = revalidate(con, contract, [a for _, a, _ in items],
-                              [(r["_file"], int(r["_line"])) for r, _, _ in items])
+                              [(r["_file"], int(r["_line"]), r["_partition"]) for r, _, _ in items])
         for (row, after, diff), verdict in zip(items, verdicts):
             qid, table = row["quarantine_id"], row["quarantine_table"]
             payload = json.dumps(after, sort_keys=True)

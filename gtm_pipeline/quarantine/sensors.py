@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from gtm_pipeline import keys
+from gtm_pipeline.clean.contract import load_entity_contracts
 from gtm_pipeline.clock import to_epoch, utcnow
 from gtm_pipeline.config import load_settings
 from gtm_pipeline.orchestration.automation import DEFAULT_INTERVAL_SECONDS
@@ -33,13 +34,14 @@ def refresh_grace() -> float:
         "batch + day + attempt, so a restart never launches a run twice; a failed run is retried up to 3 times), "
         "then, once they are in, one refresh of everything downstream (ledger, metrics and decisions): the "
         "automation sensor's, or -- if no run rebuilt the downstream within four of its ticks -- its own. Released "
-        "rows that a blocked day holds back are named in the skip reason with the day and the check that blocks it."
+        "rows that a blocked day holds back are named in the skip reason with the day and the check that blocks it. "
+        "Rows held because their parent waited in quarantine get a run of their day once the parent is in clean."
     ),
     tags={"stage": "clean", "purpose": "quarantine_repair"},
 )
 def repair_backfill_sensor(context: dg.SensorEvaluationContext, warehouse: DuckDBResource):
     try:
-        snap = read_snapshot_file(warehouse.database)
+        snap = read_snapshot_file(warehouse.database, load_entity_contracts(load_settings().contracts_dir))
     except WarehouseBusy as e:
         return dg.SkipReason(str(e))
     # Dagster sets the repository whenever it runs a sensor (a test passes definitions to build_sensor_context).

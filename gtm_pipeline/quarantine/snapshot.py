@@ -4,7 +4,7 @@ while no run writes (`gtm_pipeline.quarantine.backfill` decides what to run from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -13,11 +13,15 @@ from typing import TypeVar
 import duckdb
 
 from gtm_pipeline import keys
-from gtm_pipeline.clean.contract import BLOCK_PUBLISH
+from gtm_pipeline.clean.contract import BLOCK_PUBLISH, EntityContract
+from gtm_pipeline.clean.references import ready_children
 from gtm_pipeline.datatime import blocked_text
 from gtm_pipeline.quarantine.overlay import APPLIED, HELD, REJECTED, RELEASED
 
 T = TypeVar("T")
+# Release id of a held-for-parent row whose parent is in clean now: each is a release of its own, so the backfill
+# requests its day as a new batch exactly once, and the batch ends when the re-clean publishes the row.
+PARENT_READY = "parent-ready:"
 
 
 class WarehouseBusy(Exception):
@@ -75,9 +79,10 @@ class Snapshot:
         return [f"{n} released row(s) stay held: {self.blocks[k].describe()}" for k, n in sorted(by_day.items())]
 
 
-def read_snapshot(con: duckdb.DuckDBPyConnection) -> Snapshot:
+def read_snapshot(con: duckdb.DuckDBPyConnection, contracts: Mapping[str, EntityContract] | None = None) -> Snapshot:
     """Released-but-not-applied rows, applied rows, and released rows held on a blocked day (with what blocks that
-    day), from every quarantine table that has the repair columns."""
+    day), from every quarantine table that has the repair columns. With ``contracts``, rows held for a parent that
+    is in clean now are pending too (release id ``parent-ready:<quarantine_id>``): their day needs a re-clean."""
     tables = [t for (t,) in con.execute(
         "SELECT table_name FROM information_schema.columns WHERE table_schema = 'quarantine' "
         "AND column_name = 'released_payload' ORDER BY 1").fetchall()]
@@ -93,6 +98,8 @@ def read_snapshot(con: duckdb.DuckDBPyConnection) -> Snapshot:
                 snap.held.append(Pending(qid, ent, day, rid or "unbatched"))
             elif at is not None:
                 snap.applied.append(Applied(qid, ent, day, at, run))
+    if contracts is not None:
+        snap.pending += [Pending(q, e, d, PARENT_READY + q) for q, e, d in ready_children(con, contracts)]
     for ent, day in sorted({(h.entity, h.day) for h in snap.held}):
         # The rows that hold the day back: those breaking a block-publish rule, still waiting for their repair.
         counts: dict[str, int] = {}
@@ -139,8 +146,8 @@ def read_when_free(database: str | Path, read: Callable[[duckdb.DuckDBPyConnecti
         con.close()
 
 
-def read_snapshot_file(database: str | Path) -> Snapshot:
+def read_snapshot_file(database: str | Path, contracts: Mapping[str, EntityContract] | None = None) -> Snapshot:
     """`read_snapshot` on a read-only connection; a locked or missing file raises WarehouseBusy with the reason."""
-    return read_when_free(database, read_snapshot, error=WarehouseBusy,
+    return read_when_free(database, lambda con: read_snapshot(con, contracts), error=WarehouseBusy,
                           missing=f"the warehouse {Path(database).name} does not exist yet: nothing has been "
                                   f"cleaned or released")

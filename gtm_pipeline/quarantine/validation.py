@@ -1,5 +1,6 @@
 """Re-validating a repaired quarantine row against the *current* contract: the clean stage's typing + rules SQL
-(`gtm_pipeline.clean.validate_payloads`), plus its key against the clean table. Used by repair and release."""
+(`gtm_pipeline.clean.validate_payloads`), plus its key against the versions published on the same delivery day.
+Used by repair and release."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import duckdb
 import pandas as pd
 
 from gtm_pipeline.clean import PRECEDENCE, WARN, EntityContract, Violation, quote_ident, rule_kind, validate_payloads
-from gtm_pipeline.warehouse import scalar, table_exists
+from gtm_pipeline.clean.history import history_table
+from gtm_pipeline.warehouse import existing_tables, scalar
 
 
 @dataclass
@@ -24,25 +26,36 @@ class Verdict:
 
 
 def revalidate(con: duckdb.DuckDBPyConnection, contract: EntityContract, payloads: list[dict],
-               lineage: list[tuple[str, int]]) -> list[Verdict]:
-    """Validate corrected payloads against the current contract, plus their key against ``clean.<entity>``."""
+               lineage: list[tuple[str, int, object]]) -> list[Verdict]:
+    """Validate corrected payloads against the current contract, plus their key against the published versions of
+    the same delivery day (``lineage``: file, line, delivery day of each payload).
+
+    Only the same day counts: with upserts (``gtm_pipeline.clean.history``) a key published on an earlier day is
+    the version a repaired later-day row updates, not a copy of it; a second copy inside one delivery is the
+    duplicate the clean stage would reject.
+    """
     if not payloads:
         return []
     typed, per_row = validate_payloads(con, contract, payloads)
     verdicts = []
-    has_clean = table_exists(con, "clean", contract.entity)
+    tables = existing_tables(con, "clean")
+    versions = history_table(contract.entity) if history_table(contract.entity) in tables else (
+        contract.entity if contract.entity in tables else None)
     for i, vs in enumerate(per_row):
         trow = typed.iloc[i].to_dict()
         vs = list(vs)
         key = contract.key
-        if key and has_clean and all(trow.get(k) is not None and not pd.isna(trow.get(k)) for k in key):
+        if key and versions and all(trow.get(k) is not None and not pd.isna(trow.get(k)) for k in key):
             cond = " AND ".join(f"{quote_ident(k)} = ?" for k in key)
+            file, line, day = lineage[i]
             first = scalar(
-                con, f"SELECT min(_file || ':' || _line) FROM clean.{contract.entity} WHERE {cond} "
-                     f"AND NOT (_file = ? AND _line = ?)", [*(trow[k] for k in key), *lineage[i]])
+                con, f"SELECT min(_file || ':' || _line) FROM clean.{versions} WHERE {cond} "
+                     f"AND _partition = CAST(? AS DATE) AND NOT (_file = ? AND _line = ?)",
+                [*(trow[k] for k in key), str(pd.Timestamp(day).date()), file, line])
             if first:
                 vs.append(Violation(i, "unique", ",".join(key), None, "reject_duplicate",
-                                    f"{', '.join(key)}: already in clean.{contract.entity} at {first}"))
+                                    f"{', '.join(key)}: already in clean.{contract.entity} at {first} "
+                                    f"(same delivery day)"))
         verdicts.append(Verdict(ok=all(v.action == WARN for v in vs), violations=vs, typed=trow))
     return verdicts
 

@@ -1,5 +1,5 @@
 """Routing itself, with no warehouse: records, owners and assignments, and `route`, which places each record by the
-first rule of a rule set whose pool has an owner with capacity left, breaking ties exactly as spec §4.4 caps them:
+first rule of a rule set whose pool has an owner with capacity left, breaking ties exactly as spec 002 §4.4 caps them:
 age -> load -> a seeded random UUID (see `gtm_pipeline.routing.engine` for the rules and the warehouse side)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import date, datetime
 
 from gtm_pipeline.routing.contract import RuleSet
 
-TIE_BREAKERS = ("age", "load", "random_uuid")  # capped: spec §4.4 "Cap tie-breakers: age -> load -> random UUID"
+TIE_BREAKERS = ("age", "load", "random_uuid")  # capped: spec 002 §4.4 "Cap tie-breakers: age -> load -> random UUID"
 
 
 @dataclass(frozen=True)

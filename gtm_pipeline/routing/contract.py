@@ -1,4 +1,4 @@
-"""Routing rule sets, ``contracts/routing/<name>.yaml`` (spec §4.4 Routing Policy): the models of the YAML, read by
+"""Routing rule sets, ``contracts/routing/<name>.yaml`` (spec 002 §4.4 Routing Policy): the models of the YAML, read by
 the one contract loader (`gtm_pipeline.contract_loader`), and the functions that load them.
 `gtm_pipeline.routing.engine` applies them to records.
 
@@ -155,7 +155,8 @@ class Rule(Strict):
         wrong = [k for k in self.applies_to if team is not None and TEAM_FOR_KIND[k] != team]
         if wrong:
             raise error_at(("assign", "team"), f"{team!r} cannot take {wrong[0]}s: {wrong[0]}s go to "
-                                                f"{TEAM_FOR_KIND[wrong[0]]} (spec §4.4); split the rule by applies_to")
+                                                f"{TEAM_FOR_KIND[wrong[0]]} (spec 002 §4.4); split the rule by "
+                                                "applies_to")
         return self
 
     @property

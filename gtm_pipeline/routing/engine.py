@@ -1,4 +1,4 @@
-"""Routing engine (spec §4.4 Routing Policy): rule sets, owner pools, capped tie-breakers, dead-letter queue.
+"""Routing engine (spec 002 §4.4 Routing Policy): rule sets, owner pools, capped tie-breakers, dead-letter queue.
 
 Rule sets live in ``contracts/routing/<name>.yaml`` (``rules_v1.yaml`` is current, ``rules_v2.yaml`` a candidate);
 their models and loaders are in `gtm_pipeline.routing.contract` (importable from here). A rule matches a record (a

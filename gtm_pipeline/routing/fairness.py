@@ -1,4 +1,4 @@
-"""Judging routing results (spec §4.4 pre-checks and promotion): fairness (Gini of assignments per owner), the
+"""Judging routing results (spec 002 §4.4 pre-checks and promotion): fairness (Gini of assignments per owner), the
 engine's decision latency, and shadow mode (a candidate rule set against the current one on the same records)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from gtm_pipeline.routing.assign import Assignment, Owner, Record, route
 from gtm_pipeline.routing.contract import RuleSet
 
-SHADOW_MATCH_MIN_PCT = 99.5   # spec §4.4: promote a new rule set when shadow match >= 99.5%
-GINI_MAX = 0.2                # spec §4.4 pre-check: fairness Gini <= 0.2
-ROUTE_SLO_SECONDS = 120       # spec §4.4 pre-check: P(Route < 2m)
+SHADOW_MATCH_MIN_PCT = 99.5   # spec 002 §4.4: promote a new rule set when shadow match >= 99.5%
+GINI_MAX = 0.2                # spec 002 §4.4 pre-check: fairness Gini <= 0.2
+ROUTE_SLO_SECONDS = 120       # spec 002 §4.4 pre-check: P(Route < 2m)
 
 
 def gini(values: Sequence[float]) -> float:
@@ -68,7 +68,7 @@ def latency_summary(assignments: Iterable[Assignment],
 
 @dataclass
 class ShadowReport:
-    """Current vs candidate rule set on the same records (spec §4.4: promote when shadow match >= 99.5%)."""
+    """Current vs candidate rule set on the same records (spec 002 §4.4: promote when shadow match >= 99.5%)."""
 
     current: str
     candidate: str

@@ -4,7 +4,7 @@ state changes (`alerts`), incidents and webhooks (`notify`), the pre-check (`hea
 blocked days, incidents and quarantine the exporter serves while a run holds the lock (`ops_state`), the Prometheus
 exporter (`exporter`) and rule generator (`rules`). The Dagster wiring is in `gtm_pipeline.slo.defs`; see docs/slo.md.
 
-For the decision nodes' pre-check (spec §4)::
+For the decision nodes' pre-check (spec 002 §4)::
 
     from gtm_pipeline.slo import health, open_incidents
     h = health(context.instance, context.repository_def.asset_graph, assets=["metrics/forecast"])
@@ -13,17 +13,16 @@ For the decision nodes' pre-check (spec §4)::
 
 from __future__ import annotations
 
+from gtm_pipeline.config import load_settings
+from gtm_pipeline.slo.contract import load_slo_file
+from gtm_pipeline.slo.evaluate import coverage_for, evaluate
 from gtm_pipeline.slo.health import SloHealth, health_of, open_incidents
+from gtm_pipeline.slo.history import History
 
 
 def health(instance, asset_graph, assets=None, *, settings=None, now: float | None = None) -> SloHealth:
     """SLO health now: green only if every covered asset (or each of ``assets``) is published and fresh and no
     SLO burns its budget fast (page). ``asset_graph``: ``context.repository_def.asset_graph`` or a Definitions."""
-    from gtm_pipeline.config import load_settings
-    from gtm_pipeline.slo.contract import load_slo_file
-    from gtm_pipeline.slo.evaluate import coverage_for, evaluate
-    from gtm_pipeline.slo.history import History
-
     settings = settings or load_settings()
     slo_file = load_slo_file(settings.slo_file)
     graph = asset_graph.resolve_asset_graph() if hasattr(asset_graph, "resolve_asset_graph") else asset_graph

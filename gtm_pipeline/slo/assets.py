@@ -20,7 +20,7 @@ import dagster as dg
 from gtm_pipeline import keys
 from gtm_pipeline.slo.contract import Coverage, Slo, SloFile
 from gtm_pipeline.slo.durations import format_duration, human_duration
-from gtm_pipeline.slo.evaluate import Evaluation
+from gtm_pipeline.slo.evaluate import Evaluation, evaluate
 from gtm_pipeline.slo.resources import SloResource
 from gtm_pipeline.slo.sli import AssetFigures, SloFigures
 
@@ -73,8 +73,6 @@ def freshness_checks(slo_file: SloFile, coverage: Coverage) -> dg.AssetChecksDef
 
     @dg.multi_asset_check(specs=specs, name=keys.SLO_FRESHNESS_CHECKS, can_subset=True)
     def _checks(context, slo: SloResource):  # unannotated context: Dagster rejects a string (postponed) annotation
-        from gtm_pipeline.slo.evaluate import evaluate
-
         with slo.history() as h:
             ev = evaluate(slo.load(), coverage, h, context.instance, observe=False)
         wanted = set(context.selected_asset_check_keys)

@@ -5,7 +5,7 @@ Two steps, because they need different things:
   the one contract loader (`gtm_pipeline.contract_loader`): `SloDoc` below is the file's shape;
 - `resolve_coverage(slo_file, asset_index)` turns the selectors (``key``, ``group``, ``prefix``, ``exclude``) into
   asset keys against the assets that exist when definitions load, and rejects unknown keys with close matches.
-Every error names the file, the field and the fix (STYLE rule 8).
+Every error names the file, the field and the fix (docs/style.md rule 8).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The decision nodes' shared pre-checks (spec §4: "SLO health green; no active SEV2+ incidents").
+"""The decision nodes' shared pre-checks (spec 002 §4: "SLO health green; no active SEV2+ incidents").
 
 - `health_of(evaluation, history)` / `SloResource.health(...)`: green only if every covered asset (or every asset a
   node names) is published and fresh now, and no SLO is at page level (fast burn, SEV2). A slow burn (ticket, SEV3)

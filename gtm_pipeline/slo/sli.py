@@ -1,7 +1,7 @@
 """Freshness SLI, error budget and burn rates: pure functions of the version timeline (epoch seconds, UTC).
 
 Each published version of an asset has a publication time p (when readers started to see it) and a **data time**
-d (how far its inputs are complete; DESIGN §6). At time t the version in force is the latest one published at or
+d (how far its inputs are complete; docs/design.md §6). At time t the version in force is the latest one published at or
 before t, and the asset's age is ``t - d`` of that version -- data age, not time since the last recompute: a
 recompute over unchanged inputs publishes a new version with the same d and so leaves the age where it was. The
 asset is *good* while that age is below the SLO's threshold, *bad* after, and *unknown* before its first

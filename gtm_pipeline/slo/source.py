@@ -3,7 +3,7 @@
 A metric publishes through write-audit-publish: a successful publish materializes with metadata ``published: true``,
 ``published_at`` (when readers started to see it) and ``data_time`` (how far its inputs are complete; a timestamp)
 plus ``blocked_inputs`` when blocked upstream partitions stopped that data time; a blocked publish materializes with
-``published: false`` and leaves the previous version in force, so it does not reset the age (DESIGN §4: a blocked
+``published: false`` and keeps the previous version in force, so it does not reset the age (docs/design.md §4: a blocked
 publish burns freshness budget). An asset that does not use the convention (no ``published`` key) publishes whenever
 it materializes; without ``data_time`` its data is taken to be as old as the publication.
 

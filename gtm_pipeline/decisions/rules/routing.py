@@ -9,7 +9,7 @@ from gtm_pipeline.decisions.rules.common import INSUFFICIENT_DATA, Outcome, fini
 
 
 def shadow_report(shadow: dict) -> dict[str, Any]:
-    """The shadow comparison report a promotion is "documented" by (spec §4.4 "documented improvement"): both rule
+    """The shadow comparison report a promotion is "documented" by (spec 002 §4.4 "documented improvement"): both rule
     sets' figures on the same records, stored with the proposal (its figures and action in the decision log; the
     shadow rows in decisions.inputs under its inputs hash)."""
     n = num(shadow.get("records"))
