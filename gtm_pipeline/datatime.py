@@ -20,7 +20,7 @@ from datetime import date, datetime, time, timedelta
 import duckdb
 
 from gtm_pipeline.ingest.landing import LandingSpec, Source
-from gtm_pipeline.warehouse import scalar
+from gtm_pipeline.warehouse import scalar, table_exists
 
 PUBLISHED = "published"
 BLOCKED = "blocked"
@@ -101,9 +101,7 @@ def delivery_cutoff(con: duckdb.DuckDBPyConnection, source: Source, day: str, in
     for t in source.tables:
         if not t.event_time:
             continue
-        exists = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
-                             "AND table_name = ?", [t.raw_table])
-        if not exists:
+        if not table_exists(con, "raw", t.raw_table):
             continue
         col = '"' + t.event_time.replace('"', '""') + '"'
         v = scalar(con, f"SELECT max(TRY_CAST({col} AS TIMESTAMP)) FROM raw.{t.raw_table} "

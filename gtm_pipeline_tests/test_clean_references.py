@@ -221,3 +221,39 @@ def test_the_sensor_plans_the_childs_day_when_the_parent_is_in_clean(wh):
     assert again.requests == []
     clean("opportunity_stage", D2)
     assert read_snapshot(con, CONTRACTS).pending == [] and _clean_events(con) == ["E1"]
+
+
+def test_parents_are_cleaned_before_their_children_and_a_cycle_is_refused():
+    from types import SimpleNamespace
+
+    from gtm_pipeline.clean.references import reference_levels
+    from gtm_pipeline.errors import ContractError
+
+    levels = reference_levels(CONTRACTS)
+    assert levels["owner"] == 0 and levels["opportunity_stage"] == 3
+    for child in CONTRACTS:
+        for col in CONTRACTS[child].rules_of_kind("references"):
+            parent = col.references.split(".")[0]
+            assert parent == child or levels[parent] < levels[child], (child, parent)
+
+    def contract(*refs):
+        cols = [SimpleNamespace(references=r) for r in refs]
+        return SimpleNamespace(rules_of_kind=lambda kind: cols if kind == "references" else [])
+
+    with pytest.raises(ContractError, match=r"references form a cycle a -> b -> a"):
+        reference_levels({"a": contract("b.id"), "b": contract("a.id")})
+
+
+def test_the_clean_steps_carry_the_parents_first_priority(env_settings):
+    from gtm_pipeline import keys
+    from gtm_pipeline.clean.defs import PRIORITY_TAG
+    from gtm_pipeline.definitions import build_definitions
+
+    defs = build_definitions()
+
+    def priority(entity: str) -> int:
+        return int(defs.resolve_assets_def(keys.clean_key(entity)).op.tags[PRIORITY_TAG])
+
+    assert priority("owner") > priority("account") > priority("contact")
+    assert priority("account") > priority("opportunity") > priority("opportunity_stage")
+    assert priority("lead") > priority("opportunity") and priority("activity") == priority("owner")

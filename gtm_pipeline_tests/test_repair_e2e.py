@@ -135,6 +135,20 @@ def test_missing_owners_repaired_by_routing_backfill_only_that_day(env_settings,
     assert {m.partition for m in mats} == {BAD_DAY}
     assert {m.asset_key for m in mats} == set(day_req.asset_selection)
 
+    # 3b. The stage events of the two opportunities waited as held for their parent: with the parents in clean now,
+    # the next tick re-cleans the days of those events, of opportunity_stage only, once -- and they are published.
+    waiting = q(db, "SELECT count(*) FROM quarantine.opportunity_stage WHERE break_action = 'hold_for_parent'")[0][0]
+    assert waiting > 0
+    children = tick(first.cursor)
+    assert children.run_requests
+    for r in children.run_requests:
+        assert set(r.asset_selection) == {keys.clean_key("opportunity_stage"), keys.quarantine_key("opportunity_stage")}
+        execute(defs, instance, r)
+    assert q(db, "SELECT count(*) FROM quarantine.opportunity_stage WHERE break_action = 'hold_for_parent'") == [(0,)]
+    assert q(db, "SELECT count(DISTINCT opportunity_id) FROM clean.opportunity_stage WHERE opportunity_id IN "
+                 f"{tuple(ids)}") == [(2,)]
+    first = children   # the cursor the next ticks continue from
+
     # 4. The re-cleaned day is new clean data, which the automation sensor refreshes after on its own: the repair
     # leaves it the first chance. No automation sensor runs here, so after the grace the repair asks for its own
     # refresh: daily metrics from the affected day on, then everything unpartitioned.

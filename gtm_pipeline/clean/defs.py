@@ -25,6 +25,7 @@ from gtm_pipeline.errors import ContractError
 from gtm_pipeline.ingest.landing import LandingSpec, load_landing_spec
 from gtm_pipeline.orchestration.partitions import daily_partitions
 from gtm_pipeline.orchestration.resources import GtmProject
+from gtm_pipeline.warehouse import table_exists
 
 # Dagster's documented priority tag: of the steps ready to run, a higher priority runs first (op tags order steps
 # inside a run). Parents get MAX_LEVEL, their children one less per level of references.
@@ -81,8 +82,7 @@ def _reference_misses(con, contract: EntityContract, days: list[str]) -> dict[st
     for col in contract.rules_of_kind("references"):
         assert col.references is not None   # rules_of_kind("references") keeps only the columns that declare one
         ent, rcol = col.references.split(".")
-        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'clean' "
-                             "AND table_name = ?", [ent]).fetchone()[0]
+        exists = table_exists(con, "clean", ent)
         ref = f"(SELECT 1 FROM clean.{ent} r WHERE r.{quote_ident(rcol)} = x.{quote_ident(col.name)})"
         n = con.execute(
             f"SELECT count(*) FROM clean.{contract.entity} x WHERE x._partition BETWEEN ?::DATE AND ?::DATE "

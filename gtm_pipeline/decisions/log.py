@@ -30,7 +30,7 @@ from gtm_pipeline.config import DECISION_LOG_KEY_ENV
 from gtm_pipeline.decisions.anchor import SIGNED, Anchor, append_checkpoint, read_checkpoints
 from gtm_pipeline.decisions.hashing import canonical_json, equal, hmac_sha256_hex, sha256_hex
 from gtm_pipeline.errors import GtmPipelineError
-from gtm_pipeline.warehouse import ensure_base, utcnow
+from gtm_pipeline.warehouse import ensure_base, transaction, utcnow
 
 GENESIS = "0" * 64
 HMAC_PREFIX = "hmac-sha256:"    # a keyed entry's hash; an unkeyed one is 64 bare hex digits
@@ -233,13 +233,8 @@ def writing(con: duckdb.DuckDBPyConnection, head: Anchor | Path | None):
     ensure_log(con)
     anchor = as_anchor(head)
     check_writable(con, anchor)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         yield Writer(con, anchor)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     if anchor is not None:
         e = latest_entry(con)
         if e is not None:

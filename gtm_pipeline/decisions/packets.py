@@ -36,7 +36,7 @@ from gtm_pipeline.decisions.architecture_sync import architecture_sync_sections,
 from gtm_pipeline.decisions.monthly_readout import monthly_readout_sections
 from gtm_pipeline.decisions.weekly_review import weekly_execution_sections
 from gtm_pipeline.errors import GtmPipelineError
-from gtm_pipeline.warehouse import table_exists
+from gtm_pipeline.warehouse import existing_tables, table_exists
 
 TITLES = {"weekly_ops": "Weekly ops review", "monthly_business_review": "Monthly business review",
           "quarterly_plan": "Quarterly plan", "biweekly_architecture": "Biweekly architecture sync"}
@@ -234,8 +234,7 @@ def _hygiene(con) -> list[str]:
                                    "ORDER BY severity, opened_at LIMIT 5").fetchall():
             lines.append(f"  - {i} {s}: {t}")
     quarantined = []
-    for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'quarantine' "
-                            "ORDER BY 1").fetchall():
+    for t in sorted(existing_tables(con, "quarantine")):
         cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
                                           "'quarantine' AND table_name = ?", [t]).fetchall()}
         where = " WHERE status = 'open'" if "status" in cols else ""

@@ -32,7 +32,7 @@ from gtm_pipeline.errors import IngestError
 from gtm_pipeline.ingest.landing import LandingSpec, Source, Table, day_files, unclaimed_reason
 from gtm_pipeline.ingest.rawlines import PhysicalLines, normalized_copy, scan_lines, shown
 from gtm_pipeline.ingest.read import LandingFile, ReadFailed, csv_source, probe, read_table, with_arrow
-from gtm_pipeline.warehouse import ensure_base, utcnow
+from gtm_pipeline.warehouse import ensure_base, transaction, utcnow
 
 __all__ = ["LINEAGE_COLUMNS", "Drift", "IngestReport", "TableReport", "ensure_raw_table", "ingest_day",
            "ingest_days"]
@@ -288,21 +288,16 @@ def ingest_days(con: duckdb.DuckDBPyConnection, spec: LandingSpec, landing_dir: 
     careful: dict[Path, str] = {}   # files DuckDB failed to read in a batch -> its error
     with tempfile.TemporaryDirectory(prefix="gtm-ingest-") as scratch:
         while True:
-            con.execute("BEGIN TRANSACTION")
             try:
-                reports = _replace_days(con, spec, landing_dir, spec.sources[source], days, now, Path(scratch),
-                                        careful)
-                con.execute("COMMIT")
+                with transaction(con):
+                    reports = _replace_days(con, spec, landing_dir, spec.sources[source], days, now,
+                                            Path(scratch), careful)
                 break
-            except ReadFailed as e:
-                con.execute("ROLLBACK")
+            except ReadFailed as e:   # rolled back: nothing of this attempt was written
                 if not e.culprits or e.culprits.keys() <= careful.keys():
                     raise IngestError(f"{e} (no file of the read fails on its own, so none can be set aside; "
                                       f"re-export the files named, or read fewer days at a time)") from e
                 careful.update(e.culprits)   # read again, these on their own (each retry sets a new file aside)
-            except Exception:
-                con.execute("ROLLBACK")
-                raise
     for n in range(1, len(days) + 1):
         if progress:
             progress(n, len(days))

@@ -39,6 +39,7 @@ from gtm_pipeline.warehouse import (
     resolve_incidents,
     scalar,
     table_exists,
+    transaction,
     utcnow,
 )
 
@@ -223,8 +224,7 @@ def _publish(con, contract: MetricContract, comp: Computation, cand: str, ctx: B
              rows: int, data_time: DataTime) -> tuple[date, date] | None:
     name = comp.name
     window = ctx.window
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if comp.partition_column is None:   # not comp.partitioned
             con.execute(f"DROP TABLE IF EXISTS metrics.{q(name)}")
             con.execute(f"ALTER TABLE {cand} RENAME TO {q(name)}")
@@ -264,10 +264,6 @@ def _publish(con, contract: MetricContract, comp: Computation, cand: str, ctx: B
         resolve_incidents(con, incident_key(name), resolved_at=ctx.now,
                           evidence=f"the audit passed: {rows} row(s) of metrics/{name}@{contract.version} "
                                    f"published by {f'run {run_id}' if run_id else 'a call outside Dagster'}")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return window
 
 
@@ -277,8 +273,7 @@ def _block(con, contract: MetricContract, outcome: PublishOutcome, cand: str) ->
     title = f"{contract.metric} (metrics/{contract.name}) not published: {what}"
     details = {t.name: {"assert": t.text, "failed_rows": t.failed_rows, "total_rows": t.total_rows,
                         "samples": t.samples, **t.details} for t in failures}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         iid, new = open_incident(con, severity=INCIDENT_SEVERITY, origin="metric",
                                  asset_key=asset_key_text(contract.name), rule=",".join(t.name for t in failures),
                                  title=title, details=details, owner=contract.owner,
@@ -297,10 +292,6 @@ def _block(con, contract: MetricContract, outcome: PublishOutcome, cand: str) ->
             notify_owner(con, owner=contract.owner, subject=title, body=body,
                          asset_key=asset_key_text(contract.name), incident_id=iid,
                          channel="page" if contract.pages else "owner")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     outcome.incident_id, outcome.notified = iid, new
 
 

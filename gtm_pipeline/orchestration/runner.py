@@ -20,6 +20,7 @@ from gtm_pipeline.config import Settings
 from gtm_pipeline.datatime import BLOCKED, blocked_text, quarantine_command
 from gtm_pipeline.errors import GtmPipelineError, RunFailed
 from gtm_pipeline.ingest.landing import landing_days
+from gtm_pipeline.warehouse import existing_tables, table_exists
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +316,7 @@ def blocked_in_warehouse(con: duckdb.DuckDBPyConnection) -> list[Blocked]:
 
     days = con.execute("SELECT asset_key, strftime(partition_key, '%Y-%m-%d') FROM ops.partition_status "
                        "WHERE status = ? ORDER BY 1, 2", [BLOCKED]).fetchall()
-    tables = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'quarantine'").fetchall()}
+    tables = existing_tables(con, "quarantine")
     out = []
     for asset, day in days:
         entity = asset.partition("/")[2]
@@ -339,20 +339,24 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
             return []
 
     lines = []
-    raw = q("""SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'
-               AND table_name NOT IN ('rejects', 'schema_drift') ORDER BY 1""")
+    raw = [(t,) for t in sorted(existing_tables(con, "raw") - {"rejects", "schema_drift"})]
     total_raw = 0
     for (t,) in raw:
         total_raw += q(f"SELECT count(*) FROM raw.{t}")[0][0]
     rej = dict(q("SELECT stage, count(*) FROM raw.rejects GROUP BY 1"))
     lines.append(f"raw:        {total_raw:>9,} rows in {len(raw)} tables; "
                  f"rejects: {rej.get('ingest', 0):,} unparseable, {rej.get('clean', 0):,} duplicates (raw.rejects)")
-    clean = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'clean' ORDER BY 1")
-    parts = []
-    for (t,) in clean:
-        parts.append(f"{t}={q(f'SELECT count(*) FROM clean.{t}')[0][0]:,}")
+    clean = sorted(existing_tables(con, "clean"))
+    histories = [t for t in clean if t.endswith("_history") and t.removesuffix("_history") in clean]
+    parts = [f"{t}={q(f'SELECT count(*) FROM clean.{t}')[0][0]:,}" for t in clean if t not in histories]
     lines.append("clean:      " + ", ".join(parts))
-    quarantine = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'quarantine' ORDER BY 1")
+    if histories:
+        # clean.<entity>_history repeats the current rows as versions: only the superseded ones are news.
+        old = sum(q(f"SELECT count(*) FROM clean.{t} WHERE valid_to IS NOT NULL")[0][0] for t in histories)
+        if old:
+            lines.append(f"history:    {old:,} superseded version(s): a later delivery updated the record "
+                         f"(clean.<entity>_history)")
+    quarantine = [(t,) for t in sorted(existing_tables(con, "quarantine"))]
     qparts = []
     for (t,) in quarantine:
         n = q("SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'held') "
@@ -373,14 +377,14 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
         r, c, qq, h, j, lost = (int(x or 0) for x in cons[0])
         lines.append(f"ledger:     {r:,} records = {c:,} clean + {qq:,} quarantined + {h:,} held + {j:,} rejected; "
                      f"lost: {lost}")
-    metrics = q("SELECT table_name FROM information_schema.tables WHERE table_schema = 'metrics' ORDER BY 1")
+    metrics = sorted(existing_tables(con, "metrics"))
     if metrics:
         lines.append(f"metrics:    {len(metrics)} tables in schema metrics")
     proposals = q("SELECT node, chosen_action FROM decisions.log WHERE event = 'proposed' ORDER BY entry_id")
     if proposals:
         lines.append(f"decisions:  {len(proposals)} proposal(s) in the decision log (gtm-pipeline decisions list):")
         lines.extend(f"            {node}: {action}" for node, action in proposals)
-    elif q("SELECT 1 FROM information_schema.tables WHERE table_schema = 'decisions' AND table_name = 'log'"):
+    elif table_exists(con, "decisions", "log"):
         lines.append("decisions:  no proposal (the thresholds imply none, or a pre-check failed: "
                      "'gtm-pipeline decisions evaluate' says which)")
     return "\n".join(lines)

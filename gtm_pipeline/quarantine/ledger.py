@@ -35,6 +35,7 @@ from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.ingest.landing import LandingSpec, Table
 from gtm_pipeline.ingest.rawlines import one_line
 from gtm_pipeline.quarantine.overlay import QUARANTINED_SQL
+from gtm_pipeline.warehouse import existing_tables
 
 COUNTS = ("records", "clean", "superseded", "quarantined", "held", "rejected", "lost")
 DETAIL = ("rejected_ingest", "rejected_clean", "raw_rows", "in_two_places")
@@ -51,8 +52,8 @@ def check_day(day: str | None) -> None:
 
 
 def _existing(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute(
-        "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
+    """``schema.table`` of every table the ledger reads from."""
+    return {f"{s}.{t}" for s in ("raw", "clean", "quarantine") for t in existing_tables(con, s)}
 
 
 def _fates(con, t: Table, existing: set[str], day: str | None) -> pd.DataFrame:
