@@ -322,3 +322,59 @@ def test_the_explain_command(world, env_settings):
     assert res.exit_code == 0 and f"account {account}" in res.output and "engagement" not in res.output, res.output
     res = CliRunner().invoke(main, ["scoring", "explain", "L-nope"])
     assert res.exit_code == 2 and "'L-nope' is neither a lead_id of clean.lead nor an account_id" in res.output
+
+
+def test_intent_counts_as_a_percentile_within_its_vendor_and_topic():
+    """Vendors score on scales of their own: the top signal of a vendor whose scores run 10-30 counts as much as the
+    top of one whose scores run 60-90; a signal after the evaluation time does not exist yet."""
+    import duckdb
+
+    from gtm_pipeline.scoring.points import intent_strength_sql
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE intent (account_id VARCHAR, vendor VARCHAR, topic VARCHAR, intent_score DOUBLE, "
+                "observed_at TIMESTAMP)")
+    con.executemany("INSERT INTO intent VALUES (?, ?, ?, ?, ?)", [
+        ("A1", "low_scale", "crm", 30, "2026-08-01"), ("A2", "low_scale", "crm", 10, "2026-08-01"),
+        ("A3", "high_scale", "crm", 90, "2026-08-01"), ("A4", "high_scale", "crm", 60, "2026-08-01"),
+        ("A5", "high_scale", "pricing", 20, "2026-08-01"), ("A6", "low_scale", "crm", 99, "2026-09-01")])
+    sql = intent_strength_sql("intent", "TIMESTAMP '2026-08-15'")
+    got = dict(con.execute(f"SELECT account_id, strength FROM ({sql}) ORDER BY 1").fetchall())
+    assert got == {"A1": 1.0, "A2": 0.5, "A3": 1.0, "A4": 0.5, "A5": 1.0}
+
+
+def test_the_score_in_force_follows_the_audience_filter_at_once_and_names_its_version():
+    """icp.update excludes retail: the same transaction that writes the flag re-grades retail leads (no fit, grade
+    C) under a model version naming the filter version; reversing it restores them -- the playbook and the scores
+    never disagree."""
+    import duckdb
+
+    from gtm_pipeline.decisions import flags, in_force
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA clean")
+    con.execute("CREATE SCHEMA metrics")
+    con.execute("CREATE TABLE clean.lead (lead_id VARCHAR, industry VARCHAR, size_band VARCHAR, segment VARCHAR, "
+                "status VARCHAR, dq_reason VARCHAR)")
+    con.execute("INSERT INTO clean.lead VALUES ('L1', 'retail', '11-50', 'smb', 'working', NULL), "
+                "('L2', 'fintech', '11-50', 'smb', 'working', NULL)")
+    con.execute("CREATE TABLE metrics.lead_score AS SELECT * FROM (VALUES "
+                "('L1', 'icp_v1@1.0.0', 40.0, 'A', 25.0, '1', 'A1', 100.0, 65.0), "
+                "('L2', 'icp_v1@1.0.0', 35.0, 'A', 5.0, '3', 'A3', 100.0, 40.0)) t(lead_id, model_version, "
+                "fit_score, fit_grade, engagement_score, engagement_grade, grade, total_cap, total_score)")
+    made = in_force.install(con, {"icp.update": "icp_audience_filter"})
+    assert in_force.LEAD_SCORE_IN_FORCE in made
+
+    def scores():
+        return con.execute(f"SELECT lead_id, model_version, fit_score, grade, total_score, icp_excluded "
+                           f"FROM {in_force.LEAD_SCORE_IN_FORCE} ORDER BY 1").fetchall()
+
+    assert scores() == [("L1", "icp_v1@1.0.0+icp_audience_filter.v0", 40.0, "A1", 65.0, False),
+                        ("L2", "icp_v1@1.0.0+icp_audience_filter.v0", 35.0, "A3", 40.0, False)]
+    flags.set_flag(con, "icp_audience_filter", {"include": ["industry=fintech"], "exclude": ["industry=retail"]},
+                   set_by="t", reason="icp.update applied")
+    assert scores() == [("L1", "icp_v1@1.0.0+icp_audience_filter.v1", 0.0, "C1", 25.0, True),
+                        ("L2", "icp_v1@1.0.0+icp_audience_filter.v1", 35.0, "A3", 40.0, False)]
+    flags.set_flag(con, "icp_audience_filter", {"include": [], "exclude": []}, set_by="t", reason="reversed",
+                   restores_version=0)
+    assert scores()[0] == ("L1", "icp_v1@1.0.0+icp_audience_filter.v2", 40.0, "A1", 65.0, False)

@@ -21,7 +21,7 @@ from gtm_pipeline.errors import GtmPipelineError, RunFailed
 
 # Command modules, in the order their commands are listed by --help.
 _COMMAND_MODULES = ("data", "slo", "quarantine", "incidents", "notifications", "routing", "metrics", "decisions",
-                    "experiments", "launches", "scoring", "bench")
+                    "experiments", "launches", "scoring", "lifecycle", "bench")
 
 
 class _Group(click.Group):

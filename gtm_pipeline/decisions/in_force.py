@@ -17,6 +17,10 @@ Each view, what it reads, and what it computes:
   since the plan took effect.
 - ``decisions.lead_icp`` (``icp_audience_filter``, clean.lead): each lead's ICP segment (priority / core / excluded /
   disqualified) and whether routing may assign it.
+- ``decisions.lead_score_in_force`` (decisions.lead_icp, metrics.lead_score): the lead score under the audience filter
+  in force, so the ICP playbook and the scores never disagree (issue 19 §1): a lead the filter excludes has no fit
+  (fit points 0, fit grade C, its total without them), and every row's model version names the filter version it was
+  scored under (``icp_v1@1.0.0+icp_audience_filter.v3``). An apply or reverse of ``icp.update`` changes it at once.
 
 Routing reads ``decisions.lead_icp`` (`routing.unassigned_leads` skips leads the filter makes ineligible) and the
 pricing monitor compares CM per seat with the CM per seat the card in force implies. ``FF_ROUTING_V1`` has its own
@@ -41,6 +45,7 @@ from gtm_pipeline.warehouse import table_exists
 _MARKETING = "('ad_spend', 'vendor')"
 PRICE_BOOK, BOOKINGS_OUTLOOK, CHANNEL_PLAN, LEAD_ICP = (keys.PRICE_BOOK_VIEW, keys.BOOKINGS_OUTLOOK_VIEW,
                                                        keys.CHANNEL_PLAN_VIEW, keys.LEAD_ICP_VIEW)
+LEAD_SCORE_IN_FORCE = keys.LEAD_SCORE_IN_FORCE_VIEW
 
 
 def _lit(text: str) -> str:
@@ -176,6 +181,22 @@ def lead_icp_sql(audience_flag: str) -> str:
         FROM tagged"""
 
 
+def lead_score_in_force_sql(audience_flag: str) -> str:
+    """The lead score re-graded by the audience filter in force (read through ``decisions.lead_icp``, the same
+    classification routing uses, so the two cannot disagree)."""
+    excluded = "coalesce(i.icp_segment = 'excluded', FALSE)"
+    fit = f"CASE WHEN {excluded} THEN 0.0 ELSE s.fit_score END"
+    fit_grade = f"CASE WHEN {excluded} THEN 'C' ELSE s.fit_grade END"
+    return f"""
+        SELECT s.* REPLACE (
+                   s.model_version || '+{audience_flag}.v' || CAST(coalesce(i.filter_version, 0) AS VARCHAR)
+                       AS model_version,
+                   {fit} AS fit_score, {fit_grade} AS fit_grade, ({fit_grade}) || s.engagement_grade AS grade,
+                   least({fit} + s.engagement_score, s.total_cap) AS total_score),
+               {excluded} AS icp_excluded
+        FROM metrics.lead_score s LEFT JOIN {LEAD_ICP} i ON i.lead_id = s.lead_id"""
+
+
 def install(con: duckdb.DuckDBPyConnection, action_flags: Mapping[str, str]) -> list[str]:
     """Create (or replace) every reader view whose sources exist. ``action_flags``: node -> the flag its playbook
     flips (``Playbook.action_flag``). Returns the views in place."""
@@ -187,12 +208,14 @@ def install(con: duckdb.DuckDBPyConnection, action_flags: Mapping[str, str]) -> 
                             "metrics.fact_bookings"), "pricing.change", lambda _f: BOOKINGS_OUTLOOK_SQL),
         (CHANNEL_PLAN, ("metrics.fact_costs", "metrics.cac_per_sqo"), "channel.invest", channel_plan_sql),
         (LEAD_ICP, ("clean.lead",), "icp.update", lead_icp_sql),
+        (LEAD_SCORE_IN_FORCE, ("metrics.lead_score",), "icp.update", lead_score_in_force_sql),
     ]
     for view, sources, node, sql in views:
         flag = action_flags.get(node)
         if flag is None or not all(_exists(con, s) for s in sources):
             continue
-        if view == BOOKINGS_OUTLOOK and PRICE_BOOK not in made:
+        if (view == BOOKINGS_OUTLOOK and PRICE_BOOK not in made) or (view == LEAD_SCORE_IN_FORCE
+                                                                      and LEAD_ICP not in made):
             continue
         con.execute(f"CREATE OR REPLACE VIEW {view} AS {sql(flag)}")
         made.append(view)

@@ -29,7 +29,7 @@ from gtm_pipeline.errors import GtmPipelineError
 CLEAN_PREFIX = "clean."
 # Modules that register computations (imported on first use, so importing this module stays cheap).
 _MODULES = ("facts", "unit_economics", "funnel", "routing", "elasticity", "attribution", "forecast", "experiments",
-            "ttv", "scoring")
+            "ttv", "enrichment", "scoring", "lifecycle")
 
 Base: TypeAlias = str | pd.DataFrame
 

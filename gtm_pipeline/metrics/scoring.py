@@ -23,7 +23,7 @@ from gtm_pipeline.scoring.contract import (
     load_active_model,
 )
 from gtm_pipeline.scoring.fit import GroupTable, fit_columns_sql, fit_tables, read_rates
-from gtm_pipeline.scoring.points import grade_sql
+from gtm_pipeline.scoring.points import grade_sql, intent_strength_sql
 from gtm_pipeline.warehouse import table_exists
 
 FIT_COLUMNS = tuple(f"fit_{g}" for g in FIT_GROUPS)
@@ -75,9 +75,8 @@ def engagement_sql(model: ScoringModel, activity: str, intent: str, lead: str, n
             FROM {activity}
             WHERE activity_type IN ({types}) AND lead_id IS NOT NULL AND occurred_at <= {now}
             UNION ALL
-            SELECT l.lead_id, 'intent', i.observed_at, i.intent_score / 100.0
-            FROM {intent} i JOIN {lead} l ON l.account_id = i.account_id
-            WHERE i.observed_at IS NOT NULL AND i.observed_at <= {now}),
+            SELECT l.lead_id, 'intent', i.observed_at, i.strength
+            FROM ({intent_strength_sql(intent, now)}) i JOIN {lead} l ON l.account_id = i.account_id),
         raw AS (
             SELECT lead_id, grp,
                    sum(strength * (CASE grp {each} END)

@@ -329,6 +329,17 @@ def blocked_in_warehouse(con: duckdb.DuckDBPyConnection) -> list[Blocked]:
     return out
 
 
+def _scores_line(q) -> str:
+    """The demo's line on lead scoring: how many leads per fit grade, and the model that scored them."""
+    grades = q("SELECT fit_grade, count(*) FROM metrics.lead_score GROUP BY 1 ORDER BY 1")
+    version = q("SELECT min(model_version) FROM metrics.lead_score")
+    top = q("SELECT grade, count(*) FROM metrics.lead_score WHERE grade IN ('A1', 'A2', 'B1') GROUP BY 1 ORDER BY 1")
+    return (f"scores:     {sum(n for _, n in grades):,} leads scored by {version[0][0] if version else '?'}: fit "
+            + ", ".join(f"{g} {n:,}" for g, n in grades)
+            + (f"; ready for sales ({', '.join(f'{g} {n:,}' for g, n in top)})" if top else "")
+            + " (gtm-pipeline scoring explain LEAD_ID)")
+
+
 def summary(con: duckdb.DuckDBPyConnection) -> str:
     """What landed where, for the demo's closing print."""
 
@@ -380,6 +391,8 @@ def summary(con: duckdb.DuckDBPyConnection) -> str:
     metrics = sorted(existing_tables(con, "metrics"))
     if metrics:
         lines.append(f"metrics:    {len(metrics)} tables in schema metrics")
+    if "lead_score" in metrics:
+        lines.append(_scores_line(q))
     proposals = q("SELECT node, chosen_action FROM decisions.log WHERE event = 'proposed' ORDER BY entry_id")
     if proposals:
         lines.append(f"decisions:  {len(proposals)} proposal(s) in the decision log (gtm-pipeline decisions list):")

@@ -18,7 +18,7 @@ import duckdb
 from gtm_pipeline.errors import GtmPipelineError
 from gtm_pipeline.scoring.contract import ACTIVITY_GROUPS, FIT_GROUPS, ScoringModel, load_active_model
 from gtm_pipeline.scoring.fit import GroupTable, fit_tables, read_rates
-from gtm_pipeline.scoring.points import ValuePoints, decayed, engagement_grade, fit_grade
+from gtm_pipeline.scoring.points import ValuePoints, decayed, engagement_grade, fit_grade, intent_strength_sql
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,9 @@ def _engagement_lines(con: duckdb.DuckDBPyConnection, lead_id: str, account_id: 
     touches = con.execute(
         f"SELECT activity_type, occurred_at, 1.0 FROM clean.activity WHERE lead_id = ? AND occurred_at <= ? "
         f"AND activity_type IN ({', '.join('?' for _ in ACTIVITY_GROUPS)}) "
-        "UNION ALL SELECT 'intent', observed_at, intent_score / 100.0 FROM clean.intent "
-        "WHERE account_id = ? AND observed_at IS NOT NULL AND observed_at <= ?",
-        [lead_id, as_of, *ACTIVITY_GROUPS, account_id, as_of]).fetchall()
+        f"UNION ALL SELECT 'intent', observed_at, strength FROM ({intent_strength_sql('clean.intent', '?')}) "
+        "WHERE account_id = ?",
+        [lead_id, as_of, *ACTIVITY_GROUPS, as_of, account_id]).fetchall()
     out = []
     for g, spec in groups.items():
         mine = [(t, s) for grp, t, s in touches if grp == g]

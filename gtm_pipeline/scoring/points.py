@@ -129,3 +129,11 @@ def grade_sql(fit: str, engagement: str, model: ScoringModel) -> tuple[str, str]
     f, e = model.grades.fit, model.grades.engagement
     return (f"CASE WHEN {fit} >= {f.A!r} THEN 'A' WHEN {fit} >= {f.B!r} THEN 'B' ELSE 'C' END",
             f"CASE WHEN {engagement} >= {e.one!r} THEN '1' WHEN {engagement} >= {e.two!r} THEN '2' ELSE '3' END")
+
+
+def intent_strength_sql(intent: str, now: str) -> str:
+    """Each intent signal up to ``now`` with its strength: its percentile among the same vendor's signals on the same
+    topic (cume_dist: the share at or below it), because vendors score on scales of their own -- 70 from one is not
+    70 from another. The strongest signal of a vendor and topic counts 1.0, a lone signal too."""
+    return (f"SELECT account_id, observed_at, cume_dist() OVER (PARTITION BY vendor, topic ORDER BY intent_score) "
+            f"AS strength FROM {intent} WHERE observed_at IS NOT NULL AND observed_at <= {now}")
