@@ -33,7 +33,7 @@ from gtm_pipeline.lifecycle.recycle import TABLE as RECYCLES
 from gtm_pipeline.metrics.registry import BuildContext, computation
 from gtm_pipeline.metrics.unit_economics import label
 from gtm_pipeline.scoring.contract import ACTIVITY_GROUPS, ENGAGEMENT_GROUPS, ScoringModel, load_active_model
-from gtm_pipeline.scoring.points import grade_sql, intent_strength_sql
+from gtm_pipeline.scoring.points import grade_sql, touches_sql
 from gtm_pipeline.warehouse import table_exists
 
 HISTORY_COLUMNS = ("lead_id", "cycle", "stage", "stage_rank", "entered_at", "exited_at", "days_in_stage", "rule",
@@ -44,22 +44,16 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def touches_sql(model: ScoringModel, activity: str, intent: str, lead: str, now: str) -> str:
+def graded_sql(model: ScoringModel, activity: str, intent: str, lead: str, now: str) -> str:
     """CTEs ``touch`` (every touch up to now) and ``graded`` (one row per lead and touch moment with the
     engagement score as of that moment: every touch up to it decayed to it, each group stopped at its cap)."""
     e = model.engagement
     groups = e.groups()
     points = " ".join(f"WHEN '{g}' THEN {groups[g].points!r}" for g in ENGAGEMENT_GROUPS)
     caps = " ".join(f"WHEN '{g}' THEN {groups[g].cap!r}" for g in ENGAGEMENT_GROUPS)
-    types = ", ".join(f"'{g}'" for g in ACTIVITY_GROUPS)
     return f"""
-        touch AS (   -- the same touches as lead_score's engagement (gtm_pipeline/metrics/scoring.py)
-            SELECT lead_id, activity_type AS grp, occurred_at AS ts, 1.0 AS strength
-            FROM {activity}
-            WHERE activity_type IN ({types}) AND lead_id IS NOT NULL AND occurred_at <= {now}
-            UNION ALL
-            SELECT l.lead_id, 'intent', i.observed_at, i.strength
-            FROM ({intent_strength_sql(intent, now)}) i JOIN {lead} l ON l.account_id = i.account_id),
+        touch AS (   -- the same touches as lead_score's engagement (scoring.points.touches_sql)
+            {touches_sql(activity, intent, lead, now, ACTIVITY_GROUPS)}),
         moment AS (SELECT lead_id, ts, min(grp) AS activity_type FROM touch GROUP BY ALL),
         per_group AS (
             SELECT m.lead_id, m.ts, m.activity_type, p.grp,
@@ -75,7 +69,7 @@ def evidence_sql(ctx: BuildContext, model: ScoringModel, now: str) -> str:
     """CTEs up to ``evidence``: one row per lead and moment with the columns the stage criteria may use."""
     lead, opp = ctx.table("clean.lead"), ctx.table("clean.opportunity")
     _, eng_grade = grade_sql("x.fit_score", "x.engagement_score", model)
-    return f"""{touches_sql(model, ctx.table('clean.activity'), ctx.table('clean.intent'), lead, now)},
+    return f"""{graded_sql(model, ctx.table('clean.activity'), ctx.table('clean.intent'), lead, now)},
         ev AS (
             SELECT lead_id, created_at AS ts, 'created' AS event, NULL::VARCHAR AS status,
                    NULL::VARCHAR AS to_stage FROM {lead}

@@ -23,7 +23,7 @@ from gtm_pipeline.scoring.contract import (
     load_active_model,
 )
 from gtm_pipeline.scoring.fit import GroupTable, fit_columns_sql, fit_tables, read_rates
-from gtm_pipeline.scoring.points import grade_sql, intent_strength_sql
+from gtm_pipeline.scoring.points import grade_sql, touches_sql
 from gtm_pipeline.warehouse import table_exists
 
 FIT_COLUMNS = tuple(f"fit_{g}" for g in FIT_GROUPS)
@@ -68,15 +68,10 @@ def engagement_sql(model: ScoringModel, activity: str, intent: str, lead: str, n
     each = " ".join(f"WHEN '{g}' THEN {groups[g].points!r}" for g in ENGAGEMENT_GROUPS)
     capped = ", ".join(f"least(coalesce(sum(raw) FILTER (WHERE grp = '{g}'), 0), {groups[g].cap!r}) AS eng_{g}"
                        for g in ENGAGEMENT_GROUPS)
-    types = ", ".join(f"'{g}'" for g in ACTIVITY_GROUPS)
     return f"""
         ev AS (   -- touches up to the evaluation time; later ones do not exist yet for this score
-            SELECT lead_id, activity_type AS grp, occurred_at AS touched_at, 1.0 AS strength
-            FROM {activity}
-            WHERE activity_type IN ({types}) AND lead_id IS NOT NULL AND occurred_at <= {now}
-            UNION ALL
-            SELECT l.lead_id, 'intent', i.observed_at, i.strength
-            FROM ({intent_strength_sql(intent, now)}) i JOIN {lead} l ON l.account_id = i.account_id),
+            SELECT lead_id, grp, ts AS touched_at, strength
+            FROM ({touches_sql(activity, intent, lead, now, ACTIVITY_GROUPS)})),
         raw AS (
             SELECT lead_id, grp,
                    sum(strength * (CASE grp {each} END)

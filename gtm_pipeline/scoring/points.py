@@ -137,3 +137,14 @@ def intent_strength_sql(intent: str, now: str) -> str:
     70 from another. The strongest signal of a vendor and topic counts 1.0, a lone signal too."""
     return (f"SELECT account_id, observed_at, cume_dist() OVER (PARTITION BY vendor, topic ORDER BY intent_score) "
             f"AS strength FROM {intent} WHERE observed_at IS NOT NULL AND observed_at <= {now}")
+
+
+def touches_sql(activity: str, intent: str, lead: str, now: str, groups: Iterable[str]) -> str:
+    """Every touch of a lead up to ``now`` that engagement counts: (lead_id, grp, ts, strength). Activities of the
+    ``groups`` types count 1.0; an intent signal of the lead's account counts its vendor/topic percentile. The one
+    definition both the score (``metrics.lead_score``) and the lifecycle's MQL replay read, so they cannot drift."""
+    types = ", ".join(f"'{g}'" for g in groups)
+    return (f"SELECT lead_id, activity_type AS grp, occurred_at AS ts, 1.0 AS strength FROM {activity} "
+            f"WHERE activity_type IN ({types}) AND lead_id IS NOT NULL AND occurred_at <= {now} "
+            f"UNION ALL SELECT l.lead_id, 'intent', i.observed_at, i.strength "
+            f"FROM ({intent_strength_sql(intent, now)}) i JOIN {lead} l ON l.account_id = i.account_id")
